@@ -1,1 +1,95 @@
-pub fn x(){}
+//! Read/write splitting for axum and Tower services over a PostgreSQL primary and its
+//! streaming read replicas, on sqlx.
+//!
+//! - [`RwSplitLayer`] decides for every request a [`RouteIntent`] (safe methods read, the rest
+//!   write, [`RouteOverride`] and custom [`RoutePolicy`]s where that is not enough) and puts it
+//!   into the request's extensions.
+//! - The [`DbRead`] and [`DbWrite`] extractors hand the handler the [`sqlx::PgPool`] that
+//!   matches: a replica for reads, the primary for writes and transactions.
+//! - The [`Registry`] owns the pools, spreads reads over healthy replicas by weight (a smooth,
+//!   lock-free weighted round-robin), checks every server in the background (reachability,
+//!   role, lag in time and bytes), takes bad replicas out of rotation and back, and sends reads
+//!   to the primary when no replica can serve. Jobs and CLIs use it directly.
+//! - [`Config`] reads the `db:` YAML block (with `${ENV:-default}` placeholders) or is built in
+//!   code.
+//!
+//! # Quick start
+//!
+//! ```
+//! use axum::{Json, Router, extract::Path, routing::get};
+//! use rwsplit::{Config, DbRead, DbWrite, Registry, RwSplitLayer};
+//!
+//! async fn list(db: DbRead) -> Result<Json<Vec<String>>, String> {
+//!     // Plain sqlx, on a replica.
+//!     let names = sqlx::query_scalar("SELECT name FROM items ORDER BY id")
+//!         .fetch_all(&*db)
+//!         .await
+//!         .map_err(|e| e.to_string())?;
+//!     Ok(Json(names))
+//! }
+//!
+//! async fn create(db: DbWrite, name: String) -> Result<(), String> {
+//!     // Plain sqlx, on the primary.
+//!     sqlx::query("INSERT INTO items (name) VALUES ($1)")
+//!         .bind(name)
+//!         .execute(&*db)
+//!         .await
+//!         .map_err(|e| e.to_string())?;
+//!     Ok(())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let yaml = "db: { host: 127.0.0.1, enableReadWriteSeparation: true, readReplicas: [{ name: r1, host: 127.0.0.1, port: 5433 }] }";
+//! # let connect = Registry::connect_lazy;
+//! // Usually `Config::from_file("config.yaml")?` and `Registry::connect(config).await?`.
+//! let config = Config::from_yaml(yaml)?;
+//! let registry = connect(config)?;
+//!
+//! let app: Router = Router::new()
+//!     .route("/items", get(list).post(create))
+//!     .layer(RwSplitLayer::new(registry.clone()))
+//!     .with_state(registry);
+//! # let _ = app;
+//! // axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Where things are decided
+//!
+//! | question | answered by |
+//! |---|---|
+//! | replica or primary for this request? | [`RoutePolicy`] in [`RwSplitLayer`], then [`RouteOverride`] |
+//! | which replica? | the registry's weighted schedule over replicas in rotation |
+//! | is a replica in rotation? | the registry's health loop: reachable, a standby, lag under both thresholds, weight over 0 |
+//!
+//! # Logs
+//!
+//! Structured `tracing` events: `rwsplit configuration` at start, `connected` per server,
+//! `replica removed from rotation` (with the reason) and `replica back in rotation`,
+//! `no healthy read replicas available, falling back to primary` once when the last replica
+//! leaves and `read replicas available again, reads leave the primary` when one returns,
+//! `primary unreachable`. No event, `Debug` output or error ever contains a password.
+
+#![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod config;
+mod error;
+mod extract;
+mod intent;
+mod layer;
+mod registry;
+mod route_override;
+
+pub use config::{Config, ConfigError, ReplicaConfig};
+pub use error::Error;
+pub use extract::{DbRead, DbRejection, DbWrite};
+pub use intent::{MethodPolicy, Reason, Role, RouteIntent, RoutePolicy};
+pub use layer::{ResponseFuture, RwSplit, RwSplitLayer, TARGET_HEADER};
+pub use registry::{Registry, RegistryStatus, ServerStatus, Target};
+pub use route_override::{RouteOverride, RouteOverrideService};
+/// The TLS modes of [`Config::ssl_mode`], re-exported from sqlx.
+pub use sqlx::postgres::PgSslMode;

@@ -1,0 +1,286 @@
+//! The `DbRead` and `DbWrite` extractors: the pool that matches the request's intent.
+//!
+//! Both get the [`Registry`] from your state through [`FromRef`], so they work with a state
+//! of your own as long as it can hand out the registry, and both need the
+//! [`RwSplitLayer`](crate::RwSplitLayer) in front of the route. They deref to a
+//! [`sqlx::PgPool`], so handlers keep writing plain sqlx.
+//!
+//! - [`DbRead`] is a replica for a read intent and the primary for a write intent: a POST
+//!   handler that reads through `DbRead` reads from the primary and sees its own writes.
+//! - [`DbWrite`] is always the primary. Begin transactions with it (`db.begin()`).
+//!
+//! ```
+//! use axum::{Json, Router, extract::{FromRef, Path}, routing::get};
+//! use rwsplit::{Config, DbRead, DbWrite, Registry, RwSplitLayer};
+//!
+//! #[derive(Clone, FromRef)]
+//! struct AppState {
+//!     registry: Registry,
+//!     greeting: String,
+//! }
+//!
+//! async fn show(db: DbRead, Path(id): Path<i64>) -> Result<Json<String>, String> {
+//!     let name: String = sqlx::query_scalar("SELECT name FROM items WHERE id = $1")
+//!         .bind(id)
+//!         .fetch_one(&*db)
+//!         .await
+//!         .map_err(|e| e.to_string())?;
+//!     Ok(Json(name))
+//! }
+//!
+//! async fn rename(db: DbWrite, Path(id): Path<i64>, name: String) -> Result<(), String> {
+//!     let mut tx = db.begin().await.map_err(|e| e.to_string())?;
+//!     sqlx::query("UPDATE items SET name = $1 WHERE id = $2")
+//!         .bind(name)
+//!         .bind(id)
+//!         .execute(&mut *tx)
+//!         .await
+//!         .map_err(|e| e.to_string())?;
+//!     tx.commit().await.map_err(|e| e.to_string())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rwsplit::Error> {
+//! let registry = Registry::connect_lazy(Config::new("127.0.0.1"))?;
+//! let app: Router = Router::new()
+//!     .route("/items/{id}", get(show).put(rename))
+//!     .layer(RwSplitLayer::new(registry.clone()))
+//!     .with_state(AppState { registry, greeting: "hi".into() });
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::convert::Infallible;
+use std::fmt;
+use std::ops::Deref;
+
+use axum_core::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::{HeaderValue, StatusCode, header};
+use sqlx::PgPool;
+
+use crate::intent::{Reason, RouteIntent};
+use crate::layer::Served;
+use crate::registry::{Registry, Target};
+
+/// A pool to read from, chosen by the request's route intent: a replica in rotation for a
+/// read, the primary for a write or when no replica can serve.
+///
+/// Derefs to [`PgPool`]: `sqlx::query(..).fetch_all(&*db)`. See the
+/// [module docs](crate::DbRead).
+#[derive(Clone, Debug)]
+pub struct DbRead(Target);
+
+/// The primary's pool, whatever the request's intent. Derefs to [`PgPool`]; transactions
+/// start here (`db.begin()`). See the [module docs](crate::DbRead).
+#[derive(Clone, Debug)]
+pub struct DbWrite(Target);
+
+impl DbRead {
+    /// The server chosen, with its name and the reason it was chosen.
+    pub fn target(&self) -> &Target {
+        &self.0
+    }
+
+    /// `primary` or the replica's name.
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    /// The chosen server's pool.
+    pub fn into_pool(self) -> PgPool {
+        self.0.pool().clone()
+    }
+}
+
+impl DbWrite {
+    /// The primary, with the reason it was chosen.
+    pub fn target(&self) -> &Target {
+        &self.0
+    }
+
+    /// The primary's pool.
+    pub fn into_pool(self) -> PgPool {
+        self.0.pool().clone()
+    }
+}
+
+impl Deref for DbRead {
+    type Target = PgPool;
+
+    fn deref(&self) -> &PgPool {
+        self.0.pool()
+    }
+}
+
+impl Deref for DbWrite {
+    type Target = PgPool;
+
+    fn deref(&self) -> &PgPool {
+        self.0.pool()
+    }
+}
+
+impl<S> FromRequestParts<S> for DbRead
+where
+    Registry: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = DbRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let intent = intent(parts)?;
+        extract(parts, state, intent).map(DbRead)
+    }
+}
+
+impl<S> FromRequestParts<S> for DbWrite
+where
+    Registry: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = DbRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let intent = intent(parts)?;
+        let intent = if intent.is_write() {
+            intent
+        } else {
+            // A read route whose handler asked for the primary: the handler overrides.
+            RouteIntent::write(Reason::Override)
+        };
+        extract(parts, state, intent).map(DbWrite)
+    }
+}
+
+/// `Option<DbRead>` is `None` when the [`RwSplitLayer`](crate::RwSplitLayer) is not installed
+/// (or the pools are shut down), for handlers that can do without the database.
+impl<S> OptionalFromRequestParts<S> for DbRead
+where
+    Registry: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(<DbRead as FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+            .ok())
+    }
+}
+
+fn intent(parts: &Parts) -> Result<RouteIntent, DbRejection> {
+    parts
+        .extensions
+        .get::<RouteIntent>()
+        .copied()
+        .ok_or(DbRejection::MissingLayer)
+}
+
+fn extract<S>(parts: &Parts, state: &S, intent: RouteIntent) -> Result<Target, DbRejection>
+where
+    Registry: FromRef<S>,
+{
+    let target = Registry::from_ref(state).resolve(intent);
+    if target.pool().is_closed() {
+        return Err(DbRejection::ShutDown);
+    }
+    if let Some(served) = parts.extensions.get::<Served>() {
+        served.record(target.server());
+    }
+    Ok(target)
+}
+
+/// Why [`DbRead`] or [`DbWrite`] could not be extracted.
+///
+/// Each variant has a fixed status code and answers with a small JSON body
+/// `{"error": "<code>", "message": "<text>"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DbRejection {
+    /// The request did not pass through [`RwSplitLayer`](crate::RwSplitLayer): a setup
+    /// mistake, so `500 Internal Server Error`.
+    MissingLayer,
+    /// The registry was shut down, so no server is available: `503 Service Unavailable`.
+    ShutDown,
+}
+
+impl DbRejection {
+    /// The status code of the rejection's response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            DbRejection::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
+            DbRejection::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A stable machine-readable code: `rwsplit_layer_missing` or `database_unavailable`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DbRejection::MissingLayer => "rwsplit_layer_missing",
+            DbRejection::ShutDown => "database_unavailable",
+        }
+    }
+
+    /// The human-readable text of the rejection.
+    pub fn body_text(&self) -> &'static str {
+        match self {
+            DbRejection::MissingLayer => {
+                "no route intent on this request: add `RwSplitLayer` to the router (with \
+                 `.layer(..)`, outside any `RouteOverride`) before using DbRead or DbWrite"
+            }
+            DbRejection::ShutDown => "the database connection pools are shut down",
+        }
+    }
+}
+
+impl fmt::Display for DbRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.body_text())
+    }
+}
+
+impl std::error::Error for DbRejection {}
+
+impl IntoResponse for DbRejection {
+    fn into_response(self) -> Response {
+        if self == DbRejection::MissingLayer {
+            tracing::error!(rejection = self.code(), "{}", self.body_text());
+        }
+        // The texts are fixed and hold no quotes or backslashes, so they embed as they are.
+        let body = format!(
+            r#"{{"error":"{}","message":"{}"}}"#,
+            self.code(),
+            self.body_text().replace('`', "'")
+        );
+        let mut response = (self.status(), body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_have_fixed_statuses_and_json_bodies() {
+        for rejection in [DbRejection::MissingLayer, DbRejection::ShutDown] {
+            let response = rejection.into_response();
+            assert_eq!(response.status(), rejection.status());
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            assert!(!rejection.body_text().contains('"'));
+            assert!(!rejection.body_text().contains('\\'));
+        }
+        assert_eq!(DbRejection::MissingLayer.status(), 500);
+        assert_eq!(DbRejection::ShutDown.status(), 503);
+    }
+}

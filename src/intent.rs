@@ -1,0 +1,230 @@
+//! The route intent: whether a request reads or writes, and why. This file decides
+//! "replica or primary" for a request; which replica is decided by the registry.
+//!
+//! The [`RwSplitLayer`](crate::RwSplitLayer) asks a [`RoutePolicy`] for each request's
+//! [`RouteIntent`] and puts it into the request's extensions, where the
+//! [`DbRead`](crate::DbRead) extractor and the handler's own code can see it. The default
+//! policy, [`MethodPolicy`], reads on GET, HEAD and OPTIONS and writes on everything else.
+//!
+//! ```
+//! use http::{Method, Request};
+//! use rwsplit::{MethodPolicy, Reason, RouteIntent, RoutePolicy};
+//!
+//! let get = Request::get("/items").body(()).unwrap();
+//! assert_eq!(MethodPolicy.decide(&get), RouteIntent::read(Reason::Method));
+//!
+//! // A policy of your own: reads under /reports always see the primary.
+//! let policy = |request: &http::request::Parts| {
+//!     if request.uri.path().starts_with("/reports") {
+//!         RouteIntent::write(Reason::Policy)
+//!     } else {
+//!         RouteIntent::from_method(&request.method)
+//!     }
+//! };
+//! let report = Request::get("/reports/daily").body(()).unwrap();
+//! assert!(policy.decide(&report).is_write());
+//! ```
+
+use http::{Method, Request};
+
+/// Which kind of server a request needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Role {
+    /// A read replica may serve it (the primary does when no replica can).
+    Read,
+    /// Only the primary may serve it.
+    Write,
+}
+
+/// Why a request got its role. Shows in logs and metrics as a low-cardinality label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// Decided by the HTTP method.
+    Method,
+    /// Decided by a [`RouteOverride`](crate::RouteOverride) on the route.
+    Override,
+    /// Decided by a custom [`RoutePolicy`].
+    Policy,
+    /// Read/write separation is disabled: everything uses the primary.
+    Disabled,
+    /// The client wrote recently and no replica has caught up with that write yet.
+    Sticky,
+    /// A read that no replica could serve, so the primary did.
+    Fallback,
+    /// Asked for directly through [`Registry::read`](crate::Registry::read) or
+    /// [`Registry::write`](crate::Registry::write), outside any request.
+    Direct,
+}
+
+impl Role {
+    /// `"read"` or `"write"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+        }
+    }
+}
+
+impl Reason {
+    /// The reason as a lowercase label: `method`, `override`, `policy`, `disabled`, `sticky`,
+    /// `fallback`, `direct`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Method => "method",
+            Reason::Override => "override",
+            Reason::Policy => "policy",
+            Reason::Disabled => "disabled",
+            Reason::Sticky => "sticky",
+            Reason::Fallback => "fallback",
+            Reason::Direct => "direct",
+        }
+    }
+}
+
+/// The decision for one request: its [`Role`] and the [`Reason`] for it.
+///
+/// Found in the request extensions of every request that passed through
+/// [`RwSplitLayer`](crate::RwSplitLayer); extract it with `Extension<RouteIntent>` if a handler
+/// wants to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouteIntent {
+    role: Role,
+    reason: Reason,
+}
+
+impl RouteIntent {
+    /// A read, for `reason`.
+    pub const fn read(reason: Reason) -> RouteIntent {
+        RouteIntent {
+            role: Role::Read,
+            reason,
+        }
+    }
+
+    /// A write, for `reason`.
+    pub const fn write(reason: Reason) -> RouteIntent {
+        RouteIntent {
+            role: Role::Write,
+            reason,
+        }
+    }
+
+    /// The default decision for a method: GET, HEAD and OPTIONS read; every other method,
+    /// including ones this crate has never heard of, writes.
+    pub fn from_method(method: &Method) -> RouteIntent {
+        if is_read_method(method) {
+            RouteIntent::read(Reason::Method)
+        } else {
+            RouteIntent::write(Reason::Method)
+        }
+    }
+
+    /// The role.
+    pub const fn role(self) -> Role {
+        self.role
+    }
+
+    /// The reason.
+    pub const fn reason(self) -> Reason {
+        self.reason
+    }
+
+    /// Whether a replica may serve this request.
+    pub const fn is_read(self) -> bool {
+        matches!(self.role, Role::Read)
+    }
+
+    /// Whether only the primary may serve this request.
+    pub const fn is_write(self) -> bool {
+        matches!(self.role, Role::Write)
+    }
+}
+
+fn is_read_method(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS
+}
+
+/// Decides the [`RouteIntent`] of a request from its head (method, URI, headers, extensions).
+///
+/// Implemented by [`MethodPolicy`] and by any
+/// `Fn(&http::request::Parts) -> RouteIntent + Clone + Send + Sync + 'static`. The layer
+/// calls it once per request, before the inner service, and it must not block. A
+/// [`RouteOverride`](crate::RouteOverride) on a route still wins over what it decides.
+pub trait RoutePolicy: Clone + Send + Sync + 'static {
+    /// The intent for a request.
+    fn decide<B>(&self, request: &Request<B>) -> RouteIntent;
+}
+
+/// The default policy: GET, HEAD and OPTIONS read, everything else writes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MethodPolicy;
+
+impl RoutePolicy for MethodPolicy {
+    fn decide<B>(&self, request: &Request<B>) -> RouteIntent {
+        RouteIntent::from_method(request.method())
+    }
+}
+
+impl<F> RoutePolicy for F
+where
+    F: Fn(&http::request::Parts) -> RouteIntent + Clone + Send + Sync + 'static,
+{
+    fn decide<B>(&self, request: &Request<B>) -> RouteIntent {
+        // A `Parts` cannot be borrowed out of a `Request`, so the closure sees a copy of the
+        // head without the extensions. Custom policies are opt-in, and this cost is theirs.
+        let mut head = Request::new(());
+        *head.method_mut() = request.method().clone();
+        *head.uri_mut() = request.uri().clone();
+        *head.version_mut() = request.version();
+        *head.headers_mut() = request.headers().clone();
+        let (parts, ()) = head.into_parts();
+        self(&parts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_methods_read_and_everything_else_writes() {
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
+            assert!(RouteIntent::from_method(&method).is_read(), "{method}");
+        }
+        let custom = Method::from_bytes(b"PURGE").unwrap();
+        for method in [
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::TRACE,
+            Method::CONNECT,
+            custom,
+        ] {
+            let intent = RouteIntent::from_method(&method);
+            assert!(intent.is_write(), "{method}");
+            assert_eq!(intent.reason(), Reason::Method);
+        }
+    }
+
+    #[test]
+    fn closures_are_policies() {
+        let policy = |parts: &http::request::Parts| {
+            if parts.headers.contains_key("x-fresh") {
+                RouteIntent::write(Reason::Policy)
+            } else {
+                RouteIntent::from_method(&parts.method)
+            }
+        };
+        let plain = Request::get("/").body(()).unwrap();
+        let fresh = Request::get("/").header("x-fresh", "1").body(()).unwrap();
+        assert!(policy.decide(&plain).is_read());
+        assert_eq!(
+            policy.decide(&fresh),
+            RouteIntent::write(Reason::Policy)
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! The Tower layer that decides each request's [`RouteIntent`] and puts it into the request's
+//! extensions.
+//!
+//! Add [`RwSplitLayer`] around an axum `Router` (or any Tower service taking `http::Request`).
+//! For every request it asks its [`RoutePolicy`] (by default [`MethodPolicy`]: GET, HEAD and
+//! OPTIONS read, everything else writes) and inserts the answer. With read/write separation
+//! disabled in the registry, every request gets a write intent with reason
+//! [`Disabled`](crate::Reason::Disabled). Optionally it names the server that served the
+//! request in a response header (`x-db-target`), which helps when testing a deployment.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use rwsplit::{Config, DbRead, Registry, ReplicaConfig, RwSplitLayer};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = Registry::connect_lazy(
+//!     Config::new("127.0.0.1")
+//!         .read_write_separation(true)
+//!         .replica(ReplicaConfig::new("replica1", "127.0.0.1").port(5433)),
+//! )?;
+//!
+//! // A handler that only reports where its reads would go (no query, so no database needed).
+//! async fn where_reads_go(db: DbRead) -> String {
+//!     db.name().to_owned()
+//! }
+//!
+//! let app = Router::new()
+//!     .route("/", get(where_reads_go).post(where_reads_go))
+//!     .layer(RwSplitLayer::new(registry.clone()).target_header(true))
+//!     .with_state(registry);
+//!
+//! let get = http::Request::get("/").body(axum::body::Body::empty())?;
+//! let response = app.clone().oneshot(get).await?;
+//! assert_eq!(response.headers()["x-db-target"], "replica1");
+//!
+//! // A POST's `DbRead` reads from the primary, so it sees its own request's writes.
+//! let post = http::Request::post("/").body(axum::body::Body::empty())?;
+//! let response = app.oneshot(post).await?;
+//! assert_eq!(response.headers()["x-db-target"], "primary");
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use http::{HeaderName, HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::intent::{MethodPolicy, Reason, RouteIntent, RoutePolicy};
+use crate::registry::{Registry, Server};
+
+/// The default name of the header that names the server behind a response.
+pub const TARGET_HEADER: HeaderName = HeaderName::from_static("x-db-target");
+
+/// Decides each request's [`RouteIntent`]. See the [module docs](crate::RwSplitLayer).
+#[derive(Clone)]
+pub struct RwSplitLayer<P = MethodPolicy> {
+    registry: Registry,
+    policy: P,
+    target_header: Option<HeaderName>,
+}
+
+impl RwSplitLayer {
+    /// A layer routing by HTTP method, with the `x-db-target` header off.
+    pub fn new(registry: Registry) -> Self {
+        RwSplitLayer {
+            registry,
+            policy: MethodPolicy,
+            target_header: None,
+        }
+    }
+}
+
+impl<P> RwSplitLayer<P> {
+    /// Decides intents with `policy` instead of by method alone. A
+    /// [`RouteOverride`](crate::RouteOverride) on a route still wins.
+    pub fn policy<Q: RoutePolicy>(self, policy: Q) -> RwSplitLayer<Q> {
+        RwSplitLayer {
+            registry: self.registry,
+            policy,
+            target_header: self.target_header,
+        }
+    }
+
+    /// Adds an `x-db-target` header to each response that used the database, naming the
+    /// server (`primary` or the replica's name; `primary` when a request used both). Default
+    /// off: it tells clients about your topology, which is useful in tests and demos and
+    /// rarely wanted in production. It costs one small allocation per request.
+    pub fn target_header(mut self, enabled: bool) -> Self {
+        self.target_header = enabled.then_some(TARGET_HEADER);
+        self
+    }
+
+    /// As [`target_header`](Self::target_header)`(true)`, with a header name of your own.
+    pub fn target_header_name(mut self, name: HeaderName) -> Self {
+        self.target_header = Some(name);
+        self
+    }
+}
+
+impl<P: fmt::Debug> fmt::Debug for RwSplitLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RwSplitLayer")
+            .field("policy", &self.policy)
+            .field("target_header", &self.target_header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, P: Clone> Layer<S> for RwSplitLayer<P> {
+    type Service = RwSplit<S, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RwSplit {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`RwSplitLayer`] wraps around its inner service.
+#[derive(Clone)]
+pub struct RwSplit<S, P = MethodPolicy> {
+    inner: S,
+    layer: RwSplitLayer<P>,
+}
+
+impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for RwSplit<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RwSplit")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
+}
+
+impl<S, P, ReqBody, ResBody> Service<Request<ReqBody>> for RwSplit<S, P>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    P: RoutePolicy,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let intent = if self.layer.registry.separation_enabled() {
+            self.layer.policy.decide(&request)
+        } else {
+            RouteIntent::write(Reason::Disabled)
+        };
+        request.extensions_mut().insert(intent);
+        let served = self.layer.target_header.as_ref().map(|name| {
+            let served = Served::default();
+            request.extensions_mut().insert(served.clone());
+            (name.clone(), served)
+        });
+        ResponseFuture {
+            inner: self.inner.call(request),
+            served,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`RwSplit`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        served: Option<(HeaderName, Served)>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        if let Some((name, served)) = this.served.take() {
+            if let Some(value) = served.header_value() {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// Which server the extractors handed out during one request, shared between the layer
+/// (which reads it when the response is ready) and the extractors (which write it).
+#[derive(Clone, Default)]
+pub(crate) struct Served(Arc<Mutex<Option<Arc<Server>>>>);
+
+impl Served {
+    /// Notes that `server` was handed out. The primary, once noted, stays: a request that
+    /// wrote is reported as served by the primary.
+    pub(crate) fn record(&self, server: &Arc<Server>) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let keep = slot.as_ref().is_some_and(|s| s.is_primary());
+        if !keep {
+            *slot = Some(Arc::clone(server));
+        }
+    }
+
+    fn header_value(&self) -> Option<HeaderValue> {
+        let slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().and_then(|s| s.header_value.clone())
+    }
+}

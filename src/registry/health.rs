@@ -1,0 +1,226 @@
+//! The background health loop: every interval it asks the primary for its WAL position and each
+//! replica whether it is a standby and how far it has replayed, turns that into lag (see
+//! [`lag`](super::lag)), and takes replicas out of rotation or puts them back.
+//!
+//! The loop holds only a `Weak` reference between rounds, so it never keeps the registry alive,
+//! and it ends as soon as the registry is shut down or dropped.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+
+use super::Shared;
+use super::lag::ReplicaPosition;
+use super::server::Server;
+
+const PRIMARY_QUERY: &str = "SELECT pg_is_in_recovery(), \
+     CASE WHEN pg_is_in_recovery() THEN NULL \
+          ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8 END";
+
+const REPLICA_QUERY: &str = "SELECT pg_is_in_recovery(), \
+     pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::int8, \
+     pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8, \
+     EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8";
+
+/// Starts the loop. With `check_first`, the first round runs at once; otherwise after one
+/// interval (the caller has just run a round itself).
+pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool, mut stop: watch::Receiver<bool>) {
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let interval = shared.health_interval;
+    let start = if check_first {
+        tokio::time::Instant::now()
+    } else {
+        tokio::time::Instant::now() + interval
+    };
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval_at(start, interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                // Shutdown, or the registry (which owns the sender) was dropped.
+                _ = stop.changed() => break,
+            }
+            let Some(shared) = weak.upgrade() else { break };
+            check_all(&shared).await;
+        }
+        tracing::debug!("rwsplit health loop stopped");
+    });
+}
+
+/// Runs one round of checks over every server and updates the rotation.
+pub(super) async fn check_all(shared: &Arc<Shared>) {
+    let timeout = shared.health_timeout;
+    let mut replicas = JoinSet::new();
+    let primary = check_primary(&shared.primary, timeout).await;
+    let sampled_at = Instant::now();
+    for (index, server) in shared.replicas.iter().enumerate() {
+        let server = Arc::clone(server);
+        replicas.spawn(async move { (index, check_replica(&server, timeout).await) });
+    }
+
+    let primary_position = match primary {
+        Ok((false, Some(position))) => {
+            shared.primary.record_check(true, None, None);
+            Some(position)
+        }
+        Ok(_) => {
+            let problem = "is in recovery (a standby, not a primary): writes will fail until \
+                           the configuration names the new primary";
+            if shared.primary.record_check(false, None, Some(problem.to_owned())) {
+                tracing::error!(
+                    server = %shared.primary.name,
+                    address = %shared.primary.address,
+                    "primary {problem}"
+                );
+            }
+            None
+        }
+        Err(error) => {
+            if shared.primary.record_failure(error.clone()) {
+                tracing::error!(
+                    server = %shared.primary.name,
+                    address = %shared.primary.address,
+                    %error,
+                    "primary unreachable"
+                );
+            }
+            None
+        }
+    };
+    let results = replicas.join_all().await;
+    let outcomes = {
+        let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(position) = primary_position {
+            history.record(sampled_at, position);
+        }
+        results
+            .into_iter()
+            .map(|(index, result)| {
+                let lag = result.map(|(in_recovery, position)| {
+                    (in_recovery, history.lag(primary_position, position, Instant::now()))
+                });
+                (index, lag)
+            })
+            .collect::<Vec<_>>()
+    };
+    for (index, result) in outcomes {
+        let server = &shared.replicas[index];
+        let transition = match result {
+            Err(error) => server
+                .record_failure(error.clone())
+                .then_some(error),
+            Ok((false, _)) => {
+                let problem = "is not a standby (pg_is_in_recovery() is false)".to_owned();
+                server
+                    .record_check(false, None, Some(problem.clone()))
+                    .then_some(problem)
+            }
+            Ok((true, lag)) => {
+                let problem = shared.lag_problem(lag.time, lag.bytes);
+                let healthy = problem.is_none();
+                let flipped = server.record_check(healthy, Some((lag.time, lag.bytes)), problem.clone());
+                if flipped && healthy {
+                    tracing::info!(
+                        replica = %server.name,
+                        address = %server.address,
+                        lag_seconds = lag.time.as_secs_f64(),
+                        lag_bytes = lag.bytes,
+                        "replica back in rotation"
+                    );
+                }
+                flipped.then_some(problem).flatten()
+            }
+        };
+        if let Some(reason) = transition {
+            tracing::warn!(
+                replica = %server.name,
+                address = %server.address,
+                %reason,
+                "replica removed from rotation"
+            );
+        }
+    }
+    shared.refresh_rotation();
+}
+
+async fn check_primary(
+    server: &Server,
+    timeout: Duration,
+) -> Result<(bool, Option<u64>), String> {
+    run_check(server, timeout, |conn| {
+        Box::pin(async move {
+            let (in_recovery, position): (bool, Option<i64>) =
+                sqlx::query_as(PRIMARY_QUERY).fetch_one(conn).await?;
+            Ok((in_recovery, position.map(|p| p as u64)))
+        })
+    })
+    .await
+}
+
+async fn check_replica(
+    server: &Server,
+    timeout: Duration,
+) -> Result<(bool, ReplicaPosition), String> {
+    run_check(server, timeout, |conn| {
+        Box::pin(async move {
+            let (in_recovery, received, replayed, age): (
+                bool,
+                Option<i64>,
+                Option<i64>,
+                Option<f64>,
+            ) = sqlx::query_as(REPLICA_QUERY).fetch_one(conn).await?;
+            let position = ReplicaPosition {
+                received: received.map(|p| p as u64),
+                replayed: replayed.map(|p| p as u64),
+                replay_age: age.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()),
+            };
+            Ok((in_recovery, position))
+        })
+    })
+    .await
+}
+
+type CheckFuture<'c, T> =
+    std::pin::Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
+
+/// Runs `query` on the checker's own connection to `server`, opening it if needed, within
+/// `timeout`. A failed or timed-out check drops the connection so the next one starts fresh.
+async fn run_check<T>(
+    server: &Server,
+    timeout: Duration,
+    query: impl for<'c> FnOnce(&'c mut PgConnection) -> CheckFuture<'c, T>,
+) -> Result<T, String> {
+    let mut slot = server.check_conn.lock().await;
+    let attempt = async {
+        if slot.is_none() {
+            let options = server.options.clone().disable_statement_logging();
+            *slot = Some(PgConnection::connect_with(&options).await?);
+        }
+        let conn = slot.as_mut().expect("connection was just opened");
+        query(conn).await
+    };
+    let result = match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    };
+    if result.is_err() {
+        if let Some(conn) = slot.take() {
+            // Closing politely could hang on a stalled server; dropping just closes the socket.
+            drop(conn);
+        }
+    }
+    result
+}
+
+/// Closes the checker's connection to `server`.
+pub(super) async fn close(server: &Server) {
+    if let Some(conn) = server.check_conn.lock().await.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+    }
+}

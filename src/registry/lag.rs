@@ -1,0 +1,195 @@
+//! How far behind the primary a replica is, in bytes and in time. This file measures lag.
+//!
+//! Bytes are exact: the primary's current WAL position minus the replica's replayed position.
+//!
+//! Time is the hard part. The usual `now() - pg_last_xact_replay_timestamp()` grows forever
+//! while the primary is idle (the last transaction gets older though nothing is missing), and is
+//! NULL on a fresh standby. Instead the registry keeps a short history of the primary's WAL
+//! positions as it samples them. A replica that has replayed everything the primary had written
+//! has no lag at all. One that has not is behind since the first sample in which the primary
+//! was past the replica's position, and its lag is the time since that sample. Only when the
+//! history does not reach back that far (just after start) does the replay timestamp stand in.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Samples kept; at one sample per check that covers far more than any sensible lag threshold.
+const HISTORY: usize = 4096;
+
+/// The primary's WAL positions over time, oldest first, one entry per distinct position.
+#[derive(Debug, Default)]
+pub(crate) struct PrimaryHistory {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+/// What one check of a replica reported.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ReplicaPosition {
+    /// WAL received from the primary, in bytes since `0/0`.
+    pub(crate) received: Option<u64>,
+    /// WAL replayed (visible to queries), in bytes since `0/0`.
+    pub(crate) replayed: Option<u64>,
+    /// Seconds since the last replayed transaction committed on the primary.
+    pub(crate) replay_age: Option<Duration>,
+}
+
+/// A replica's lag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lag {
+    pub(crate) time: Duration,
+    pub(crate) bytes: Option<u64>,
+}
+
+impl PrimaryHistory {
+    /// Records the primary's position at `at`. Positions only move forward; a lower one (a new
+    /// primary after a failover) starts the history again.
+    pub(crate) fn record(&mut self, at: Instant, position: u64) {
+        match self.samples.back() {
+            Some(&(_, last)) if last == position => return,
+            Some(&(_, last)) if last > position => self.samples.clear(),
+            _ => {}
+        }
+        if self.samples.len() == HISTORY {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((at, position));
+    }
+
+    /// The lag of a replica at `now`, given the primary's position from this round of checks
+    /// (`None` when the primary could not be asked).
+    pub(crate) fn lag(&self, primary: Option<u64>, replica: ReplicaPosition, now: Instant) -> Lag {
+        let Some(replayed) = replica.replayed else {
+            // A standby that has replayed nothing yet is as far behind as it can be.
+            return Lag {
+                time: replica.replay_age.unwrap_or(Duration::MAX),
+                bytes: primary,
+            };
+        };
+        let bytes = primary.map(|p| p.saturating_sub(replayed));
+        let caught_up = match primary {
+            Some(p) => replayed >= p,
+            // Without the primary, all we know is whether the replica applied what it got.
+            None => replica.received.is_some_and(|r| replayed >= r),
+        };
+        if caught_up {
+            return Lag {
+                time: Duration::ZERO,
+                bytes,
+            };
+        }
+        let first_ahead = self.samples.iter().position(|&(_, p)| p > replayed);
+        let time = match first_ahead {
+            // The primary was still at or before the replica's position in an earlier sample,
+            // so the replica has been behind since this one.
+            Some(i) if i > 0 => now.saturating_duration_since(self.samples[i].0),
+            // The history does not reach back to when the primary passed this position.
+            Some(_) => replica
+                .replay_age
+                .unwrap_or_else(|| now.saturating_duration_since(self.samples[0].0)),
+            // No sample is past the replica: it is behind only what it has received and not
+            // applied yet, which its replay timestamp measures.
+            None => replica.replay_age.unwrap_or(Duration::ZERO),
+        };
+        Lag { time, bytes }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn at(replayed: u64) -> ReplicaPosition {
+        ReplicaPosition {
+            received: Some(replayed),
+            replayed: Some(replayed),
+            replay_age: None,
+        }
+    }
+
+    #[test]
+    fn an_idle_primary_does_not_make_a_caught_up_replica_lag() {
+        let t0 = Instant::now();
+        let mut history = PrimaryHistory::default();
+        for i in 0..100 {
+            history.record(t0 + secs(i * 30), 5_000);
+        }
+        let replica = ReplicaPosition {
+            replay_age: Some(secs(3000)),
+            ..at(5_000)
+        };
+        let lag = history.lag(Some(5_000), replica, t0 + secs(3000));
+        assert_eq!(lag, Lag { time: Duration::ZERO, bytes: Some(0) });
+    }
+
+    #[test]
+    fn lag_counts_from_when_the_primary_moved_past_the_replica() {
+        let t0 = Instant::now();
+        let mut history = PrimaryHistory::default();
+        history.record(t0, 1_000);
+        history.record(t0 + secs(10), 1_000);
+        history.record(t0 + secs(20), 2_000);
+        history.record(t0 + secs(30), 3_000);
+        // Replayed up to 1000, primary now at 3000: behind since the sample at 20 s, even
+        // though the last replayed transaction is an hour old.
+        let replica = ReplicaPosition {
+            replay_age: Some(secs(3600)),
+            ..at(1_000)
+        };
+        let lag = history.lag(Some(3_000), replica, t0 + secs(35));
+        assert_eq!(lag, Lag { time: secs(15), bytes: Some(2_000) });
+        // Replayed up to 2000: behind since the sample at 30 s.
+        let lag = history.lag(Some(3_000), at(2_000), t0 + secs(35));
+        assert_eq!(lag.time, secs(5));
+    }
+
+    #[test]
+    fn without_enough_history_the_replay_timestamp_stands_in() {
+        let t0 = Instant::now();
+        let mut history = PrimaryHistory::default();
+        history.record(t0, 9_000);
+        let replica = ReplicaPosition {
+            replay_age: Some(secs(42)),
+            ..at(1_000)
+        };
+        assert_eq!(history.lag(Some(9_000), replica, t0).time, secs(42));
+        // No timestamp either (fresh standby): time since the first sample.
+        assert_eq!(history.lag(Some(9_000), at(1_000), t0 + secs(3)).time, secs(3));
+    }
+
+    #[test]
+    fn without_the_primary_received_equals_replayed_means_caught_up() {
+        let history = PrimaryHistory::default();
+        let lag = history.lag(None, at(7), Instant::now());
+        assert_eq!(lag, Lag { time: Duration::ZERO, bytes: None });
+        let behind = ReplicaPosition {
+            received: Some(10),
+            replayed: Some(7),
+            replay_age: Some(secs(4)),
+        };
+        assert_eq!(history.lag(None, behind, Instant::now()).time, secs(4));
+    }
+
+    #[test]
+    fn a_standby_with_nothing_replayed_is_maximally_behind() {
+        let history = PrimaryHistory::default();
+        let lag = history.lag(Some(10), ReplicaPosition::default(), Instant::now());
+        assert_eq!(lag.time, Duration::MAX);
+    }
+
+    #[test]
+    fn history_is_bounded_and_restarts_when_the_position_goes_back() {
+        let t0 = Instant::now();
+        let mut history = PrimaryHistory::default();
+        for i in 0..(HISTORY as u64 + 10) {
+            history.record(t0, i);
+        }
+        assert_eq!(history.samples.len(), HISTORY);
+        history.record(t0, 3);
+        assert_eq!(history.samples.len(), 1);
+        assert_eq!(history.samples.back().map(|&(_, p)| p), Some(3));
+    }
+}

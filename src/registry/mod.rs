@@ -1,0 +1,457 @@
+//! The registry: the primary's pool, one pool per replica, and which replicas are in rotation.
+//!
+//! A [`Registry`] is a cheap `Clone` handle; clone it into your axum state and anywhere else
+//! (jobs, CLIs) that needs the database. It owns a background health loop that checks every
+//! server each interval and takes replicas out of rotation when they are unreachable, are not
+//! standbys, or lag more than the threshold, and puts them back when they recover. When no
+//! replica can serve, reads go to the primary.
+//!
+//! ```
+//! use rwsplit::{Config, Registry, ReplicaConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rwsplit::Error> {
+//! let config = Config::new("127.0.0.1")
+//!     .read_write_separation(true)
+//!     .replica(ReplicaConfig::new("replica1", "127.0.0.1").port(5433));
+//! // `connect` checks every server before it returns; `connect_lazy` does no I/O at all and
+//! // lets the health loop check in the background.
+//! let registry = Registry::connect_lazy(config)?;
+//!
+//! let read = registry.read();   // a replica in rotation, or the primary
+//! let write = registry.write(); // always the primary
+//! assert_eq!(read.name(), "replica1");
+//! assert!(write.is_primary());
+//! // Each derefs to a `sqlx::PgPool`:
+//! // let rows = sqlx::query("SELECT 1").fetch_all(&*read).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod health;
+mod lag;
+mod select;
+mod server;
+
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::sync::watch;
+
+use self::lag::PrimaryHistory;
+use self::select::Schedule;
+pub(crate) use self::server::Server;
+use self::server::Kind;
+use crate::config::{Config, PRIMARY_NAME};
+use crate::error::Error;
+use crate::intent::{Reason, Role, RouteIntent};
+
+/// The shared handle to the primary and replica pools. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    primary: Arc<Server>,
+    replicas: Vec<Arc<Server>>,
+    rotation: ArcSwap<Rotation>,
+    ticket: AtomicUsize,
+    separation: bool,
+    lag_threshold: Duration,
+    lag_bytes_threshold: Option<u64>,
+    health_interval: Duration,
+    health_timeout: Duration,
+    history: Mutex<PrimaryHistory>,
+    rebuild: Mutex<()>,
+    falling_back: AtomicBool,
+    stop: watch::Sender<bool>,
+}
+
+/// The replicas in rotation and their pick order; replaced whole when either changes.
+#[derive(Debug, Default)]
+struct Rotation {
+    members: Vec<(usize, u32)>,
+    schedule: Schedule,
+}
+
+/// A server chosen for some work: derefs to its [`PgPool`], and knows its name and why it was
+/// chosen.
+///
+/// Returned by [`Registry::read`] and [`Registry::write`], and held by the
+/// [`DbRead`](crate::DbRead) and [`DbWrite`](crate::DbWrite) extractors.
+#[derive(Clone, Debug)]
+pub struct Target {
+    server: Arc<Server>,
+    intent: RouteIntent,
+}
+
+impl Registry {
+    /// Validates `config`, opens pools to every server, checks each once (bounded by the
+    /// health-check timeout) so that the first requests see the real state, and starts the
+    /// background health loop. Unreachable servers do not make this fail: they are logged and
+    /// left out of rotation until a later check succeeds.
+    ///
+    /// Must be called within a Tokio runtime.
+    pub async fn connect(config: Config) -> Result<Registry, Error> {
+        let registry = Registry::build(config, false)?;
+        health::check_all(&registry.shared).await;
+        for server in registry.shared.servers() {
+            if server.is_healthy() {
+                tracing::info!(
+                    server = %server.name,
+                    address = %server.address,
+                    role = if server.kind == Kind::Primary { "primary" } else { "replica" },
+                    "connected"
+                );
+            }
+        }
+        health::spawn(&registry.shared, false, registry.shared.stop.subscribe());
+        Ok(registry)
+    }
+
+    /// Validates `config` and builds the registry without any I/O: pools connect on first use
+    /// and the health loop makes its first round at once in the background. Until that round
+    /// ends every replica counts as healthy.
+    ///
+    /// Must be called within a Tokio runtime; returns [`Error::NoRuntime`] otherwise.
+    pub fn connect_lazy(config: Config) -> Result<Registry, Error> {
+        let registry = Registry::build(config, true)?;
+        health::spawn(&registry.shared, true, registry.shared.stop.subscribe());
+        Ok(registry)
+    }
+
+    fn build(config: Config, healthy_until_checked: bool) -> Result<Registry, Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoRuntime);
+        }
+        let config = config.validate()?;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
+        tracing::info!(
+            primary = %format_args!("{}:{}", config.primary.host, config.primary.port),
+            database = %config.primary.database,
+            username = %config.primary.username,
+            replicas = config.replicas.len(),
+            separation = config.separation,
+            lag_threshold_seconds = config.lag_threshold.as_secs_f64(),
+            health_check_interval_seconds = config.health_check_interval.as_secs_f64(),
+            "rwsplit configuration"
+        );
+        let primary = Server::new(
+            PRIMARY_NAME,
+            Kind::Primary,
+            config.primary_options(),
+            &config.primary.pool,
+            0,
+            true,
+        );
+        let replicas: Vec<Arc<Server>> = config
+            .replicas
+            .iter()
+            .map(|replica| {
+                Server::new(
+                    &replica.name,
+                    Kind::Replica,
+                    config.replica_options(replica),
+                    &config.replica_pool(replica),
+                    replica.weight,
+                    healthy_until_checked,
+                )
+            })
+            .collect();
+        let (stop, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            primary,
+            replicas,
+            rotation: ArcSwap::from_pointee(Rotation::default()),
+            ticket: AtomicUsize::new(0),
+            separation: config.separation,
+            lag_threshold: config.lag_threshold,
+            lag_bytes_threshold: config.lag_bytes_threshold,
+            health_interval: config.health_check_interval,
+            health_timeout: config.health_check_timeout,
+            history: Mutex::new(PrimaryHistory::default()),
+            rebuild: Mutex::new(()),
+            falling_back: AtomicBool::new(false),
+            stop,
+        });
+        shared.refresh_rotation();
+        Ok(Registry { shared })
+    }
+
+    /// A server for reading: the next replica in rotation, or the primary when separation is
+    /// disabled or no replica can serve.
+    pub fn read(&self) -> Target {
+        self.resolve(RouteIntent::read(Reason::Direct))
+    }
+
+    /// The primary, for writing (or for reads that must see the latest data).
+    pub fn write(&self) -> Target {
+        self.resolve(RouteIntent::write(Reason::Direct))
+    }
+
+    /// The primary's pool: what code written before read/write separation used, and still the
+    /// right default for anything that has not been looked at.
+    pub fn primary(&self) -> &PgPool {
+        &self.shared.primary.pool
+    }
+
+    /// Begins a transaction. Transactions always run on the primary.
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, Error> {
+        self.shared
+            .primary
+            .pool
+            .begin()
+            .await
+            .map_err(|e| Error::database(&self.shared.primary, e))
+    }
+
+    /// Whether reads go to replicas.
+    pub fn separation_enabled(&self) -> bool {
+        self.shared.separation
+    }
+
+    /// The server for an intent: this is where a read becomes a replica or the primary.
+    pub(crate) fn resolve(&self, intent: RouteIntent) -> Target {
+        let shared = &self.shared;
+        if !shared.separation {
+            return Target::primary(shared, RouteIntent::write(Reason::Disabled));
+        }
+        if intent.role() == Role::Write {
+            return Target::primary(shared, intent);
+        }
+        match shared.pick_replica() {
+            Some(server) => Target { server, intent },
+            None => Target::primary(shared, RouteIntent::read(Reason::Fallback)),
+        }
+    }
+
+    /// Runs one round of health checks now, instead of waiting for the next interval.
+    pub async fn check_now(&self) {
+        health::check_all(&self.shared).await;
+    }
+
+    /// The state of every server, as the last checks saw it.
+    pub fn status(&self) -> RegistryStatus {
+        let shared = &self.shared;
+        RegistryStatus {
+            separation: shared.separation,
+            primary: ServerStatus::of(&shared.primary, true),
+            replicas: shared
+                .replicas
+                .iter()
+                .enumerate()
+                .map(|(i, s)| ServerStatus::of(s, shared.in_rotation(i)))
+                .collect(),
+        }
+    }
+
+    /// Stops the health loop and closes every pool, waiting for checked-out connections to be
+    /// returned. The registry keeps answering [`read`](Self::read) and
+    /// [`write`](Self::write), but their pools refuse new work.
+    pub async fn shutdown(&self) {
+        let _ = self.shared.stop.send(true);
+        for server in self.shared.servers() {
+            health::close(server).await;
+            server.pool.close().await;
+        }
+    }
+}
+
+impl Shared {
+    fn servers(&self) -> impl Iterator<Item = &Arc<Server>> {
+        std::iter::once(&self.primary).chain(self.replicas.iter())
+    }
+
+    #[inline]
+    fn pick_replica(&self) -> Option<Arc<Server>> {
+        let rotation = self.rotation.load();
+        let ticket = self.ticket.fetch_add(1, Ordering::Relaxed);
+        let index = rotation.schedule.pick(ticket)?;
+        Some(Arc::clone(&self.replicas[index]))
+    }
+
+    fn in_rotation(&self, index: usize) -> bool {
+        self.rotation
+            .load()
+            .members
+            .iter()
+            .any(|&(i, _)| i == index)
+    }
+
+    fn lag_problem(&self, time: Duration, bytes: Option<u64>) -> Option<String> {
+        if time > self.lag_threshold {
+            let shown = if time == Duration::MAX {
+                "an unknown time".to_owned()
+            } else {
+                format!("{:.1}s", time.as_secs_f64())
+            };
+            return Some(format!(
+                "lagging {shown} behind the primary (threshold {:.1}s)",
+                self.lag_threshold.as_secs_f64()
+            ));
+        }
+        match (bytes, self.lag_bytes_threshold) {
+            (Some(bytes), Some(limit)) if bytes > limit => Some(format!(
+                "lagging {bytes} bytes of WAL behind the primary (threshold {limit})"
+            )),
+            _ => None,
+        }
+    }
+
+    /// Rebuilds the rotation from the replicas' current health and weights, if it changed.
+    fn refresh_rotation(&self) {
+        let _guard = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        let members: Vec<(usize, u32)> = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_healthy())
+            .map(|(i, s)| (i, s.weight()))
+            .filter(|&(_, w)| w > 0)
+            .collect();
+        if members == self.rotation.load().members {
+            self.log_fallback(members.is_empty());
+            return;
+        }
+        let schedule = Schedule::new(&members);
+        let empty = schedule.is_empty();
+        self.rotation.store(Arc::new(Rotation { members, schedule }));
+        self.log_fallback(empty);
+    }
+
+    /// Logs the moment reads start or stop falling back to the primary, once each way.
+    fn log_fallback(&self, empty: bool) {
+        if !self.separation || self.replicas.is_empty() {
+            return;
+        }
+        let was = self.falling_back.swap(empty, Ordering::AcqRel);
+        if empty && !was {
+            tracing::warn!(
+                replicas = self.replicas.len(),
+                "no healthy read replicas available, falling back to primary"
+            );
+        } else if !empty && was {
+            tracing::info!(
+                in_rotation = self.rotation.load().members.len(),
+                "read replicas available again, reads leave the primary"
+            );
+        }
+    }
+}
+
+impl Target {
+    fn primary(shared: &Shared, intent: RouteIntent) -> Target {
+        Target {
+            server: Arc::clone(&shared.primary),
+            intent,
+        }
+    }
+
+    /// The server's name: `primary`, or the replica's configured name.
+    pub fn name(&self) -> &str {
+        &self.server.name
+    }
+
+    /// Whether this is the primary.
+    pub fn is_primary(&self) -> bool {
+        self.server.kind == Kind::Primary
+    }
+
+    /// The server's pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.server.pool
+    }
+
+    /// The intent this server was chosen for. Its reason is
+    /// [`Fallback`](Reason::Fallback) when a read went to the primary because no replica could
+    /// serve, and [`Disabled`](Reason::Disabled) when separation is off.
+    pub fn intent(&self) -> RouteIntent {
+        self.intent
+    }
+
+    pub(crate) fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+}
+
+impl Deref for Target {
+    type Target = PgPool;
+
+    fn deref(&self) -> &PgPool {
+        &self.server.pool
+    }
+}
+
+/// A snapshot of the registry's state, from [`Registry::status`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RegistryStatus {
+    /// Whether reads go to replicas.
+    pub separation: bool,
+    /// The primary.
+    pub primary: ServerStatus,
+    /// The replicas, in configuration order.
+    pub replicas: Vec<ServerStatus>,
+}
+
+/// One server's state, as the last check saw it. Holds no credentials.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerStatus {
+    /// `primary` or the replica's name.
+    pub name: String,
+    /// `host:port`.
+    pub address: String,
+    /// The replica's weight (0 for the primary).
+    pub weight: u32,
+    /// Whether the last check passed.
+    pub healthy: bool,
+    /// Whether reads are sent to it now (replicas: healthy with a weight over 0).
+    pub in_rotation: bool,
+    /// Replication lag in time (`None`: unknown; always zero for the primary).
+    pub lag: Option<Duration>,
+    /// Replication lag in bytes of WAL (`None`: unknown).
+    pub lag_bytes: Option<u64>,
+    /// When the last check finished.
+    pub last_check: Option<SystemTime>,
+    /// When the last check passed.
+    pub last_success: Option<SystemTime>,
+    /// Why the last check failed, if it did.
+    pub last_error: Option<String>,
+    /// Connections open in its pool.
+    pub pool_size: u32,
+    /// Of those, idle.
+    pub pool_idle: u32,
+    /// Most connections its pool may open.
+    pub pool_max: u32,
+}
+
+impl ServerStatus {
+    fn of(server: &Server, in_rotation: bool) -> ServerStatus {
+        let size = server.pool.size();
+        let idle = u32::try_from(server.pool.num_idle()).unwrap_or(u32::MAX);
+        ServerStatus {
+            name: server.name.to_string(),
+            address: server.address.clone(),
+            weight: server.weight(),
+            healthy: server.is_healthy(),
+            in_rotation,
+            lag: server.lag(),
+            lag_bytes: server.lag_bytes(),
+            last_check: server.last_check(),
+            last_success: server.last_success(),
+            last_error: server.last_error(),
+            pool_size: size,
+            pool_idle: idle.min(size),
+            pool_max: server.max_connections,
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! One database server: its pool, and its health as the checks last saw it, in atomics that the
+//! request path reads without locking.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderValue;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::PoolConfig;
+
+/// Whether a server is the primary or a replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Primary,
+    Replica,
+}
+
+/// A server, its pool and its last known state.
+pub(crate) struct Server {
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: Kind,
+    pub(crate) address: String,
+    pub(crate) pool: PgPool,
+    pub(crate) header_value: Option<HeaderValue>,
+    pub(crate) options: PgConnectOptions,
+    pub(crate) max_connections: u32,
+    pub(crate) weight: AtomicU32,
+    pub(crate) healthy: AtomicBool,
+    /// Replication lag in microseconds (`u64::MAX`: unknown).
+    lag_micros: AtomicU64,
+    /// Replication lag in bytes (`u64::MAX`: unknown).
+    lag_bytes: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last finished check (0: none yet).
+    last_check_ms: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last successful check (0: none yet).
+    last_ok_ms: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    /// The health checker's own connection, so checks never wait behind application traffic.
+    pub(crate) check_conn: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+}
+
+impl Server {
+    pub(crate) fn new(
+        name: &str,
+        kind: Kind,
+        options: PgConnectOptions,
+        pool_config: &PoolConfig,
+        weight: u32,
+        healthy: bool,
+    ) -> Arc<Server> {
+        Arc::new_cyclic(|me: &Weak<Server>| {
+            let mut pool_options = PgPoolOptions::new()
+                .max_connections(pool_config.max_connections)
+                .acquire_timeout(pool_config.connect_timeout)
+                .max_lifetime(pool_config.max_lifetime)
+                .idle_timeout(pool_config.idle_timeout);
+            if let Some(max_idle) = pool_config.max_idle {
+                pool_options = pool_options.after_release(keep_at_most(max_idle, me.clone()));
+            }
+            Server {
+                name: Arc::from(name),
+                kind,
+                address: format!(
+                    "{}:{}",
+                    options.get_host(),
+                    options.get_port()
+                ),
+                pool: pool_options.connect_lazy_with(options.clone()),
+                header_value: HeaderValue::from_str(name).ok(),
+                options,
+                max_connections: pool_config.max_connections,
+                weight: AtomicU32::new(weight),
+                healthy: AtomicBool::new(healthy),
+                lag_micros: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
+                lag_bytes: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
+                last_check_ms: AtomicU64::new(0),
+                last_ok_ms: AtomicU64::new(0),
+                last_error: Mutex::new(None),
+                check_conn: tokio::sync::Mutex::new(None),
+            }
+        })
+    }
+
+    pub(crate) fn is_primary(&self) -> bool {
+        self.kind == Kind::Primary
+    }
+
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Records a check that reached the server. Returns whether its health changed.
+    pub(crate) fn record_check(
+        &self,
+        healthy: bool,
+        lag: Option<(Duration, Option<u64>)>,
+        problem: Option<String>,
+    ) -> bool {
+        let now = unix_ms(SystemTime::now());
+        self.last_check_ms.store(now, Ordering::Relaxed);
+        if let Some((time, bytes)) = lag {
+            let micros = u64::try_from(time.as_micros()).unwrap_or(u64::MAX);
+            self.lag_micros.store(micros, Ordering::Relaxed);
+            self.lag_bytes
+                .store(bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+        if problem.is_none() {
+            self.last_ok_ms.store(now, Ordering::Relaxed);
+        }
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+        self.healthy.swap(healthy, Ordering::AcqRel) != healthy
+    }
+
+    /// Records a check that could not reach the server. Returns whether its health changed.
+    pub(crate) fn record_failure(&self, error: String) -> bool {
+        self.lag_micros.store(u64::MAX, Ordering::Relaxed);
+        self.lag_bytes.store(u64::MAX, Ordering::Relaxed);
+        self.record_check(false, None, Some(error))
+    }
+
+    pub(crate) fn lag(&self) -> Option<Duration> {
+        match self.lag_micros.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
+    }
+
+    pub(crate) fn lag_bytes(&self) -> Option<u64> {
+        match self.lag_bytes.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            bytes => Some(bytes),
+        }
+    }
+
+    pub(crate) fn last_check(&self) -> Option<SystemTime> {
+        from_unix_ms(self.last_check_ms.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn last_success(&self) -> Option<SystemTime> {
+        from_unix_ms(self.last_ok_ms.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl fmt::Debug for Server {
+    // The pool and connect options are left out: sqlx's `Debug` for them shows the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("healthy", &self.is_healthy())
+            .field("weight", &self.weight())
+            .finish()
+    }
+}
+
+/// An `after_release` hook that closes connections returned while `max_idle` already wait.
+fn keep_at_most(
+    max_idle: u32,
+    server: Weak<Server>,
+) -> impl for<'c> Fn(
+    &'c mut sqlx::PgConnection,
+    sqlx::pool::PoolConnectionMetadata,
+) -> Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send + 'c>>
++ Send
++ Sync
++ 'static {
+    move |_conn, _meta| {
+        let keep = server
+            .upgrade()
+            .is_none_or(|s| s.pool.num_idle() < max_idle as usize);
+        Box::pin(std::future::ready(Ok(keep)))
+    }
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn from_unix_ms(ms: u64) -> Option<SystemTime> {
+    (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
+}

@@ -1,0 +1,208 @@
+//! The YAML format our users run parses, placeholders expand, and every invalid case gives an
+//! error naming the key and the value.
+
+use std::time::Duration;
+
+use rwsplit::{Config, ConfigError, ReplicaConfig};
+
+const USERS_CONFIG: &str = r#"
+server:
+  listen: 0.0.0.0:8080
+db:
+  host: ${DB_HOST:-127.0.0.1}
+  port: ${DB_PRIMARY_PORT:-5432}
+  username: ${DB_USER:-app}
+  password: ${DB_PASSWORD}
+  database: shop
+  sslMode: disable
+  maxConnections: 50
+  maxIdleConns: 10
+  connMaxLifetime: 3600
+  connMaxIdleTime: 600
+  enableReadWriteSeparation: true
+  replicaLagThreshold: 10
+  readReplicas:
+    - name: replica1
+      host: ${DB_REPLICA1_HOST:-127.0.0.1}
+      port: ${DB_REPLICA1_PORT:-5433}
+      weight: 2
+      maxConnections: 30
+      maxIdleConns: 5
+    - name: replica2
+      host: 127.0.0.1
+      port: 5434
+      weight: 1
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "DB_PASSWORD" => Some("s3cret-pw".into()),
+        "DB_PRIMARY_PORT" => Some("6543".into()),
+        _ => None,
+    }
+}
+
+fn parse(yaml: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml_with_env(yaml, env)
+}
+
+fn error(yaml: &str) -> String {
+    parse(yaml).expect_err("config should be rejected").to_string()
+}
+
+fn db(body: &str) -> String {
+    format!("db:\n  host: 127.0.0.1\n{body}")
+}
+
+#[test]
+fn users_config_parses_with_placeholders() {
+    let config = parse(USERS_CONFIG).unwrap();
+    assert!(config.separation_enabled());
+    let names: Vec<&str> = config.replicas().iter().map(|r| r.name()).collect();
+    assert_eq!(names, ["replica1", "replica2"]);
+    assert_eq!(config.replicas()[0].get_weight(), 2);
+    let debug = format!("{config:?}");
+    assert!(debug.contains("6543"), "placeholder with a set variable: {debug}");
+    assert!(debug.contains("5433"), "placeholder default: {debug}");
+    assert!(!debug.contains("s3cret-pw"), "password in Debug output: {debug}");
+    assert!(debug.contains("redacted"));
+    assert!(config.warnings().is_empty());
+}
+
+#[test]
+fn durations_take_seconds_or_strings() {
+    let config = parse(&db(
+        "  replicaLagThreshold: 500ms\n  healthCheckInterval: \"250ms\"\n  connMaxLifetime: 1h\n",
+    ))
+    .unwrap();
+    let debug = format!("{config:?}");
+    assert!(debug.contains("lag_threshold: 500ms"), "{debug}");
+    assert_eq!(config.health_interval(), Duration::from_millis(250));
+    assert!(debug.contains("3600s"), "{debug}");
+}
+
+#[test]
+fn defaults_are_documented_values() {
+    let config = parse("db:\n  host: db\n").unwrap();
+    assert!(!config.separation_enabled(), "separation is opt-in");
+    assert_eq!(config.health_interval(), Duration::from_secs(30));
+    let debug = format!("{config:?}");
+    for expected in ["port: 5432", "max_connections: 10", "lag_threshold: 10s"] {
+        assert!(debug.contains(expected), "{expected} in {debug}");
+    }
+}
+
+#[test]
+fn unset_placeholder_names_the_variable() {
+    let err = Config::from_yaml_with_env(USERS_CONFIG, |_| None).unwrap_err();
+    assert!(matches!(err, ConfigError::Placeholder { .. }));
+    assert!(err.to_string().contains("DB_PASSWORD"), "{err}");
+}
+
+#[test]
+fn each_invalid_value_names_key_and_value() {
+    let cases = [
+        (db("  port: 70000\n"), "db.port", "70000"),
+        (db("  port: -1\n"), "db.port", "-1"),
+        (db("  port: abc\n"), "db.port", "abc"),
+        (db("  maxConnections: 0\n"), "db.maxConnections", "0"),
+        (db("  enableReadWriteSeparation: maybe\n"), "db.enableReadWriteSeparation", "maybe"),
+        (db("  replicaLagThreshold: soon\n"), "db.replicaLagThreshold", "soon"),
+        (db("  replicaLagThreshold: -3\n"), "db.replicaLagThreshold", "-3"),
+        (db("  sslMode: sometimes\n"), "db.sslMode", "sometimes"),
+        (
+            db("  readReplicas:\n    - { name: r1, host: h, weight: -1 }\n"),
+            "db.readReplicas[0].weight",
+            "-1",
+        ),
+        (
+            db("  readReplicas:\n    - { name: r1, host: h, port: 99999 }\n"),
+            "db.readReplicas[0].port",
+            "99999",
+        ),
+        (
+            db("  readReplicas:\n    - { name: r1, host: a }\n    - { name: r1, host: b }\n"),
+            "db.readReplicas[1].name",
+            "r1",
+        ),
+        (
+            db("  readReplicas:\n    - { name: primary, host: a }\n"),
+            "db.readReplicas[0].name",
+            "primary",
+        ),
+        (db("  readReplicas: 3\n"), "db.readReplicas", "3"),
+    ];
+    for (yaml, key, value) in cases {
+        let message = error(&yaml);
+        assert!(message.contains(key), "{key} in {message:?}");
+        assert!(message.contains(value), "{value} in {message:?}");
+    }
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_path() {
+    let message = error(&db("  maxConns: 5\n"));
+    assert!(message.contains("db.maxConns"), "{message}");
+    assert!(message.contains("maxConnections"), "lists the known keys: {message}");
+    let message = error(&db("  readReplicas:\n    - { name: r, host: h, wieght: 2 }\n"));
+    assert!(message.contains("db.readReplicas[0].wieght"), "{message}");
+}
+
+#[test]
+fn missing_primary_host_and_missing_block_are_errors() {
+    assert!(error("db:\n  port: 5432\n").contains("db.host"));
+    assert!(error("db:\n  host: ''\n").contains("db.host"));
+    assert!(error("server: {}\n").contains("`db`"));
+    assert!(error(&db("  readReplicas:\n    - { host: h }\n")).contains("db.readReplicas[0].name"));
+    assert!(matches!(parse("db: [unclosed"), Err(ConfigError::Syntax(_))));
+}
+
+#[test]
+fn a_password_never_appears_in_errors() {
+    let message = error("db:\n  host: h\n  password: [hunter2]\n");
+    assert!(message.contains("db.password"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    let message = error("db:\n  host: h\n  password: hunter2: [x\n");
+    assert!(!message.contains("hunter2"), "{message}");
+    // Numeric passwords are taken as text rather than rejected (and quoted).
+    let config = parse("db:\n  host: h\n  password: 123456\n").unwrap();
+    assert!(!format!("{config:?}").contains("123456"));
+}
+
+#[test]
+fn empty_replica_list_with_separation_warns() {
+    let config = parse(&db("  enableReadWriteSeparation: true\n  readReplicas: []\n")).unwrap();
+    assert!(config.warnings()[0].contains("readReplicas is empty"));
+    let config = parse(&db("  readReplicas:\n    - { name: r, host: h }\n")).unwrap();
+    assert!(config.warnings()[0].contains("enableReadWriteSeparation is false"));
+}
+
+#[test]
+fn builder_offers_the_same_settings_and_checks() {
+    let config = Config::new("primary.internal")
+        .port(6432)
+        .username("app")
+        .password("pw-in-code")
+        .database("shop")
+        .max_connections(40)
+        .max_idle_connections(8)
+        .conn_max_lifetime(Some(Duration::from_secs(3600)))
+        .conn_max_idle_time(None)
+        .read_write_separation(true)
+        .replica_lag_threshold(Duration::from_secs(5))
+        .replica_lag_bytes_threshold(Some(1 << 20))
+        .health_check_interval(Duration::from_secs(2))
+        .replica(ReplicaConfig::new("a", "ra").weight(3).max_connections(20))
+        .validate()
+        .unwrap();
+    assert!(!format!("{config:?}").contains("pw-in-code"));
+    let err = Config::new("h")
+        .replica(ReplicaConfig::new("a", "x"))
+        .replica(ReplicaConfig::new("a", "y"))
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("db.readReplicas[1].name"), "{err}");
+    let err = Config::new("h").replica(ReplicaConfig::new("r", "x").weight(10_001)).validate();
+    assert!(err.unwrap_err().to_string().contains("10001"));
+}
+
