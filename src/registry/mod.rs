@@ -99,7 +99,7 @@ impl Registry {
     ///
     /// Must be called within a Tokio runtime.
     pub async fn connect(config: Config) -> Result<Registry, Error> {
-        let registry = Registry::build(config, false)?;
+        let registry = Registry::build(config)?;
         health::check_all(&registry.shared).await;
         for server in registry.shared.servers() {
             if server.is_healthy() {
@@ -121,12 +121,12 @@ impl Registry {
     ///
     /// Must be called within a Tokio runtime; returns [`Error::NoRuntime`] otherwise.
     pub fn connect_lazy(config: Config) -> Result<Registry, Error> {
-        let registry = Registry::build(config, true)?;
+        let registry = Registry::build(config)?;
         health::spawn(&registry.shared, true, registry.shared.stop.subscribe());
         Ok(registry)
     }
 
-    fn build(config: Config, healthy_until_checked: bool) -> Result<Registry, Error> {
+    fn build(config: Config) -> Result<Registry, Error> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime);
         }
@@ -162,7 +162,9 @@ impl Registry {
                     config.replica_options(replica),
                     &config.replica_pool(replica),
                     replica.weight,
-                    healthy_until_checked,
+                    // Until checked, a replica counts as healthy: `connect` checks before it
+                    // returns, and a failed first check is logged as the replica leaving.
+                    true,
                 )
             })
             .collect();

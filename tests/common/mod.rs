@@ -1,0 +1,203 @@
+//! Shared setup for the tests that run against a real replicated cluster.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::{get, post};
+use http::{Request, Response, StatusCode};
+use rwsplit::{Config, DbRead, DbWrite, Registry, ReplicaConfig, RouteOverride, RwSplitLayer};
+use rwsplit_testkit::{Cluster, Node};
+use tower::ServiceExt;
+
+pub const INTERVAL: Duration = Duration::from_millis(200);
+pub const LAG_THRESHOLD: Duration = Duration::from_secs(1);
+
+/// A primary with two replicas and an `items` table, replicated.
+pub async fn cluster() -> Cluster {
+    let cluster = Cluster::start(2).await.expect("start the local cluster");
+    cluster
+        .primary()
+        .execute("CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL)")
+        .await
+        .unwrap();
+    cluster.wait_caught_up(Duration::from_secs(10)).await.unwrap();
+    cluster
+}
+
+/// Separation on, both replicas at weight 1, checks every 200 ms, lag threshold 1 s.
+pub fn config(cluster: &Cluster) -> Config {
+    let primary = cluster.primary();
+    let mut config = Config::new("127.0.0.1")
+        .port(primary.port())
+        .username(rwsplit_testkit::USER)
+        .password(rwsplit_testkit::PASSWORD)
+        .database("postgres")
+        .ssl_mode(rwsplit::PgSslMode::Disable)
+        .read_write_separation(true)
+        .health_check_interval(INTERVAL)
+        .health_check_timeout(Duration::from_secs(1))
+        .connect_timeout(Duration::from_secs(2))
+        .replica_lag_threshold(LAG_THRESHOLD);
+    for replica in cluster.replicas() {
+        config = config.replica(ReplicaConfig::new(replica.name(), "127.0.0.1").port(replica.port()));
+    }
+    config
+}
+
+/// The name of the node listening on `port`.
+pub fn node_name(cluster: &Cluster, port: i32) -> String {
+    std::iter::once(cluster.primary())
+        .chain(cluster.replicas())
+        .find(|n| i32::from(n.port()) == port)
+        .map(|n| n.name().to_owned())
+        .unwrap_or_else(|| format!("unknown port {port}"))
+}
+
+/// Asks the server behind `pool` which port it listens on and whether it is a standby:
+/// the server's own answer, not the library's bookkeeping.
+async fn whoami(pool: &sqlx::PgPool) -> Result<String, (StatusCode, String)> {
+    let (port, standby): (i32, bool) =
+        sqlx::query_as("SELECT inet_server_port(), pg_is_in_recovery()")
+            .fetch_one(pool)
+            .await
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(format!("{port} {standby}"))
+}
+
+async fn read(db: DbRead) -> Result<String, (StatusCode, String)> {
+    whoami(&db).await
+}
+
+async fn write(db: DbWrite) -> Result<String, (StatusCode, String)> {
+    let mut tx = db.begin().await.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    sqlx::query("INSERT INTO items (name) VALUES ('x') /* from a transaction */")
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    tx.commit().await.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    whoami(&db).await
+}
+
+async fn probe(db: DbRead) -> Result<String, (StatusCode, String)> {
+    sqlx::query("SELECT 1 /* rwsplit weight probe */")
+        .execute(&*db)
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(String::new())
+}
+
+/// Routes that report which server served them.
+pub fn app(registry: Registry) -> Router {
+    Router::new()
+        .route("/whoami", get(read).post(read).put(read).delete(read))
+        .route("/fresh", get(read).route_layer(RouteOverride::primary()))
+        .route("/search", post(read).route_layer(RouteOverride::replica()))
+        .route("/write", post(write).get(write))
+        .route("/probe", get(probe))
+        .layer(RwSplitLayer::new(registry.clone()).target_header(true))
+        .with_state(registry)
+}
+
+/// Sends a request through `app`; returns the status, the serving node's name (from the
+/// server's own port) and the `x-db-target` header.
+pub async fn call(app: &Router, cluster: &Cluster, method: &str, uri: &str) -> Answer {
+    let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+    let response: Response<Body> = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let header = response
+        .headers()
+        .get("x-db-target")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    let node = body
+        .split(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .map(|port| node_name(cluster, port));
+    Answer { status, node, header, body }
+}
+
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub node: Option<String>,
+    pub header: Option<String>,
+    pub body: String,
+}
+
+/// How many times `node` has executed statements whose text contains `needle`, from
+/// `pg_stat_statements` on that server. It replaces literals with `$n`, so probes carry their
+/// marker in a comment.
+pub async fn executed(node: &Node, needle: &str) -> i64 {
+    let mut conn = node.connect().await.unwrap();
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements WHERE query LIKE '%' || $1 || '%'",
+    )
+    .bind(needle)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
+}
+
+/// Waits until `condition` holds, polling every 20 ms; returns how long that took.
+pub async fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether the registry has `name` in rotation.
+pub fn in_rotation(registry: &Registry, name: &str) -> bool {
+    registry
+        .status()
+        .replicas
+        .iter()
+        .any(|r| r.name == name && r.in_rotation)
+}
+
+/// Captures this thread's `tracing` output (the tests run on a current-thread runtime, so the
+/// health loop logs here too).
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.text().matches(needle).count()
+    }
+}
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! Reads reach replicas by weight, writes and transactions reach the primary, overrides win,
+//! and separation can be switched off: checked by what the servers themselves report.
+
+mod common;
+
+use common::*;
+use rwsplit::{Registry, ReplicaConfig};
+
+#[tokio::test]
+async fn reads_spread_over_replicas_by_weight_as_the_servers_count_them() {
+    let cluster = cluster().await;
+    // Weights 2 and 1; no health checks during the run, so none of their queries count.
+    let config = rwsplit::Config::new("127.0.0.1")
+        .port(cluster.primary().port())
+        .username(rwsplit_testkit::USER)
+        .password(rwsplit_testkit::PASSWORD)
+        .ssl_mode(rwsplit::PgSslMode::Disable)
+        .read_write_separation(true)
+        .health_check_interval(std::time::Duration::from_secs(3600))
+        .replica(ReplicaConfig::new("replica1", "127.0.0.1").port(cluster.replica(0).port()).weight(2))
+        .replica(ReplicaConfig::new("replica2", "127.0.0.1").port(cluster.replica(1).port()).weight(1));
+    let registry = Registry::connect(config).await.unwrap();
+    let app = app(registry);
+
+    let reads = 3000;
+    for _ in 0..reads {
+        let answer = call(&app, &cluster, "GET", "/probe").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let on_1 = executed(cluster.replica(0), "rwsplit weight probe").await;
+    let on_2 = executed(cluster.replica(1), "rwsplit weight probe").await;
+    let on_primary = executed(cluster.primary(), "rwsplit weight probe").await;
+    assert_eq!(on_1 + on_2, reads, "every read ran on a replica");
+    assert_eq!(on_primary, 0, "no read ran on the primary");
+    let share = on_1 as f64 / reads as f64;
+    assert!((share - 2.0 / 3.0).abs() < 0.02, "replica1 share {share:.3}, expected 0.667");
+}
+
+#[tokio::test]
+async fn safe_methods_read_from_replicas_and_writes_reach_the_primary() {
+    let cluster = cluster().await;
+    let registry = Registry::connect(config(&cluster)).await.unwrap();
+    let app = app(registry);
+
+    let mut replicas_seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let answer = call(&app, &cluster, "GET", "/whoami").await;
+        assert_eq!(answer.status, 200);
+        assert!(answer.body.ends_with("true"), "served by a standby: {}", answer.body);
+        assert_eq!(answer.header, answer.node, "x-db-target names the real server");
+        replicas_seen.insert(answer.node.unwrap());
+    }
+    assert_eq!(replicas_seen.len(), 2, "both replicas take reads");
+
+    // A POST's DbRead reads from the primary, as do PUT and DELETE.
+    for method in ["POST", "PUT", "DELETE"] {
+        let answer = call(&app, &cluster, method, "/whoami").await;
+        assert_eq!(answer.node.as_deref(), Some("primary"), "{method}");
+        assert_eq!(answer.header.as_deref(), Some("primary"));
+    }
+
+    // Writes in a transaction through DbWrite: on the primary, committed there.
+    for _ in 0..5 {
+        let answer = call(&app, &cluster, "POST", "/write").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.node.as_deref(), Some("primary"));
+    }
+    // DbWrite in a GET handler is still the primary.
+    let answer = call(&app, &cluster, "GET", "/write").await;
+    assert_eq!(answer.node.as_deref(), Some("primary"));
+    for replica in cluster.replicas() {
+        assert_eq!(executed(replica, "from a transaction").await, 0);
+    }
+    assert_eq!(executed(cluster.primary(), "from a transaction").await, 6);
+}
+
+#[tokio::test]
+async fn overrides_win_over_the_method() {
+    let cluster = cluster().await;
+    let registry = Registry::connect(config(&cluster)).await.unwrap();
+    let app = app(registry);
+    for _ in 0..3 {
+        let fresh = call(&app, &cluster, "GET", "/fresh").await;
+        assert_eq!(fresh.node.as_deref(), Some("primary"), "forced-primary GET");
+        let search = call(&app, &cluster, "POST", "/search").await;
+        assert!(search.body.ends_with("true"), "read-only POST on a replica: {search:?}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_methods_write_and_a_missing_layer_is_a_clear_500() {
+    let cluster = cluster().await;
+    let registry = Registry::connect(config(&cluster)).await.unwrap();
+    let app = app(registry.clone());
+    let answer = call(&app, &cluster, "PURGE", "/whoami").await;
+    // axum has no PURGE route (405), but the layer ran and did not fail.
+    assert_eq!(answer.status, 405);
+
+    let bare = axum::Router::new()
+        .route("/", axum::routing::get(|db: rwsplit::DbRead| async move { db.name().to_owned() }))
+        .with_state(registry);
+    let answer = call(&bare, &cluster, "GET", "/").await;
+    assert_eq!(answer.status, 500);
+    assert!(answer.body.contains("rwsplit_layer_missing"), "{}", answer.body);
+    assert!(answer.body.contains("RwSplitLayer"), "{}", answer.body);
+}
+
+#[tokio::test]
+async fn with_separation_disabled_everything_reaches_the_primary() {
+    let cluster = cluster().await;
+    let registry = Registry::connect(config(&cluster).read_write_separation(false))
+        .await
+        .unwrap();
+    let app = app(registry.clone());
+    for (method, uri) in [("GET", "/whoami"), ("POST", "/search"), ("GET", "/fresh"), ("POST", "/write")] {
+        let answer = call(&app, &cluster, method, uri).await;
+        assert_eq!(answer.status, 200, "{method} {uri}: {}", answer.body);
+        assert_eq!(answer.node.as_deref(), Some("primary"), "{method} {uri}");
+    }
+    // Outside HTTP as well.
+    assert!(registry.read().is_primary());
+}
+
+#[tokio::test]
+async fn registry_gives_jobs_the_same_choices() {
+    let cluster = cluster().await;
+    let registry = Registry::connect(config(&cluster)).await.unwrap();
+    let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&*registry.read())
+        .await
+        .unwrap();
+    assert!(standby, "read() is a replica");
+    let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(registry.primary())
+        .await
+        .unwrap();
+    assert!(!standby, "the default pool is the primary");
+    let mut tx = registry.begin().await.unwrap();
+    sqlx::query("INSERT INTO items (name) VALUES ('job')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(registry.write().is_primary());
+    registry.shutdown().await;
+    assert!(registry.read().pool().is_closed());
+}
