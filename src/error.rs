@@ -6,11 +6,11 @@
 //! // Outside a Tokio runtime there is nothing to run the health loop on.
 //! let err = Registry::connect_lazy(Config::new("127.0.0.1")).unwrap_err();
 //! assert!(matches!(err, Error::NoRuntime));
+//!
 //! // A bad configuration says which key and value.
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let err = Registry::connect_lazy(Config::new("")).unwrap_err();
+//! let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+//! let err = runtime.block_on(async { Registry::connect_lazy(Config::new("")) }).unwrap_err();
 //! assert!(err.to_string().contains("db.host"));
-//! # }
 //! ```
 
 use std::fmt;

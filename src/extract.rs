@@ -42,7 +42,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), rwsplit::Error> {
 //! let registry = Registry::connect_lazy(Config::new("127.0.0.1"))?;
-//! let app: Router = Router::new()
+//! let app: Router = Router::<AppState>::new()
 //!     .route("/items/{id}", get(show).put(rename))
 //!     .layer(RwSplitLayer::new(registry.clone()))
 //!     .with_state(AppState { registry, greeting: "hi".into() });
@@ -168,9 +168,11 @@ where
         parts: &mut Parts,
         state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(<DbRead as FromRequestParts<S>>::from_request_parts(parts, state)
-            .await
-            .ok())
+        Ok(
+            <DbRead as FromRequestParts<S>>::from_request_parts(parts, state)
+                .await
+                .ok(),
+        )
     }
 }
 

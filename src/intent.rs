@@ -7,7 +7,7 @@
 //! policy, [`MethodPolicy`], reads on GET, HEAD and OPTIONS and writes on everything else.
 //!
 //! ```
-//! use http::{Method, Request};
+//! use http::Request;
 //! use rwsplit::{MethodPolicy, Reason, RouteIntent, RoutePolicy};
 //!
 //! let get = Request::get("/items").body(()).unwrap();
@@ -222,9 +222,6 @@ mod tests {
         let plain = Request::get("/").body(()).unwrap();
         let fresh = Request::get("/").header("x-fresh", "1").body(()).unwrap();
         assert!(policy.decide(&plain).is_read());
-        assert_eq!(
-            policy.decide(&fresh),
-            RouteIntent::write(Reason::Policy)
-        );
+        assert_eq!(policy.decide(&fresh), RouteIntent::write(Reason::Policy));
     }
 }

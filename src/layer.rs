@@ -198,10 +198,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
-        if let Some((name, served)) = this.served.take() {
-            if let Some(value) = served.header_value() {
-                response.headers_mut().insert(name, value);
-            }
+        if let Some((name, served)) = this.served.take()
+            && let Some(value) = served.header_value()
+        {
+            response.headers_mut().insert(name, value);
         }
         Poll::Ready(Ok(response))
     }

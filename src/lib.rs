@@ -16,7 +16,7 @@
 //! # Quick start
 //!
 //! ```
-//! use axum::{Json, Router, extract::Path, routing::get};
+//! use axum::{Json, Router, routing::get};
 //! use rwsplit::{Config, DbRead, DbWrite, Registry, RwSplitLayer};
 //!
 //! async fn list(db: DbRead) -> Result<Json<Vec<String>>, String> {
@@ -72,6 +72,7 @@
 //! leaves and `read replicas available again, reads leave the primary` when one returns,
 //! `primary unreachable`. No event, `Debug` output or error ever contains a password.
 
+#![doc(test(attr(deny(warnings))))]
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 #![warn(missing_docs, missing_debug_implementations)]
@@ -93,3 +94,8 @@ pub use registry::{Registry, RegistryStatus, ServerStatus, Target};
 pub use route_override::{RouteOverride, RouteOverrideService};
 /// The TLS modes of [`Config::ssl_mode`], re-exported from sqlx.
 pub use sqlx::postgres::PgSslMode;
+
+/// The README's Rust snippets, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -100,13 +100,13 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // Without an intent the `RwSplitLayer` is missing; the extractors say so.
-        if let Some(intent) = request.extensions_mut().get_mut::<RouteIntent>() {
-            if intent.reason() != Reason::Disabled {
-                *intent = match self.role {
-                    Role::Read => RouteIntent::read(Reason::Override),
-                    Role::Write => RouteIntent::write(Reason::Override),
-                };
-            }
+        if let Some(intent) = request.extensions_mut().get_mut::<RouteIntent>()
+            && intent.reason() != Reason::Disabled
+        {
+            *intent = match self.role {
+                Role::Read => RouteIntent::read(Reason::Override),
+                Role::Write => RouteIntent::write(Reason::Override),
+            };
         }
         self.inner.call(request)
     }

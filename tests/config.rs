@@ -47,7 +47,9 @@ fn parse(yaml: &str) -> Result<Config, ConfigError> {
 }
 
 fn error(yaml: &str) -> String {
-    parse(yaml).expect_err("config should be rejected").to_string()
+    parse(yaml)
+        .expect_err("config should be rejected")
+        .to_string()
 }
 
 fn db(body: &str) -> String {
@@ -62,9 +64,15 @@ fn users_config_parses_with_placeholders() {
     assert_eq!(names, ["replica1", "replica2"]);
     assert_eq!(config.replicas()[0].get_weight(), 2);
     let debug = format!("{config:?}");
-    assert!(debug.contains("6543"), "placeholder with a set variable: {debug}");
+    assert!(
+        debug.contains("6543"),
+        "placeholder with a set variable: {debug}"
+    );
     assert!(debug.contains("5433"), "placeholder default: {debug}");
-    assert!(!debug.contains("s3cret-pw"), "password in Debug output: {debug}");
+    assert!(
+        !debug.contains("s3cret-pw"),
+        "password in Debug output: {debug}"
+    );
     assert!(debug.contains("redacted"));
     assert!(config.warnings().is_empty());
 }
@@ -106,9 +114,21 @@ fn each_invalid_value_names_key_and_value() {
         (db("  port: -1\n"), "db.port", "-1"),
         (db("  port: abc\n"), "db.port", "abc"),
         (db("  maxConnections: 0\n"), "db.maxConnections", "0"),
-        (db("  enableReadWriteSeparation: maybe\n"), "db.enableReadWriteSeparation", "maybe"),
-        (db("  replicaLagThreshold: soon\n"), "db.replicaLagThreshold", "soon"),
-        (db("  replicaLagThreshold: -3\n"), "db.replicaLagThreshold", "-3"),
+        (
+            db("  enableReadWriteSeparation: maybe\n"),
+            "db.enableReadWriteSeparation",
+            "maybe",
+        ),
+        (
+            db("  replicaLagThreshold: soon\n"),
+            "db.replicaLagThreshold",
+            "soon",
+        ),
+        (
+            db("  replicaLagThreshold: -3\n"),
+            "db.replicaLagThreshold",
+            "-3",
+        ),
         (db("  sslMode: sometimes\n"), "db.sslMode", "sometimes"),
         (
             db("  readReplicas:\n    - { name: r1, host: h, weight: -1 }\n"),
@@ -143,8 +163,13 @@ fn each_invalid_value_names_key_and_value() {
 fn unknown_keys_are_named_with_their_path() {
     let message = error(&db("  maxConns: 5\n"));
     assert!(message.contains("db.maxConns"), "{message}");
-    assert!(message.contains("maxConnections"), "lists the known keys: {message}");
-    let message = error(&db("  readReplicas:\n    - { name: r, host: h, wieght: 2 }\n"));
+    assert!(
+        message.contains("maxConnections"),
+        "lists the known keys: {message}"
+    );
+    let message = error(&db(
+        "  readReplicas:\n    - { name: r, host: h, wieght: 2 }\n",
+    ));
     assert!(message.contains("db.readReplicas[0].wieght"), "{message}");
 }
 
@@ -154,7 +179,10 @@ fn missing_primary_host_and_missing_block_are_errors() {
     assert!(error("db:\n  host: ''\n").contains("db.host"));
     assert!(error("server: {}\n").contains("`db`"));
     assert!(error(&db("  readReplicas:\n    - { host: h }\n")).contains("db.readReplicas[0].name"));
-    assert!(matches!(parse("db: [unclosed"), Err(ConfigError::Syntax(_))));
+    assert!(matches!(
+        parse("db: [unclosed"),
+        Err(ConfigError::Syntax(_))
+    ));
 }
 
 #[test]
@@ -171,7 +199,10 @@ fn a_password_never_appears_in_errors() {
 
 #[test]
 fn empty_replica_list_with_separation_warns() {
-    let config = parse(&db("  enableReadWriteSeparation: true\n  readReplicas: []\n")).unwrap();
+    let config = parse(&db(
+        "  enableReadWriteSeparation: true\n  readReplicas: []\n",
+    ))
+    .unwrap();
     assert!(config.warnings()[0].contains("readReplicas is empty"));
     let config = parse(&db("  readReplicas:\n    - { name: r, host: h }\n")).unwrap();
     assert!(config.warnings()[0].contains("enableReadWriteSeparation is false"));
@@ -202,7 +233,8 @@ fn builder_offers_the_same_settings_and_checks() {
         .validate()
         .unwrap_err();
     assert!(err.to_string().contains("db.readReplicas[1].name"), "{err}");
-    let err = Config::new("h").replica(ReplicaConfig::new("r", "x").weight(10_001)).validate();
+    let err = Config::new("h")
+        .replica(ReplicaConfig::new("r", "x").weight(10_001))
+        .validate();
     assert!(err.unwrap_err().to_string().contains("10001"));
 }
-

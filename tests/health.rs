@@ -40,24 +40,39 @@ async fn a_paused_replica_leaves_rotation_and_returns_after_resume() {
     let writer = keep_writing(&cluster);
     cluster.replica(0).pause_replay().await.unwrap();
     // Lag passes the 1 s threshold a second after the pause; the next check sees it.
-    let took = wait_for("paused replica removed", LAG_THRESHOLD + INTERVAL * 10, || {
-        !in_rotation(&registry, "replica1")
-    })
+    let took = wait_for(
+        "paused replica removed",
+        LAG_THRESHOLD + INTERVAL * 10,
+        || !in_rotation(&registry, "replica1"),
+    )
     .await;
-    assert!(took >= LAG_THRESHOLD - INTERVAL, "removed only once over the threshold ({took:?})");
+    assert!(
+        took >= LAG_THRESHOLD - INTERVAL,
+        "removed only once over the threshold ({took:?})"
+    );
     let status = registry.status();
     let replica1 = &status.replicas[0];
     assert!(replica1.lag.unwrap() > LAG_THRESHOLD, "{replica1:?}");
     assert!(replica1.lag_bytes.unwrap() > 0, "{replica1:?}");
-    assert!(replica1.last_error.as_deref().unwrap().contains("lagging"), "{replica1:?}");
+    assert!(
+        replica1.last_error.as_deref().unwrap().contains("lagging"),
+        "{replica1:?}"
+    );
     assert!(in_rotation(&registry, "replica2"));
     for _ in 0..10 {
         let answer = call(&app, &cluster, "GET", "/whoami").await;
-        assert_eq!(answer.node.as_deref(), Some("replica2"), "reads avoid the lagging replica");
+        assert_eq!(
+            answer.node.as_deref(),
+            Some("replica2"),
+            "reads avoid the lagging replica"
+        );
     }
 
     cluster.replica(0).resume_replay().await.unwrap();
-    wait_for("resumed replica back", INTERVAL * 10, || in_rotation(&registry, "replica1")).await;
+    wait_for("resumed replica back", INTERVAL * 10, || {
+        in_rotation(&registry, "replica1")
+    })
+    .await;
     drop(writer);
     let lag = registry.status().replicas[0].lag.unwrap();
     assert!(lag <= LAG_THRESHOLD, "back under the threshold: {lag:?}");
@@ -70,7 +85,10 @@ async fn a_stopped_replica_leaves_rotation_and_returns_after_restart() {
     let app = app(registry.clone());
 
     cluster.replica(1).stop(StopMode::Immediate).await.unwrap();
-    wait_for("stopped replica removed", INTERVAL * 3, || !in_rotation(&registry, "replica2")).await;
+    wait_for("stopped replica removed", INTERVAL * 3, || {
+        !in_rotation(&registry, "replica2")
+    })
+    .await;
     let status = registry.status();
     assert!(!status.replicas[1].healthy);
     assert!(status.replicas[1].last_error.is_some());
@@ -81,7 +99,10 @@ async fn a_stopped_replica_leaves_rotation_and_returns_after_restart() {
     }
 
     cluster.replica(1).start().await.unwrap();
-    wait_for("restarted replica back", INTERVAL * 10, || in_rotation(&registry, "replica2")).await;
+    wait_for("restarted replica back", INTERVAL * 10, || {
+        in_rotation(&registry, "replica2")
+    })
+    .await;
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..4 {
         seen.insert(call(&app, &cluster, "GET", "/whoami").await.node.unwrap());
@@ -111,15 +132,29 @@ async fn with_every_replica_out_reads_fall_back_to_the_primary_and_it_is_logged_
     // Several more check rounds with both still down.
     tokio::time::sleep(INTERVAL * 4).await;
     let fallback = "no healthy read replicas available, falling back to primary";
-    assert_eq!(logs.count(fallback), 1, "logged once, not per request or per check:\n{}", logs.text());
+    assert_eq!(
+        logs.count(fallback),
+        1,
+        "logged once, not per request or per check:\n{}",
+        logs.text()
+    );
     assert_eq!(logs.count("replica removed from rotation"), 2);
 
     cluster.replica(0).start().await.unwrap();
-    wait_for("replica back", INTERVAL * 10, || in_rotation(&registry, "replica1")).await;
+    wait_for("replica back", INTERVAL * 10, || {
+        in_rotation(&registry, "replica1")
+    })
+    .await;
     assert_eq!(logs.count("read replicas available again"), 1);
     assert_eq!(logs.count("replica back in rotation"), 1);
-    assert_eq!(call(&app, &cluster, "GET", "/whoami").await.node.as_deref(), Some("replica1"));
-    assert!(!logs.text().contains(rwsplit_testkit::PASSWORD), "no password in the logs");
+    assert_eq!(
+        call(&app, &cluster, "GET", "/whoami").await.node.as_deref(),
+        Some("replica1")
+    );
+    assert!(
+        !logs.text().contains(rwsplit_testkit::PASSWORD),
+        "no password in the logs"
+    );
 }
 
 #[tokio::test]
@@ -127,8 +162,15 @@ async fn an_idle_primary_does_not_make_healthy_replicas_look_lagged() {
     let cluster = cluster().await;
     // A transaction long ago in replay terms: every replica's last replayed commit ages from
     // here on, while nothing new is written.
-    cluster.primary().execute("INSERT INTO items (name) VALUES ('last write')").await.unwrap();
-    cluster.wait_caught_up(Duration::from_secs(10)).await.unwrap();
+    cluster
+        .primary()
+        .execute("INSERT INTO items (name) VALUES ('last write')")
+        .await
+        .unwrap();
+    cluster
+        .wait_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
     let registry = Registry::connect(config(&cluster)).await.unwrap();
     // Well over the 1 s threshold and many check intervals without a write.
     tokio::time::sleep(LAG_THRESHOLD * 3).await;
@@ -165,5 +207,10 @@ async fn the_health_loop_stops_when_the_registry_is_dropped() {
     drop(weak_probe);
     drop(registry);
     tokio::time::sleep(INTERVAL * 2).await;
-    assert_eq!(logs.count("rwsplit health loop stopped"), 1, "{}", logs.text());
+    assert_eq!(
+        logs.count("rwsplit health loop stopped"),
+        1,
+        "{}",
+        logs.text()
+    );
 }

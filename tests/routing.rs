@@ -17,8 +17,16 @@ async fn reads_spread_over_replicas_by_weight_as_the_servers_count_them() {
         .ssl_mode(rwsplit::PgSslMode::Disable)
         .read_write_separation(true)
         .health_check_interval(std::time::Duration::from_secs(3600))
-        .replica(ReplicaConfig::new("replica1", "127.0.0.1").port(cluster.replica(0).port()).weight(2))
-        .replica(ReplicaConfig::new("replica2", "127.0.0.1").port(cluster.replica(1).port()).weight(1));
+        .replica(
+            ReplicaConfig::new("replica1", "127.0.0.1")
+                .port(cluster.replica(0).port())
+                .weight(2),
+        )
+        .replica(
+            ReplicaConfig::new("replica2", "127.0.0.1")
+                .port(cluster.replica(1).port())
+                .weight(1),
+        );
     let registry = Registry::connect(config).await.unwrap();
     let app = app(registry);
 
@@ -33,7 +41,10 @@ async fn reads_spread_over_replicas_by_weight_as_the_servers_count_them() {
     assert_eq!(on_1 + on_2, reads, "every read ran on a replica");
     assert_eq!(on_primary, 0, "no read ran on the primary");
     let share = on_1 as f64 / reads as f64;
-    assert!((share - 2.0 / 3.0).abs() < 0.02, "replica1 share {share:.3}, expected 0.667");
+    assert!(
+        (share - 2.0 / 3.0).abs() < 0.02,
+        "replica1 share {share:.3}, expected 0.667"
+    );
 }
 
 #[tokio::test]
@@ -46,8 +57,15 @@ async fn safe_methods_read_from_replicas_and_writes_reach_the_primary() {
     for _ in 0..4 {
         let answer = call(&app, &cluster, "GET", "/whoami").await;
         assert_eq!(answer.status, 200);
-        assert!(answer.body.ends_with("true"), "served by a standby: {}", answer.body);
-        assert_eq!(answer.header, answer.node, "x-db-target names the real server");
+        assert!(
+            answer.body.ends_with("true"),
+            "served by a standby: {}",
+            answer.body
+        );
+        assert_eq!(
+            answer.header, answer.node,
+            "x-db-target names the real server"
+        );
         replicas_seen.insert(answer.node.unwrap());
     }
     assert_eq!(replicas_seen.len(), 2, "both replicas take reads");
@@ -83,7 +101,10 @@ async fn overrides_win_over_the_method() {
         let fresh = call(&app, &cluster, "GET", "/fresh").await;
         assert_eq!(fresh.node.as_deref(), Some("primary"), "forced-primary GET");
         let search = call(&app, &cluster, "POST", "/search").await;
-        assert!(search.body.ends_with("true"), "read-only POST on a replica: {search:?}");
+        assert!(
+            search.body.ends_with("true"),
+            "read-only POST on a replica: {search:?}"
+        );
     }
 }
 
@@ -97,11 +118,18 @@ async fn unknown_methods_write_and_a_missing_layer_is_a_clear_500() {
     assert_eq!(answer.status, 405);
 
     let bare = axum::Router::new()
-        .route("/", axum::routing::get(|db: rwsplit::DbRead| async move { db.name().to_owned() }))
+        .route(
+            "/",
+            axum::routing::get(|db: rwsplit::DbRead| async move { db.name().to_owned() }),
+        )
         .with_state(registry);
     let answer = call(&bare, &cluster, "GET", "/").await;
     assert_eq!(answer.status, 500);
-    assert!(answer.body.contains("rwsplit_layer_missing"), "{}", answer.body);
+    assert!(
+        answer.body.contains("rwsplit_layer_missing"),
+        "{}",
+        answer.body
+    );
     assert!(answer.body.contains("RwSplitLayer"), "{}", answer.body);
 }
 
@@ -112,7 +140,12 @@ async fn with_separation_disabled_everything_reaches_the_primary() {
         .await
         .unwrap();
     let app = app(registry.clone());
-    for (method, uri) in [("GET", "/whoami"), ("POST", "/search"), ("GET", "/fresh"), ("POST", "/write")] {
+    for (method, uri) in [
+        ("GET", "/whoami"),
+        ("POST", "/search"),
+        ("GET", "/fresh"),
+        ("POST", "/write"),
+    ] {
         let answer = call(&app, &cluster, method, uri).await;
         assert_eq!(answer.status, 200, "{method} {uri}: {}", answer.body);
         assert_eq!(answer.node.as_deref(), Some("primary"), "{method} {uri}");

@@ -75,7 +75,9 @@ mod tests {
 
     #[test]
     fn rejects_garbage_with_a_reason() {
-        for bad in ["", "abc", "10x", "-1", "-1s", "s", "1..2s", "NaN", "inf", "1e400"] {
+        for bad in [
+            "", "abc", "10x", "-1", "-1s", "s", "1..2s", "NaN", "inf", "1e400",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(parse_duration("10parsecs").unwrap_err().contains("parsecs"));

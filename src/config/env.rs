@@ -145,7 +145,12 @@ mod tests {
 
     #[test]
     fn malformed_placeholders_are_errors() {
-        assert!(run("a: ${DB_HOST").unwrap_err().to_string().contains("closing"));
+        assert!(
+            run("a: ${DB_HOST")
+                .unwrap_err()
+                .to_string()
+                .contains("closing")
+        );
         assert!(run("a: ${1X}").is_err());
         assert!(run("a: ${}").is_err());
         assert!(run("a: ${A B}").is_err());

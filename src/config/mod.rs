@@ -332,7 +332,11 @@ impl Config {
             return Err(invalid("db.port", &0, "a port is 1 to 65535"));
         }
         if self.primary.pool.max_connections == 0 {
-            return Err(invalid("db.maxConnections", &0, "a pool needs at least 1 connection"));
+            return Err(invalid(
+                "db.maxConnections",
+                &0,
+                "a pool needs at least 1 connection",
+            ));
         }
         if self.lag_threshold.is_zero() {
             return Err(invalid(
@@ -349,7 +353,11 @@ impl Config {
             ));
         }
         if self.health_check_timeout.is_zero() {
-            return Err(invalid("db.healthCheckTimeout", &"0", "must be more than 0"));
+            return Err(invalid(
+                "db.healthCheckTimeout",
+                &"0",
+                "must be more than 0",
+            ));
         }
         if self.primary.pool.connect_timeout.is_zero() {
             return Err(invalid("db.connectTimeout", &"0", "must be more than 0"));
@@ -370,7 +378,10 @@ impl Config {
                     "`primary` names the primary; give the replica another name",
                 ));
             }
-            if let Some(j) = self.replicas[..i].iter().position(|r| r.name == replica.name) {
+            if let Some(j) = self.replicas[..i]
+                .iter()
+                .position(|r| r.name == replica.name)
+            {
                 return Err(invalid(
                     &key("name"),
                     &replica.name,
@@ -434,7 +445,8 @@ impl Config {
     }
 
     pub(crate) fn primary_options(&self) -> PgConnectOptions {
-        self.primary.connect_options(&self.primary.host, self.primary.port)
+        self.primary
+            .connect_options(&self.primary.host, self.primary.port)
     }
 
     pub(crate) fn replica_options(&self, replica: &ReplicaConfig) -> PgConnectOptions {

@@ -161,7 +161,9 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
                 let Value::Map(map) = item else {
                     return Err(block.invalid_at(&path, item, "each replica is a mapping"));
                 };
-                config.replicas.push(replica(Block::new(&path, map.clone(), REPLICA_KEYS)?)?);
+                config
+                    .replicas
+                    .push(replica(Block::new(&path, map.clone(), REPLICA_KEYS)?)?);
             }
         }
         Some(other) => {
@@ -274,7 +276,10 @@ impl Block {
         let reason = format!("must be a whole number from {min} to {max}");
         let n = match value {
             Value::Int(i) => *i,
-            Value::Str(s) => s.trim().parse().map_err(|_| self.invalid(key, value, &reason))?,
+            Value::Str(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| self.invalid(key, value, &reason))?,
             _ => return Err(self.invalid(key, value, &reason)),
         };
         if n < min || n > max {
@@ -293,7 +298,9 @@ impl Block {
     fn count(&self, key: &str, min: i64) -> Result<Option<u32>, ConfigError> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(value) => Ok(Some(self.integer_in(key, value, min, u32::MAX.into())? as u32)),
+            Some(value) => Ok(Some(
+                self.integer_in(key, value, min, u32::MAX.into())? as u32
+            )),
         }
     }
 
@@ -303,9 +310,11 @@ impl Block {
             Some(Value::Int(seconds)) if *seconds >= 0 => Ok(Duration::from_secs(*seconds as u64)),
             Some(Value::Float(seconds)) => seconds_to_duration(*seconds),
             Some(Value::Str(text)) => parse_duration(text),
-            Some(_) => Err("a duration is whole seconds (10) or a string such as \"500ms\", \
+            Some(_) => Err(
+                "a duration is whole seconds (10) or a string such as \"500ms\", \
                             \"10s\", \"2m\""
-                .to_owned()),
+                    .to_owned(),
+            ),
         };
         parsed
             .map(Some)

@@ -71,7 +71,10 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
         Ok(_) => {
             let problem = "is in recovery (a standby, not a primary): writes will fail until \
                            the configuration names the new primary";
-            if shared.primary.record_check(false, None, Some(problem.to_owned())) {
+            if shared
+                .primary
+                .record_check(false, None, Some(problem.to_owned()))
+            {
                 tracing::error!(
                     server = %shared.primary.name,
                     address = %shared.primary.address,
@@ -102,7 +105,10 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
             .into_iter()
             .map(|(index, result)| {
                 let lag = result.map(|(in_recovery, position)| {
-                    (in_recovery, history.lag(primary_position, position, Instant::now()))
+                    (
+                        in_recovery,
+                        history.lag(primary_position, position, Instant::now()),
+                    )
                 });
                 (index, lag)
             })
@@ -111,9 +117,7 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
     for (index, result) in outcomes {
         let server = &shared.replicas[index];
         let transition = match result {
-            Err(error) => server
-                .record_failure(error.clone())
-                .then_some(error),
+            Err(error) => server.record_failure(error.clone()).then_some(error),
             Ok((false, _)) => {
                 let problem = "is not a standby (pg_is_in_recovery() is false)".to_owned();
                 server
@@ -123,7 +127,8 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
             Ok((true, lag)) => {
                 let problem = shared.lag_problem(lag.time, lag.bytes);
                 let healthy = problem.is_none();
-                let flipped = server.record_check(healthy, Some((lag.time, lag.bytes)), problem.clone());
+                let flipped =
+                    server.record_check(healthy, Some((lag.time, lag.bytes)), problem.clone());
                 if flipped && healthy {
                     tracing::info!(
                         replica = %server.name,
@@ -148,10 +153,7 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
     shared.refresh_rotation();
 }
 
-async fn check_primary(
-    server: &Server,
-    timeout: Duration,
-) -> Result<(bool, Option<u64>), String> {
+async fn check_primary(server: &Server, timeout: Duration) -> Result<(bool, Option<u64>), String> {
     run_check(server, timeout, |conn| {
         Box::pin(async move {
             let (in_recovery, position): (bool, Option<i64>) =
@@ -210,10 +212,8 @@ async fn run_check<T>(
         Err(_) => Err(format!("no answer within {timeout:?}")),
     };
     if result.is_err() {
-        if let Some(conn) = slot.take() {
-            // Closing politely could hang on a stalled server; dropping just closes the socket.
-            drop(conn);
-        }
+        // Closing politely could hang on a stalled server; dropping just closes the socket.
+        drop(slot.take());
     }
     result
 }

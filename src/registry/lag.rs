@@ -122,7 +122,13 @@ mod tests {
             ..at(5_000)
         };
         let lag = history.lag(Some(5_000), replica, t0 + secs(3000));
-        assert_eq!(lag, Lag { time: Duration::ZERO, bytes: Some(0) });
+        assert_eq!(
+            lag,
+            Lag {
+                time: Duration::ZERO,
+                bytes: Some(0)
+            }
+        );
     }
 
     #[test]
@@ -140,7 +146,13 @@ mod tests {
             ..at(1_000)
         };
         let lag = history.lag(Some(3_000), replica, t0 + secs(35));
-        assert_eq!(lag, Lag { time: secs(15), bytes: Some(2_000) });
+        assert_eq!(
+            lag,
+            Lag {
+                time: secs(15),
+                bytes: Some(2_000)
+            }
+        );
         // Replayed up to 2000: behind since the sample at 30 s.
         let lag = history.lag(Some(3_000), at(2_000), t0 + secs(35));
         assert_eq!(lag.time, secs(5));
@@ -157,14 +169,23 @@ mod tests {
         };
         assert_eq!(history.lag(Some(9_000), replica, t0).time, secs(42));
         // No timestamp either (fresh standby): time since the first sample.
-        assert_eq!(history.lag(Some(9_000), at(1_000), t0 + secs(3)).time, secs(3));
+        assert_eq!(
+            history.lag(Some(9_000), at(1_000), t0 + secs(3)).time,
+            secs(3)
+        );
     }
 
     #[test]
     fn without_the_primary_received_equals_replayed_means_caught_up() {
         let history = PrimaryHistory::default();
         let lag = history.lag(None, at(7), Instant::now());
-        assert_eq!(lag, Lag { time: Duration::ZERO, bytes: None });
+        assert_eq!(
+            lag,
+            Lag {
+                time: Duration::ZERO,
+                bytes: None
+            }
+        );
         let behind = ReplicaPosition {
             received: Some(10),
             replayed: Some(7),

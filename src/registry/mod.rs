@@ -44,8 +44,8 @@ use tokio::sync::watch;
 
 use self::lag::PrimaryHistory;
 use self::select::Schedule;
-pub(crate) use self::server::Server;
 use self::server::Kind;
+pub(crate) use self::server::Server;
 use crate::config::{Config, PRIMARY_NAME};
 use crate::error::Error;
 use crate::intent::{Reason, Role, RouteIntent};
@@ -325,7 +325,8 @@ impl Shared {
         }
         let schedule = Schedule::new(&members);
         let empty = schedule.is_empty();
-        self.rotation.store(Arc::new(Rotation { members, schedule }));
+        self.rotation
+            .store(Arc::new(Rotation { members, schedule }));
         self.log_fallback(empty);
     }
 

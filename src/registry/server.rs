@@ -2,8 +2,8 @@
 //! request path reads without locking.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -65,11 +65,7 @@ impl Server {
             Server {
                 name: Arc::from(name),
                 kind,
-                address: format!(
-                    "{}:{}",
-                    options.get_host(),
-                    options.get_port()
-                ),
+                address: format!("{}:{}", options.get_host(), options.get_port()),
                 pool: pool_options.connect_lazy_with(options.clone()),
                 header_value: HeaderValue::from_str(name).ok(),
                 options,
@@ -169,14 +165,14 @@ impl fmt::Debug for Server {
     }
 }
 
+type KeepFuture<'c> = Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send + 'c>>;
+
 /// An `after_release` hook that closes connections returned while `max_idle` already wait.
+/// It holds the server weakly, so the pool inside the server does not keep itself alive.
 fn keep_at_most(
     max_idle: u32,
     server: Weak<Server>,
-) -> impl for<'c> Fn(
-    &'c mut sqlx::PgConnection,
-    sqlx::pool::PoolConnectionMetadata,
-) -> Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send + 'c>>
+) -> impl for<'c> Fn(&'c mut sqlx::PgConnection, sqlx::pool::PoolConnectionMetadata) -> KeepFuture<'c>
 + Send
 + Sync
 + 'static {

@@ -13,7 +13,10 @@ async fn replicas_stream_from_the_primary_and_can_be_paused() {
         .execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
         .await
         .unwrap();
-    cluster.wait_caught_up(Duration::from_secs(10)).await.unwrap();
+    cluster
+        .wait_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
     for replica in cluster.replicas() {
         let mut conn = replica.connect().await.unwrap();
         let (recovery, count): (bool, i64) =
@@ -26,7 +29,11 @@ async fn replicas_stream_from_the_primary_and_can_be_paused() {
     }
 
     cluster.replica(0).pause_replay().await.unwrap();
-    cluster.primary().execute("INSERT INTO t VALUES (2)").await.unwrap();
+    cluster
+        .primary()
+        .execute("INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut conn = cluster.replica(0).connect().await.unwrap();
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
@@ -35,7 +42,10 @@ async fn replicas_stream_from_the_primary_and_can_be_paused() {
         .unwrap();
     assert_eq!(count, 1, "a paused replica does not see new rows");
     cluster.replica(0).resume_replay().await.unwrap();
-    cluster.wait_caught_up(Duration::from_secs(10)).await.unwrap();
+    cluster
+        .wait_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
 
     cluster
         .replica(1)

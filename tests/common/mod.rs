@@ -25,7 +25,10 @@ pub async fn cluster() -> Cluster {
         .execute("CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL)")
         .await
         .unwrap();
-    cluster.wait_caught_up(Duration::from_secs(10)).await.unwrap();
+    cluster
+        .wait_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
     cluster
 }
 
@@ -44,7 +47,8 @@ pub fn config(cluster: &Cluster) -> Config {
         .connect_timeout(Duration::from_secs(2))
         .replica_lag_threshold(LAG_THRESHOLD);
     for replica in cluster.replicas() {
-        config = config.replica(ReplicaConfig::new(replica.name(), "127.0.0.1").port(replica.port()));
+        config =
+            config.replica(ReplicaConfig::new(replica.name(), "127.0.0.1").port(replica.port()));
     }
     config
 }
@@ -74,12 +78,17 @@ async fn read(db: DbRead) -> Result<String, (StatusCode, String)> {
 }
 
 async fn write(db: DbWrite) -> Result<String, (StatusCode, String)> {
-    let mut tx = db.begin().await.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut tx = db
+        .begin()
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     sqlx::query("INSERT INTO items (name) VALUES ('x') /* from a transaction */")
         .execute(&mut *tx)
         .await
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    tx.commit().await.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    tx.commit()
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     whoami(&db).await
 }
 
@@ -106,21 +115,32 @@ pub fn app(registry: Registry) -> Router {
 /// Sends a request through `app`; returns the status, the serving node's name (from the
 /// server's own port) and the `x-db-target` header.
 pub async fn call(app: &Router, cluster: &Cluster, method: &str, uri: &str) -> Answer {
-    let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::empty())
+        .unwrap();
     let response: Response<Body> = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let header = response
         .headers()
         .get("x-db-target")
         .map(|v| v.to_str().unwrap().to_owned());
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
     let body = String::from_utf8(body.to_vec()).unwrap();
     let node = body
         .split(' ')
         .next()
         .and_then(|p| p.parse().ok())
         .map(|port| node_name(cluster, port));
-    Answer { status, node, header, body }
+    Answer {
+        status,
+        node,
+        header,
+        body,
+    }
 }
 
 #[derive(Debug)]
@@ -146,7 +166,11 @@ pub async fn executed(node: &Node, needle: &str) -> i64 {
 }
 
 /// Waits until `condition` holds, polling every 20 ms; returns how long that took.
-pub async fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
+pub async fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut condition: impl FnMut() -> bool,
+) -> Duration {
     let start = Instant::now();
     loop {
         if condition() {

@@ -1,0 +1,394 @@
+//! rwsplit against a real replicated PostgreSQL.
+//!
+//! `cargo run --example demo` starts a local primary with two streaming replicas (no Docker),
+//! serves an `items` API on 127.0.0.1:3000 (or the next free port), walks through a short tour
+//! that prints where each request went and why, then serves until Ctrl-C.
+//!
+//! `cargo run --example demo -- --config FILE [--listen ADDR]` uses a YAML configuration
+//! (`${ENV}` placeholders allowed) and starts no cluster. `--exit-after-tour` stops after the
+//! tour, for scripts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::Path;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rwsplit::{
+    Config, DbRead, DbWrite, Registry, ReplicaConfig, RouteOverride, RwSplitLayer, Target,
+};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+#[derive(Serialize, sqlx::FromRow)]
+struct Item {
+    id: i64,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct NewItem {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Search {
+    q: String,
+}
+
+/// Every error the API answers with, as JSON.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "query failed");
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "database error".into())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError(e.status(), e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, e.body_text())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Says why the server was chosen, for the tour (the layer's `x-db-target` says which).
+fn why(target: &Target) -> HeaderMap {
+    let intent = target.intent();
+    let text = format!("{} ({})", intent.role().as_str(), intent.reason().as_str());
+    let mut headers = HeaderMap::new();
+    headers.insert("x-db-reason", HeaderValue::from_str(&text).unwrap());
+    headers
+}
+
+fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such item".into())
+}
+
+async fn list(db: DbRead) -> ApiResult<impl IntoResponse> {
+    let items: Vec<Item> = sqlx::query_as("SELECT id, name FROM items ORDER BY id")
+        .fetch_all(&*db)
+        .await?;
+    Ok((why(db.target()), Json(items)))
+}
+
+async fn show(db: DbRead, id: Result<Path<i64>, PathRejection>) -> ApiResult<impl IntoResponse> {
+    let Path(id) = id?;
+    let item: Option<Item> = sqlx::query_as("SELECT id, name FROM items WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&*db)
+        .await?;
+    Ok((why(db.target()), Json(item.ok_or_else(not_found)?)))
+}
+
+async fn create(
+    db: DbWrite,
+    body: Result<Json<NewItem>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(new) = body?;
+    let item: Item = sqlx::query_as("INSERT INTO items (name) VALUES ($1) RETURNING id, name")
+        .bind(new.name)
+        .fetch_one(&*db)
+        .await?;
+    Ok((StatusCode::CREATED, why(db.target()), Json(item)))
+}
+
+async fn update(
+    db: DbWrite,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Json<NewItem>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path(id) = id?;
+    let Json(new) = body?;
+    let item: Option<Item> =
+        sqlx::query_as("UPDATE items SET name = $1 WHERE id = $2 RETURNING id, name")
+            .bind(new.name)
+            .bind(id)
+            .fetch_optional(&*db)
+            .await?;
+    Ok((why(db.target()), Json(item.ok_or_else(not_found)?)))
+}
+
+async fn remove(db: DbWrite, id: Result<Path<i64>, PathRejection>) -> ApiResult<impl IntoResponse> {
+    let Path(id) = id?;
+    let deleted = sqlx::query("DELETE FROM items WHERE id = $1")
+        .bind(id)
+        .execute(&*db)
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(not_found());
+    }
+    Ok((StatusCode::NO_CONTENT, why(db.target())))
+}
+
+async fn search(
+    db: DbRead,
+    body: Result<Json<Search>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(search) = body?;
+    let items: Vec<Item> =
+        sqlx::query_as("SELECT id, name FROM items WHERE name ILIKE '%' || $1 || '%' ORDER BY id")
+            .bind(search.q)
+            .fetch_all(&*db)
+            .await?;
+    Ok((why(db.target()), Json(items)))
+}
+
+/// The demo's routes. They stay stable: other tools drive them.
+fn app(registry: Registry) -> Router {
+    Router::new()
+        .route("/items", get(list).post(create))
+        .route("/items/{id}", get(show).put(update).delete(remove))
+        .route(
+            "/items/{id}/fresh",
+            get(show).route_layer(RouteOverride::primary()),
+        )
+        .route(
+            "/items/search",
+            post(search).route_layer(RouteOverride::replica()),
+        )
+        .layer(RwSplitLayer::new(registry.clone()).target_header(true))
+        .with_state(registry)
+}
+
+struct Args {
+    config: Option<String>,
+    listen: Option<SocketAddr>,
+    exit_after_tour: bool,
+}
+
+fn args() -> Result<Args, String> {
+    let mut args = Args {
+        config: None,
+        listen: None,
+        exit_after_tour: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--config" => args.config = Some(it.next().ok_or("--config needs a file")?),
+            "--listen" => {
+                let addr = it.next().ok_or("--listen needs an address")?;
+                args.listen = Some(addr.parse().map_err(|e| format!("--listen {addr}: {e}"))?);
+            }
+            "--exit-after-tour" => args.exit_after_tour = true,
+            "-h" | "--help" => {
+                return Err(
+                    "usage: demo [--config FILE] [--listen ADDR] [--exit-after-tour]".into(),
+                );
+            }
+            other => return Err(format!("unknown argument `{other}` (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+async fn listener(addr: Option<SocketAddr>) -> std::io::Result<TcpListener> {
+    if let Some(addr) = addr {
+        return TcpListener::bind(addr).await;
+    }
+    for port in 3000..3100 {
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
+            return Ok(listener);
+        }
+    }
+    TcpListener::bind("127.0.0.1:0").await
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "rwsplit=info,demo=info,warn".into()),
+        )
+        .init();
+    let args = args().map_err(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    })?;
+
+    let mut cluster = None;
+    let config = match &args.config {
+        Some(file) => Config::from_file(file)?,
+        None => {
+            println!("starting a local primary and two streaming replicas...");
+            let started = rwsplit_testkit::Cluster::start(2).await?;
+            let mut config = Config::new("127.0.0.1")
+                .port(started.primary().port())
+                .username(rwsplit_testkit::USER)
+                .password(rwsplit_testkit::PASSWORD)
+                .ssl_mode(rwsplit::PgSslMode::Disable)
+                .read_write_separation(true)
+                .health_check_interval(Duration::from_millis(500))
+                .replica_lag_threshold(Duration::from_secs(2));
+            for replica in started.replicas() {
+                println!("  {:<9} 127.0.0.1:{}", replica.name(), replica.port());
+                config = config
+                    .replica(ReplicaConfig::new(replica.name(), "127.0.0.1").port(replica.port()));
+            }
+            println!("  primary   127.0.0.1:{}", started.primary().port());
+            cluster = Some(started);
+            config
+        }
+    };
+
+    let registry = Registry::connect(config).await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS items (id bigserial PRIMARY KEY, name text NOT NULL)")
+        .execute(registry.primary())
+        .await?;
+
+    let listener = listener(args.listen).await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(
+        axum::serve(listener, app(registry.clone()))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .into_future(),
+    );
+    println!("\nserving on http://{addr}\n");
+
+    let toured = tour(addr).await;
+    if let Err(e) = &toured {
+        eprintln!("tour failed: {e}");
+    }
+    if args.exit_after_tour {
+        registry.shutdown().await;
+        drop(cluster);
+        return toured;
+    }
+    println!("\ntry: curl -i http://{addr}/items   (Ctrl-C to stop)");
+    server.await??;
+    println!("stopping...");
+    registry.shutdown().await;
+    drop(cluster);
+    Ok(())
+}
+
+/// Sends a few requests and prints where each went and why.
+async fn tour(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    // Each step: method, path, body, the status it must get, and where it must be served
+    // ("primary", "replica", or "-" for no database at all).
+    let send = |method: &'static str,
+                path: String,
+                body: Option<&'static str>,
+                want_status: u16,
+                want_server: &'static str| {
+        let client = client.clone();
+        async move {
+            let request = http::Request::builder()
+                .method(method)
+                .uri(format!("http://{addr}{path}"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.unwrap_or(""))))?;
+            let response = client.request(request).await?;
+            let status = response.status();
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned()
+            };
+            let (target, reason) = (header("x-db-target"), header("x-db-reason"));
+            let body = response.into_body().collect().await?.to_bytes();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            println!(
+                "{method:<6} {path:<20} -> {:<3} served by {target:<9} {reason:<18} {}",
+                status.as_u16(),
+                body.chars().take(60).collect::<String>()
+            );
+            let served_right = match want_server {
+                "replica" => target.starts_with("replica"),
+                other => target == other,
+            };
+            if status.as_u16() != want_status || !served_right {
+                return Err(format!(
+                    "{method} {path}: expected {want_status} from {want_server}, got {status} from {target}"
+                )
+                .into());
+            }
+            Ok::<String, Box<dyn std::error::Error>>(body)
+        }
+    };
+
+    println!("tour: each request, the server that served it (x-db-target) and why\n");
+    let created = send(
+        "POST",
+        "/items".into(),
+        Some(r#"{"name":"apple"}"#),
+        201,
+        "primary",
+    )
+    .await?;
+    let id = serde_json::from_str::<serde_json::Value>(&created)?["id"]
+        .as_i64()
+        .unwrap_or(1);
+    send(
+        "POST",
+        "/items".into(),
+        Some(r#"{"name":"apricot"}"#),
+        201,
+        "primary",
+    )
+    .await?;
+    // Streaming replication is fast, but not instant: give the replicas a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send("GET", "/items".into(), None, 200, "replica").await?;
+    send("GET", format!("/items/{id}"), None, 200, "replica").await?;
+    send("GET", format!("/items/{id}/fresh"), None, 200, "primary").await?;
+    send(
+        "POST",
+        "/items/search".into(),
+        Some(r#"{"q":"ap"}"#),
+        200,
+        "replica",
+    )
+    .await?;
+    send(
+        "PUT",
+        format!("/items/{id}"),
+        Some(r#"{"name":"green apple"}"#),
+        200,
+        "primary",
+    )
+    .await?;
+    // Malformed input: a 4xx with a JSON error, never a 5xx.
+    send(
+        "POST",
+        "/items".into(),
+        Some(r#"{"nme": oops"#),
+        400,
+        "primary",
+    )
+    .await?;
+    send("GET", "/items/not-a-number".into(), None, 400, "replica").await?;
+    send("DELETE", format!("/items/{id}"), None, 204, "primary").await?;
+    send("DELETE", format!("/items/{id}"), None, 404, "primary").await?;
+    Ok(())
+}
