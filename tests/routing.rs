@@ -178,3 +178,38 @@ async fn registry_gives_jobs_the_same_choices() {
     registry.shutdown().await;
     assert!(registry.read().pool().is_closed());
 }
+
+#[tokio::test]
+async fn pools_keep_at_most_max_idle_connections_and_never_show_the_password() {
+    let cluster = cluster().await;
+    let config = config(&cluster).max_connections(6).max_idle_connections(1);
+    let registry = Registry::connect(config).await.unwrap();
+    let pool = registry.primary().clone();
+    let held: Vec<_> = acquire_many(&pool, 4).await;
+    assert_eq!(registry.status().primary.pool_size, 4);
+    drop(held);
+    // Connections are returned (and the surplus closed) in the background.
+    wait_for(
+        "idle connections trimmed",
+        std::time::Duration::from_secs(5),
+        || {
+            let status = registry.status().primary;
+            status.pool_idle <= 1 && status.pool_size <= 1
+        },
+    )
+    .await;
+
+    let debug = format!("{registry:?} {:?} {:?}", registry.status(), registry.read());
+    assert!(!debug.contains(rwsplit_testkit::PASSWORD), "{debug}");
+}
+
+async fn acquire_many(
+    pool: &sqlx::PgPool,
+    n: usize,
+) -> Vec<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(pool.acquire().await.unwrap());
+    }
+    held
+}

@@ -230,7 +230,7 @@ impl Config {
         self
     }
 
-    /// Most idle connections a pool keeps; connections returned beyond it are closed.
+    /// Most idle connections a pool keeps; the surplus is closed at each health check.
     /// Inherited by replicas. Default: no limit below `max_connections`.
     pub fn max_idle_connections(mut self, max: u32) -> Self {
         self.primary.pool.max_idle = Some(max);

@@ -151,6 +151,9 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
         }
     }
     shared.refresh_rotation();
+    for server in shared.servers() {
+        server.trim_idle().await;
+    }
 }
 
 async fn check_primary(server: &Server, timeout: Duration) -> Result<(bool, Option<u64>), String> {

@@ -268,7 +268,7 @@ impl Registry {
 }
 
 impl Shared {
-    fn servers(&self) -> impl Iterator<Item = &Arc<Server>> {
+    pub(super) fn servers(&self) -> impl Iterator<Item = &Arc<Server>> {
         std::iter::once(&self.primary).chain(self.replicas.iter())
     }
 

@@ -2,9 +2,9 @@
 //! request path reads without locking.
 
 use std::fmt;
-use std::pin::Pin;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
@@ -29,6 +29,7 @@ pub(crate) struct Server {
     pub(crate) header_value: Option<HeaderValue>,
     pub(crate) options: PgConnectOptions,
     pub(crate) max_connections: u32,
+    max_idle: Option<u32>,
     pub(crate) weight: AtomicU32,
     pub(crate) healthy: AtomicBool,
     /// Replication lag in microseconds (`u64::MAX`: unknown).
@@ -53,33 +54,44 @@ impl Server {
         weight: u32,
         healthy: bool,
     ) -> Arc<Server> {
-        Arc::new_cyclic(|me: &Weak<Server>| {
-            let mut pool_options = PgPoolOptions::new()
-                .max_connections(pool_config.max_connections)
-                .acquire_timeout(pool_config.connect_timeout)
-                .max_lifetime(pool_config.max_lifetime)
-                .idle_timeout(pool_config.idle_timeout);
-            if let Some(max_idle) = pool_config.max_idle {
-                pool_options = pool_options.after_release(keep_at_most(max_idle, me.clone()));
-            }
-            Server {
-                name: Arc::from(name),
-                kind,
-                address: format!("{}:{}", options.get_host(), options.get_port()),
-                pool: pool_options.connect_lazy_with(options.clone()),
-                header_value: HeaderValue::from_str(name).ok(),
-                options,
-                max_connections: pool_config.max_connections,
-                weight: AtomicU32::new(weight),
-                healthy: AtomicBool::new(healthy),
-                lag_micros: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
-                lag_bytes: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
-                last_check_ms: AtomicU64::new(0),
-                last_ok_ms: AtomicU64::new(0),
-                last_error: Mutex::new(None),
-                check_conn: tokio::sync::Mutex::new(None),
-            }
+        let pool_options = PgPoolOptions::new()
+            .max_connections(pool_config.max_connections)
+            .acquire_timeout(pool_config.connect_timeout)
+            .max_lifetime(pool_config.max_lifetime)
+            .idle_timeout(pool_config.idle_timeout);
+        Arc::new(Server {
+            name: Arc::from(name),
+            kind,
+            address: format!("{}:{}", options.get_host(), options.get_port()),
+            pool: pool_options.connect_lazy_with(options.clone()),
+            header_value: HeaderValue::from_str(name).ok(),
+            options,
+            max_connections: pool_config.max_connections,
+            max_idle: pool_config.max_idle,
+            weight: AtomicU32::new(weight),
+            healthy: AtomicBool::new(healthy),
+            lag_micros: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
+            lag_bytes: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
+            last_check_ms: AtomicU64::new(0),
+            last_ok_ms: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            check_conn: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Closes idle connections beyond `maxIdleConns`. Run by the health loop: sqlx has no
+    /// idle cap of its own, and a cap checked when connections are returned would race with
+    /// other returns in flight.
+    pub(crate) async fn trim_idle(&self) {
+        let Some(max_idle) = self.max_idle else {
+            return;
+        };
+        while self.pool.num_idle() > max_idle as usize {
+            let Some(conn) = self.pool.try_acquire() else {
+                break;
+            };
+            let _ = conn.close().await;
+        }
     }
 
     pub(crate) fn is_primary(&self) -> bool {
@@ -162,25 +174,6 @@ impl fmt::Debug for Server {
             .field("healthy", &self.is_healthy())
             .field("weight", &self.weight())
             .finish()
-    }
-}
-
-type KeepFuture<'c> = Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send + 'c>>;
-
-/// An `after_release` hook that closes connections returned while `max_idle` already wait.
-/// It holds the server weakly, so the pool inside the server does not keep itself alive.
-fn keep_at_most(
-    max_idle: u32,
-    server: Weak<Server>,
-) -> impl for<'c> Fn(&'c mut sqlx::PgConnection, sqlx::pool::PoolConnectionMetadata) -> KeepFuture<'c>
-+ Send
-+ Sync
-+ 'static {
-    move |_conn, _meta| {
-        let keep = server
-            .upgrade()
-            .is_none_or(|s| s.pool.num_idle() < max_idle as usize);
-        Box::pin(std::future::ready(Ok(keep)))
     }
 }
 

@@ -48,6 +48,30 @@ async fn replicas_stream_from_the_primary_and_can_be_paused() {
         .unwrap();
 
     cluster
+        .replica(0)
+        .set_apply_delay(Duration::from_millis(700))
+        .await
+        .unwrap();
+    cluster
+        .primary()
+        .execute("INSERT INTO t VALUES (3)")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let delayed: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        delayed, 2,
+        "a delayed replica applies the insert only after the delay"
+    );
+    cluster
+        .wait_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    cluster
         .replica(1)
         .stop(rwsplit_testkit::StopMode::Immediate)
         .await
