@@ -4,29 +4,16 @@
 mod common;
 
 use common::*;
-use rwsplit::{Registry, ReplicaConfig};
+use std::time::Duration;
+
+use rwsplit::Registry;
 
 #[tokio::test]
 async fn reads_spread_over_replicas_by_weight_as_the_servers_count_them() {
     let cluster = cluster().await;
     // Weights 2 and 1; no health checks during the run, so none of their queries count.
-    let config = rwsplit::Config::new("127.0.0.1")
-        .port(cluster.primary().port())
-        .username(rwsplit_testkit::USER)
-        .password(rwsplit_testkit::PASSWORD)
-        .ssl_mode(rwsplit::PgSslMode::Disable)
-        .read_write_separation(true)
-        .health_check_interval(std::time::Duration::from_secs(3600))
-        .replica(
-            ReplicaConfig::new("replica1", "127.0.0.1")
-                .port(cluster.replica(0).port())
-                .weight(2),
-        )
-        .replica(
-            ReplicaConfig::new("replica2", "127.0.0.1")
-                .port(cluster.replica(1).port())
-                .weight(1),
-        );
+    let config =
+        config_weighted(&cluster, &[2, 1]).health_check_interval(Duration::from_secs(3600));
     let registry = Registry::connect(config).await.unwrap();
     let app = app(registry);
 

@@ -150,7 +150,6 @@ impl Registry {
             config.primary_options(),
             &config.primary.pool,
             0,
-            true,
         );
         let replicas: Vec<Arc<Server>> = config
             .replicas
@@ -162,9 +161,6 @@ impl Registry {
                     config.replica_options(replica),
                     &config.replica_pool(replica),
                     replica.weight,
-                    // Until checked, a replica counts as healthy: `connect` checks before it
-                    // returns, and a failed first check is logged as the replica leaving.
-                    true,
                 )
             })
             .collect();

@@ -52,7 +52,6 @@ impl Server {
         options: PgConnectOptions,
         pool_config: &PoolConfig,
         weight: u32,
-        healthy: bool,
     ) -> Arc<Server> {
         let pool_options = PgPoolOptions::new()
             .max_connections(pool_config.max_connections)
@@ -69,7 +68,9 @@ impl Server {
             max_connections: pool_config.max_connections,
             max_idle: pool_config.max_idle,
             weight: AtomicU32::new(weight),
-            healthy: AtomicBool::new(healthy),
+            // Until checked, a server counts as healthy: `Registry::connect` checks before it
+            // returns, and a failed first check is logged as the server leaving.
+            healthy: AtomicBool::new(true),
             lag_micros: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
             lag_bytes: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
             last_check_ms: AtomicU64::new(0),

@@ -34,6 +34,11 @@ pub async fn cluster() -> Cluster {
 
 /// Separation on, both replicas at weight 1, checks every 200 ms, lag threshold 1 s.
 pub fn config(cluster: &Cluster) -> Config {
+    config_weighted(cluster, &[1, 1])
+}
+
+/// As [`config`], with the replicas' weights.
+pub fn config_weighted(cluster: &Cluster, weights: &[u32]) -> Config {
     let primary = cluster.primary();
     let mut config = Config::new("127.0.0.1")
         .port(primary.port())
@@ -46,9 +51,9 @@ pub fn config(cluster: &Cluster) -> Config {
         .health_check_timeout(Duration::from_secs(1))
         .connect_timeout(Duration::from_secs(2))
         .replica_lag_threshold(LAG_THRESHOLD);
-    for replica in cluster.replicas() {
-        config =
-            config.replica(ReplicaConfig::new(replica.name(), "127.0.0.1").port(replica.port()));
+    for (replica, &weight) in cluster.replicas().iter().zip(weights) {
+        let replica = ReplicaConfig::new(replica.name(), "127.0.0.1").port(replica.port());
+        config = config.replica(replica.weight(weight));
     }
     config
 }
