@@ -70,7 +70,7 @@
 //! `replica removed from rotation` (with the reason) and `replica back in rotation`,
 //! `no healthy read replicas available, falling back to primary` once when the last replica
 //! leaves and `read replicas available again, reads leave the primary` when one returns,
-//! `primary unreachable`. No event, `Debug` output or error ever contains a password.
+//! `primary failed its check` (with the reason) and `primary healthy again`. No event, `Debug` output or error ever contains a password.
 
 #![doc(test(attr(deny(warnings))))]
 #![forbid(unsafe_code)]

@@ -14,8 +14,13 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use super::Shared;
-use super::lag::ReplicaPosition;
+use super::lag::{Lag, ReplicaPosition};
 use super::server::Server;
+
+const NOT_PRIMARY: &str = "is in recovery (a standby, not a primary): writes will fail until the \
+                           configuration names the new primary";
+
+const NOT_STANDBY: &str = "is not a standby (pg_is_in_recovery() is false)";
 
 const PRIMARY_QUERY: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() THEN NULL \
@@ -63,91 +68,62 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
         replicas.spawn(async move { (index, check_replica(&server, timeout).await) });
     }
 
-    let primary_position = match primary {
-        Ok((false, Some(position))) => {
-            shared.primary.record_check(true, None, None);
-            Some(position)
-        }
-        Ok(_) => {
-            let problem = "is in recovery (a standby, not a primary): writes will fail until \
-                           the configuration names the new primary";
-            if shared
-                .primary
-                .record_check(false, None, Some(problem.to_owned()))
-            {
-                tracing::error!(
-                    server = %shared.primary.name,
-                    address = %shared.primary.address,
-                    "primary {problem}"
-                );
-            }
-            None
-        }
-        Err(error) => {
-            if shared.primary.record_failure(error.clone()) {
-                tracing::error!(
-                    server = %shared.primary.name,
-                    address = %shared.primary.address,
-                    %error,
-                    "primary unreachable"
-                );
-            }
-            None
-        }
+    let (primary_position, primary_problem) = match primary {
+        Ok((false, Some(position))) => (Some(position), None),
+        Ok(_) => (None, Some(NOT_PRIMARY.to_owned())),
+        Err(error) => (None, Some(error)),
     };
+    let server = &shared.primary;
+    match server.record(primary_problem.clone(), Some(Lag::ZERO)) {
+        Some(false) => tracing::error!(
+            server = %server.name,
+            address = %server.address,
+            reason = primary_problem.as_deref().unwrap_or_default(),
+            "primary failed its check"
+        ),
+        Some(true) => tracing::info!(
+            server = %server.name,
+            address = %server.address,
+            "primary healthy again"
+        ),
+        None => {}
+    }
+
     let results = replicas.join_all().await;
-    let outcomes = {
+    let outcomes: Vec<_> = {
         let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(position) = primary_position {
             history.record(sampled_at, position);
         }
         results
             .into_iter()
-            .map(|(index, result)| {
-                let lag = result.map(|(in_recovery, position)| {
-                    (
-                        in_recovery,
-                        history.lag(primary_position, position, Instant::now()),
-                    )
-                });
-                (index, lag)
-            })
-            .collect::<Vec<_>>()
-    };
-    for (index, result) in outcomes {
-        let server = &shared.replicas[index];
-        let transition = match result {
-            Err(error) => server.record_failure(error.clone()).then_some(error),
-            Ok((false, _)) => {
-                let problem = "is not a standby (pg_is_in_recovery() is false)".to_owned();
-                server
-                    .record_check(false, None, Some(problem.clone()))
-                    .then_some(problem)
-            }
-            Ok((true, lag)) => {
-                let problem = shared.lag_problem(lag.time, lag.bytes);
-                let healthy = problem.is_none();
-                let flipped =
-                    server.record_check(healthy, Some((lag.time, lag.bytes)), problem.clone());
-                if flipped && healthy {
-                    tracing::info!(
-                        replica = %server.name,
-                        address = %server.address,
-                        lag_seconds = lag.time.as_secs_f64(),
-                        lag_bytes = lag.bytes,
-                        "replica back in rotation"
-                    );
+            .map(|(index, result)| match result {
+                Err(error) => (index, Some(error), None),
+                Ok((false, _)) => (index, Some(NOT_STANDBY.to_owned()), None),
+                Ok((true, position)) => {
+                    let lag = history.lag(primary_position, position, Instant::now());
+                    (index, shared.lag_problem(lag), Some(lag))
                 }
-                flipped.then_some(problem).flatten()
-            }
-        };
-        if let Some(reason) = transition {
-            tracing::warn!(
+            })
+            .collect()
+    };
+    for (index, problem, lag) in outcomes {
+        let server = &shared.replicas[index];
+        match server.record(problem.clone(), lag) {
+            Some(false) => tracing::warn!(
                 replica = %server.name,
                 address = %server.address,
-                %reason,
+                reason = problem.as_deref().unwrap_or_default(),
                 "replica removed from rotation"
-            );
+            ),
+            Some(true) => tracing::info!(
+                replica = %server.name,
+                address = %server.address,
+                lag_seconds = lag.map(|l| l.time.as_secs_f64()),
+                lag_bytes = lag.and_then(|l| l.bytes),
+                "replica back in rotation"
+            ),
+            None => {}
         }
     }
     shared.refresh_rotation();

@@ -40,6 +40,14 @@ pub(crate) struct Lag {
     pub(crate) bytes: Option<u64>,
 }
 
+impl Lag {
+    /// No lag at all: the primary's own.
+    pub(crate) const ZERO: Lag = Lag {
+        time: Duration::ZERO,
+        bytes: Some(0),
+    };
+}
+
 impl PrimaryHistory {
     /// Records the primary's position at `at`. Positions only move forward; a lower one (a new
     /// primary after a failover) starts the history again.

@@ -42,7 +42,7 @@ use arc_swap::ArcSwap;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 
-use self::lag::PrimaryHistory;
+use self::lag::{Lag, PrimaryHistory};
 use self::select::Schedule;
 use self::server::Kind;
 pub(crate) use self::server::Server;
@@ -284,7 +284,8 @@ impl Shared {
             .any(|&(i, _)| i == index)
     }
 
-    fn lag_problem(&self, time: Duration, bytes: Option<u64>) -> Option<String> {
+    fn lag_problem(&self, lag: Lag) -> Option<String> {
+        let Lag { time, bytes } = lag;
         if time > self.lag_threshold {
             let shown = if time == Duration::MAX {
                 "an unknown time".to_owned()

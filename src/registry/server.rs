@@ -11,6 +11,7 @@ use http::HeaderValue;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use super::lag::Lag;
 use crate::config::PoolConfig;
 
 /// Whether a server is the primary or a replica.
@@ -107,33 +108,27 @@ impl Server {
         self.weight.load(Ordering::Relaxed)
     }
 
-    /// Records a check that reached the server. Returns whether its health changed.
-    pub(crate) fn record_check(
-        &self,
-        healthy: bool,
-        lag: Option<(Duration, Option<u64>)>,
-        problem: Option<String>,
-    ) -> bool {
+    /// Records what a check found: `problem` is why the server cannot serve (none when it
+    /// can), `lag` its replication lag (none when unknown). Returns the new health when it
+    /// changed.
+    pub(crate) fn record(&self, problem: Option<String>, lag: Option<Lag>) -> Option<bool> {
         let now = unix_ms(SystemTime::now());
         self.last_check_ms.store(now, Ordering::Relaxed);
-        if let Some((time, bytes)) = lag {
-            let micros = u64::try_from(time.as_micros()).unwrap_or(u64::MAX);
-            self.lag_micros.store(micros, Ordering::Relaxed);
-            self.lag_bytes
-                .store(bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
-        }
-        if problem.is_none() {
+        let (micros, bytes) = match lag {
+            Some(lag) => (
+                u64::try_from(lag.time.as_micros()).unwrap_or(u64::MAX),
+                lag.bytes.unwrap_or(u64::MAX),
+            ),
+            None => (u64::MAX, u64::MAX),
+        };
+        self.lag_micros.store(micros, Ordering::Relaxed);
+        self.lag_bytes.store(bytes, Ordering::Relaxed);
+        let healthy = problem.is_none();
+        if healthy {
             self.last_ok_ms.store(now, Ordering::Relaxed);
         }
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = problem;
-        self.healthy.swap(healthy, Ordering::AcqRel) != healthy
-    }
-
-    /// Records a check that could not reach the server. Returns whether its health changed.
-    pub(crate) fn record_failure(&self, error: String) -> bool {
-        self.lag_micros.store(u64::MAX, Ordering::Relaxed);
-        self.lag_bytes.store(u64::MAX, Ordering::Relaxed);
-        self.record_check(false, None, Some(error))
+        (self.healthy.swap(healthy, Ordering::AcqRel) != healthy).then_some(healthy)
     }
 
     pub(crate) fn lag(&self) -> Option<Duration> {
