@@ -132,7 +132,11 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let intent = intent(parts)?;
-        extract(parts, state, intent).map(DbRead)
+        let target = Registry::from_ref(state).resolve_waiting(intent).await;
+        // A request that writes and reads through `DbRead` reads on the primary: that counts
+        // as using the primary for the write (unless a route override forced it).
+        let wrote = intent.is_write() && intent.reason() != Reason::Override;
+        hand_out(parts, target, wrote).map(DbRead)
     }
 }
 
@@ -151,7 +155,8 @@ where
             // A read route whose handler asked for the primary: the handler overrides.
             RouteIntent::write(Reason::Override)
         };
-        extract(parts, state, intent).map(DbWrite)
+        let target = Registry::from_ref(state).resolve(intent);
+        hand_out(parts, target, true).map(DbWrite)
     }
 }
 
@@ -184,16 +189,12 @@ fn intent(parts: &Parts) -> Result<RouteIntent, DbRejection> {
         .ok_or(DbRejection::MissingLayer)
 }
 
-fn extract<S>(parts: &Parts, state: &S, intent: RouteIntent) -> Result<Target, DbRejection>
-where
-    Registry: FromRef<S>,
-{
-    let target = Registry::from_ref(state).resolve(intent);
+fn hand_out(parts: &Parts, target: Target, wrote: bool) -> Result<Target, DbRejection> {
     if target.pool().is_closed() {
         return Err(DbRejection::ShutDown);
     }
     if let Some(served) = parts.extensions.get::<Served>() {
-        served.record(target.server());
+        served.record(target.server(), wrote && target.is_primary());
     }
     Ok(target)
 }

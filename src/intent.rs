@@ -93,6 +93,9 @@ impl Reason {
 pub struct RouteIntent {
     role: Role,
     reason: Reason,
+    /// The WAL position a replica must have replayed to serve this request's reads: 0 for
+    /// any, `u64::MAX` for none (time-window stickiness).
+    min_position: u64,
 }
 
 impl RouteIntent {
@@ -101,6 +104,7 @@ impl RouteIntent {
         RouteIntent {
             role: Role::Read,
             reason,
+            min_position: 0,
         }
     }
 
@@ -109,6 +113,7 @@ impl RouteIntent {
         RouteIntent {
             role: Role::Write,
             reason,
+            min_position: 0,
         }
     }
 
@@ -130,6 +135,33 @@ impl RouteIntent {
     /// The reason.
     pub const fn reason(self) -> Reason {
         self.reason
+    }
+
+    /// The WAL position a replica must have replayed before it may serve this request's reads,
+    /// when the client sent a valid consistency token after a write. `None`: any replica in
+    /// rotation will do.
+    pub const fn min_position(self) -> Option<u64> {
+        if self.min_position == 0 {
+            None
+        } else {
+            Some(self.min_position)
+        }
+    }
+
+    /// The same intent with another role and reason, keeping its consistency requirement.
+    pub(crate) const fn with(self, role: Role, reason: Reason) -> RouteIntent {
+        RouteIntent {
+            role,
+            reason,
+            min_position: self.min_position,
+        }
+    }
+
+    pub(crate) const fn requiring(self, min_position: u64) -> RouteIntent {
+        RouteIntent {
+            min_position,
+            ..self
+        }
     }
 
     /// Whether a replica may serve this request.

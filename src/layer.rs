@@ -46,14 +46,16 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response, header};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::consistency::{ConsistencyToken, StickyMode};
 use crate::intent::{MethodPolicy, Reason, RouteIntent, RoutePolicy};
 use crate::registry::{Registry, Server};
 
@@ -146,85 +148,171 @@ impl<S, P, ReqBody, ResBody> Service<Request<ReqBody>> for RwSplit<S, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     P: RoutePolicy,
+    ResBody: Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let intent = if self.layer.registry.separation_enabled() {
+        let registry = &self.layer.registry;
+        let separation = registry.separation_enabled();
+        let mut intent = if separation {
             self.layer.policy.decide(&request)
         } else {
             RouteIntent::write(Reason::Disabled)
         };
+        let sticky = separation && registry.sticky().mode != StickyMode::Off;
+        if sticky {
+            // Only requests that carry a token pay for it: one HMAC, no I/O.
+            let position = registry.required_position(request.headers());
+            if position != 0 {
+                intent = intent.requiring(position);
+            }
+        }
         request.extensions_mut().insert(intent);
-        let served = self.layer.target_header.as_ref().map(|name| {
+        // Requests that may write carry a slot in which the extractors note that they used the
+        // primary, so that the response gets a token; reads pay for it only with the header.
+        let issues_token = sticky && intent.is_write();
+        let served = (issues_token || self.layer.target_header.is_some()).then(|| {
             let served = Served::default();
             request.extensions_mut().insert(served.clone());
-            (name.clone(), served)
+            served
         });
         ResponseFuture {
             inner: self.inner.call(request),
             served,
+            target_header: self.layer.target_header.clone(),
+            registry: issues_token.then(|| registry.clone()),
+            token: None,
         }
     }
 }
 
+type TokenFuture<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
+
 pin_project! {
     /// The response future of [`RwSplit`].
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, B> {
         #[pin]
         inner: F,
-        served: Option<(HeaderName, Served)>,
+        served: Option<Served>,
+        target_header: Option<HeaderName>,
+        registry: Option<Registry>,
+        token: Option<TokenFuture<B>>,
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
+impl<F, B> fmt::Debug for ResponseFuture<F, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
+impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: Send + 'static,
 {
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        if let Some(token) = this.token.as_mut() {
+            return Poll::Ready(Ok(ready!(token.as_mut().poll(cx))));
+        }
         let mut response = ready!(this.inner.poll(cx))?;
-        if let Some((name, served)) = this.served.take()
+        let Some(served) = this.served.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        if let Some(name) = this.target_header.take()
             && let Some(value) = served.header_value()
         {
             response.headers_mut().insert(name, value);
+        }
+        let status = response.status();
+        if let Some(registry) = this.registry.take()
+            && served.wrote()
+            && (status.is_success() || status.is_redirection())
+        {
+            let mut token = Box::pin(attach_token(registry, response));
+            return match token.as_mut().poll(cx) {
+                Poll::Ready(response) => Poll::Ready(Ok(response)),
+                Poll::Pending => {
+                    *this.token = Some(token);
+                    Poll::Pending
+                }
+            };
         }
         Poll::Ready(Ok(response))
     }
 }
 
-/// Which server the extractors handed out during one request, shared between the layer
-/// (which reads it when the response is ready) and the extractors (which write it).
+/// Adds a consistency token for the write this response acknowledges: the primary's WAL
+/// position now, signed, as a cookie and a header. A failure to read the position costs the
+/// client its stickiness for this write, never the response.
+async fn attach_token<B>(registry: Registry, mut response: Response<B>) -> Response<B> {
+    let token = match registry.sticky().mode {
+        // The window counts from the issue time; the position plays no part.
+        StickyMode::Window => Ok(ConsistencyToken::new(0)),
+        _ => registry.consistency_token().await,
+    };
+    match token {
+        Ok(token) => {
+            let text = registry.sign_token(&token);
+            let sticky = registry.sticky();
+            let headers = response.headers_mut();
+            if let Some(cookie) = sticky.set_cookie(&text) {
+                headers.append(header::SET_COOKIE, cookie);
+            }
+            if let Ok(value) = HeaderValue::try_from(text) {
+                headers.insert(sticky.header_name.clone(), value);
+            }
+            crate::metrics::token_issued();
+        }
+        Err(error) => tracing::warn!(
+            %error,
+            "could not read the primary's WAL position: no consistency token for this write"
+        ),
+    }
+    response
+}
+
+/// What the extractors handed out during one request, shared between the layer (which reads
+/// it when the response is ready) and the extractors (which write it).
 #[derive(Clone, Default)]
-pub(crate) struct Served(Arc<Mutex<Option<Arc<Server>>>>);
+pub(crate) struct Served(Arc<ServedInner>);
+
+#[derive(Default)]
+pub(crate) struct ServedInner {
+    server: Mutex<Option<Arc<Server>>>,
+    wrote: AtomicBool,
+}
 
 impl Served {
-    /// Notes that `server` was handed out. The primary, once noted, stays: a request that
-    /// wrote is reported as served by the primary.
-    pub(crate) fn record(&self, server: &Arc<Server>) {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+    /// Notes that `server` was handed out, and whether for writing. The primary, once noted,
+    /// stays: a request that wrote is reported as served by the primary.
+    pub(crate) fn record(&self, server: &Arc<Server>, wrote: bool) {
+        if wrote {
+            self.0.wrote.store(true, Ordering::Relaxed);
+        }
+        let mut slot = self.0.server.lock().unwrap_or_else(|e| e.into_inner());
         let keep = slot.as_ref().is_some_and(|s| s.is_primary());
         if !keep {
             *slot = Some(Arc::clone(server));
         }
     }
 
+    fn wrote(&self) -> bool {
+        self.0.wrote.load(Ordering::Relaxed)
+    }
+
     fn header_value(&self) -> Option<HeaderValue> {
-        let slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = self.0.server.lock().unwrap_or_else(|e| e.into_inner());
         slot.as_ref().and_then(|s| s.header_value.clone())
     }
 }

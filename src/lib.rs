@@ -78,14 +78,17 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod config;
+mod consistency;
 mod error;
 mod extract;
 mod intent;
 mod layer;
+mod metrics;
 mod registry;
 mod route_override;
 
-pub use config::{Config, ConfigError, ReplicaConfig};
+pub use config::{Config, ConfigError, ConsistencyConfig, ReplicaConfig};
+pub use consistency::{ConsistencyToken, StickyMode, TokenRejection};
 pub use error::Error;
 pub use extract::{DbRead, DbRejection, DbWrite};
 pub use intent::{MethodPolicy, Reason, Role, RouteIntent, RoutePolicy};

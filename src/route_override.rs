@@ -103,10 +103,7 @@ where
         if let Some(intent) = request.extensions_mut().get_mut::<RouteIntent>()
             && intent.reason() != Reason::Disabled
         {
-            *intent = match self.role {
-                Role::Read => RouteIntent::read(Reason::Override),
-                Role::Write => RouteIntent::write(Reason::Override),
-            };
+            *intent = intent.with(self.role, Reason::Override);
         }
         self.inner.call(request)
     }

@@ -74,7 +74,83 @@ fn users_config_parses_with_placeholders() {
         "password in Debug output: {debug}"
     );
     assert!(debug.contains("redacted"));
-    assert!(config.warnings().is_empty());
+    // The only warning: no signing key for read-your-writes tokens yet.
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("db.consistency.signingKey"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn consistency_block_parses_and_keeps_keys_secret() {
+    let config = parse(&db(
+        "  enableReadWriteSeparation: true\n  consistency:\n    mode: lsn\n    signingKey: \"${DB_PASSWORD}-padded-to-thirty-two-bytes\"\n    previousSigningKey: ${OLD_KEY:-}\n    maxPin: 5s\n    pollInterval: 50ms\n    waitForReplica: 20ms\n    cookieName: sticky\n    headerName: x-sticky\n    cookieSecure: false\n    cookiePath: /app\n",
+    ))
+    .unwrap();
+    assert!(
+        !config.warnings().iter().any(|w| w.contains("signingKey")),
+        "{:?}",
+        config.warnings()
+    );
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("padded-to-thirty-two"), "{debug}");
+    assert!(
+        debug.contains("Lsn") && debug.contains("sticky") && debug.contains("50ms"),
+        "{debug}"
+    );
+    let window = parse(&db("  consistency: { mode: window, window: 3s }\n")).unwrap();
+    assert!(format!("{window:?}").contains("Window"));
+}
+
+#[test]
+fn consistency_errors_name_key_and_value_but_never_a_key() {
+    let cases = [
+        (
+            db("  consistency: { mode: sometimes }\n"),
+            "db.consistency.mode",
+            "sometimes",
+        ),
+        (
+            db("  consistency: { pollInterval: 1ms }\n"),
+            "db.consistency.pollInterval",
+            "1ms",
+        ),
+        (
+            db("  consistency: { headerName: \"bad header\" }\n"),
+            "db.consistency.headerName",
+            "bad header",
+        ),
+        (
+            db("  consistency: { cookieName: \"a;b\" }\n"),
+            "db.consistency.cookieName",
+            "a;b",
+        ),
+        (
+            db("  consistency: { cookiePath: nope }\n"),
+            "db.consistency.cookiePath",
+            "nope",
+        ),
+        (
+            db("  consistency: { mode: window, window: 0 }\n"),
+            "db.consistency.window",
+            "0",
+        ),
+        (
+            db("  consistency: { maxPn: 1 }\n"),
+            "db.consistency.maxPn",
+            "maxPin",
+        ),
+    ];
+    for (yaml, key, value) in cases {
+        let message = error(&yaml);
+        assert!(message.contains(key), "{key} in {message:?}");
+        assert!(message.contains(value), "{value} in {message:?}");
+    }
+    let message = error(&db("  consistency: { signingKey: short-secret }\n"));
+    assert!(message.contains("db.consistency.signingKey"), "{message}");
+    assert!(!message.contains("short-secret"), "{message}");
 }
 
 #[test]

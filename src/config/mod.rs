@@ -45,6 +45,7 @@
 //! # Ok::<(), rwsplit::ConfigError>(())
 //! ```
 
+mod consistency;
 mod duration;
 mod env;
 mod yaml;
@@ -55,6 +56,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
+pub use consistency::ConsistencyConfig;
 use env::interpolate;
 
 /// Where to find the primary, its replicas, and how to route between them.
@@ -69,6 +71,7 @@ pub struct Config {
     pub(crate) lag_bytes_threshold: Option<u64>,
     pub(crate) health_check_interval: Duration,
     pub(crate) health_check_timeout: Duration,
+    pub(crate) consistency: ConsistencyConfig,
 }
 
 /// One read replica: where it is, its weight, and what it does not inherit from the primary.
@@ -155,6 +158,7 @@ impl Config {
             lag_bytes_threshold: Some(16 * 1024 * 1024),
             health_check_interval: Duration::from_secs(30),
             health_check_timeout: Duration::from_secs(5),
+            consistency: ConsistencyConfig::default(),
         }
     }
 
@@ -294,6 +298,12 @@ impl Config {
         self
     }
 
+    /// Read-your-writes settings. Default [`ConsistencyConfig::lsn`] with a per-process key.
+    pub fn consistency(mut self, consistency: ConsistencyConfig) -> Self {
+        self.consistency = consistency;
+        self
+    }
+
     /// Adds a read replica.
     pub fn replica(mut self, replica: ReplicaConfig) -> Self {
         self.replicas.push(replica);
@@ -362,6 +372,7 @@ impl Config {
         if self.primary.pool.connect_timeout.is_zero() {
             return Err(invalid("db.connectTimeout", &"0", "must be more than 0"));
         }
+        self.consistency.validate(self.lag_threshold)?;
         for (i, replica) in self.replicas.iter().enumerate() {
             let key = |field: &str| format!("db.readReplicas[{i}].{field}");
             if replica.name.trim().is_empty() {
@@ -438,6 +449,18 @@ impl Config {
         {
             warnings.push(
                 "every read replica has weight 0 (draining): every read goes to the primary"
+                    .to_owned(),
+            );
+        }
+        if self.separation
+            && self.consistency.mode != crate::consistency::StickyMode::Off
+            && self.consistency.signing_key.is_none()
+        {
+            warnings.push(
+                "db.consistency.signingKey is not set: this process signs read-your-writes \
+                 tokens with a random key of its own, so they survive neither a restart nor a \
+                 trip to another app instance (whose reads may then miss a client's own write); \
+                 set the same key on every instance"
                     .to_owned(),
             );
         }

@@ -10,7 +10,10 @@ use serde::Deserialize;
 use sqlx::postgres::PgSslMode;
 
 use super::duration::{parse_duration, seconds_to_duration};
-use super::{Config, ConfigError, MAX_WEIGHT, PoolOverrides, ReplicaConfig, Secret};
+use super::{
+    Config, ConfigError, ConsistencyConfig, MAX_WEIGHT, PoolOverrides, ReplicaConfig, Secret,
+};
+use crate::consistency::StickyMode;
 
 #[derive(Deserialize)]
 struct Document {
@@ -63,6 +66,21 @@ const DB_KEYS: &[&str] = &[
     "healthCheckInterval",
     "healthCheckTimeout",
     "readReplicas",
+    "consistency",
+];
+
+const CONSISTENCY_KEYS: &[&str] = &[
+    "mode",
+    "signingKey",
+    "previousSigningKey",
+    "window",
+    "maxPin",
+    "pollInterval",
+    "waitForReplica",
+    "cookieName",
+    "headerName",
+    "cookieSecure",
+    "cookiePath",
 ];
 
 const REPLICA_KEYS: &[&str] = &[
@@ -153,6 +171,16 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
     if let Some(timeout) = block.duration("healthCheckTimeout")? {
         config.health_check_timeout = timeout;
     }
+    match block.get("consistency") {
+        None | Some(Value::Null) => {}
+        Some(Value::Map(map)) => {
+            config.consistency =
+                consistency(Block::new("db.consistency", map.clone(), CONSISTENCY_KEYS)?)?;
+        }
+        Some(other) => {
+            return Err(block.invalid("consistency", other, "must be a mapping"));
+        }
+    }
     match block.get("readReplicas") {
         None | Some(Value::Null) => {}
         Some(Value::List(items)) => {
@@ -171,6 +199,52 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
         }
     }
     Ok(config)
+}
+
+fn consistency(block: Block) -> Result<ConsistencyConfig, ConfigError> {
+    let mut c = ConsistencyConfig::lsn();
+    if let Some(mode) = block.string("mode")? {
+        c.mode = match mode.as_str() {
+            "lsn" => StickyMode::Lsn,
+            "window" => StickyMode::Window,
+            "off" => StickyMode::Off,
+            _ => {
+                return Err(block.invalid(
+                    "mode",
+                    &Value::Str(mode),
+                    "must be one of lsn, window, off",
+                ));
+            }
+        };
+    }
+    // An empty key (an unset `${VAR:-}`) counts as no key.
+    c.signing_key = block.secret("signingKey")?.filter(|k| !k.0.is_empty());
+    c.previous_signing_key = block
+        .secret("previousSigningKey")?
+        .filter(|k| !k.0.is_empty());
+    if let Some(window) = block.duration("window")? {
+        c.window = window;
+    }
+    c.max_pin = block.duration("maxPin")?;
+    if let Some(interval) = block.duration("pollInterval")? {
+        c.poll_interval = interval;
+    }
+    if let Some(wait) = block.duration("waitForReplica")? {
+        c.wait_for_replica = wait;
+    }
+    if let Some(name) = block.string("cookieName")? {
+        c.cookie_name = name;
+    }
+    if let Some(name) = block.string("headerName")? {
+        c.header_name = name;
+    }
+    if let Some(secure) = block.bool("cookieSecure")? {
+        c.cookie_secure = secure;
+    }
+    if let Some(path) = block.string("cookiePath")? {
+        c.cookie_path = path;
+    }
+    Ok(c)
 }
 
 fn replica(block: Block) -> Result<ReplicaConfig, ConfigError> {

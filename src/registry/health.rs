@@ -6,7 +6,7 @@
 //! and it ends as soon as the registry is shut down or dropped.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::watch;
@@ -16,6 +16,7 @@ use tokio::time::MissedTickBehavior;
 use super::Shared;
 use super::lag::{Lag, ReplicaPosition};
 use super::server::Server;
+use crate::consistency::unix_ms;
 
 const NOT_PRIMARY: &str = "is in recovery (a standby, not a primary): writes will fail until the \
                            configuration names the new primary";
@@ -24,25 +25,33 @@ const NOT_STANDBY: &str = "is not a standby (pg_is_in_recovery() is false)";
 
 const PRIMARY_QUERY: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() THEN NULL \
-          ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8 END";
+          ELSE pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8 END";
+
+const PRIMARY_POSITION: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8";
+
+const REPLICA_POSITION: &str = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8";
 
 const REPLICA_QUERY: &str = "SELECT pg_is_in_recovery(), \
      pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::int8, \
      pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8, \
      EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8";
 
-/// Starts the loop. With `check_first`, the first round runs at once; otherwise after one
-/// interval (the caller has just run a round itself).
+/// Starts the loop. With `check_first`, the first full round runs at once; otherwise after
+/// one interval (the caller has just run a round itself). Between full rounds, when
+/// read-your-writes compares tokens with replay positions, the loop refreshes those positions
+/// every poll interval.
 pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool, mut stop: watch::Receiver<bool>) {
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let interval = shared.health_interval;
-    let start = if check_first {
-        tokio::time::Instant::now()
-    } else {
-        tokio::time::Instant::now() + interval
+    let tick = match shared.polls_positions() {
+        true => interval.min(shared.sticky.poll_interval),
+        false => interval,
     };
+    let now = tokio::time::Instant::now();
+    let mut next_check = if check_first { now } else { now + interval };
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval_at(start, interval);
+        let first_tick = if check_first { now } else { now + tick };
+        let mut ticker = tokio::time::interval_at(first_tick, tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -51,10 +60,51 @@ pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool, mut stop: watch::Re
                 _ = stop.changed() => break,
             }
             let Some(shared) = weak.upgrade() else { break };
-            check_all(&shared).await;
+            if tokio::time::Instant::now() >= next_check {
+                check_all(&shared).await;
+                next_check = tokio::time::Instant::now() + interval;
+            } else {
+                poll_positions(&shared).await;
+            }
         }
         tracing::debug!("rwsplit health loop stopped");
     });
+}
+
+/// Refreshes the primary's and every replica's WAL position, concurrently. Failures are left
+/// to the full checks.
+async fn poll_positions(shared: &Arc<Shared>) {
+    let timeout = shared.health_timeout;
+    let mut replicas = JoinSet::new();
+    for server in &shared.replicas {
+        let server = Arc::clone(server);
+        replicas.spawn(async move {
+            if let Ok(Some(position)) = position(&server, REPLICA_POSITION, timeout).await {
+                server.set_position(position);
+            }
+        });
+    }
+    let sampled_at = Instant::now();
+    if let Ok(Some(position)) = position(&shared.primary, PRIMARY_POSITION, timeout).await {
+        shared.observe_primary(position, unix_ms(SystemTime::now()));
+        let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+        history.record(sampled_at, position);
+    }
+    replicas.join_all().await;
+}
+
+async fn position(
+    server: &Server,
+    query: &'static str,
+    timeout: Duration,
+) -> Result<Option<u64>, String> {
+    run_check(server, timeout, |conn| {
+        Box::pin(async move {
+            let position: Option<i64> = sqlx::query_scalar(query).fetch_one(conn).await?;
+            Ok(position.map(|p| p as u64))
+        })
+    })
+    .await
 }
 
 /// Runs one round of checks over every server and updates the rotation.
@@ -69,7 +119,10 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
     }
 
     let (primary_position, primary_problem) = match primary {
-        Ok((false, Some(position))) => (Some(position), None),
+        Ok((false, Some(position))) => {
+            shared.observe_primary(position, unix_ms(SystemTime::now()));
+            (Some(position), None)
+        }
         Ok(_) => (None, Some(NOT_PRIMARY.to_owned())),
         Err(error) => (None, Some(error)),
     };
@@ -101,6 +154,9 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
                 Err(error) => (index, Some(error), None),
                 Ok((false, _)) => (index, Some(NOT_STANDBY.to_owned()), None),
                 Ok((true, position)) => {
+                    if let Some(replayed) = position.replayed {
+                        shared.replicas[index].set_position(replayed);
+                    }
                     let lag = history.lag(primary_position, position, Instant::now());
                     (index, shared.lag_problem(lag), Some(lag))
                 }

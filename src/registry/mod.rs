@@ -34,7 +34,7 @@ mod select;
 mod server;
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -47,8 +47,14 @@ use self::select::Schedule;
 use self::server::Kind;
 pub(crate) use self::server::Server;
 use crate::config::{Config, PRIMARY_NAME};
+use crate::consistency::{CLOCK_SKEW_MS, ConsistencyToken, Sticky, StickyMode, TokenRejection};
 use crate::error::Error;
 use crate::intent::{Reason, Role, RouteIntent};
+
+/// The primary's insert position after a write. Written unlike the health loop's position
+/// query so that `pg_stat_statements` counts it apart, under the comment's name.
+const TOKEN_QUERY: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8 \
+                           /* rwsplit consistency token */";
 
 /// The shared handle to the primary and replica pools. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -70,6 +76,9 @@ pub(crate) struct Shared {
     history: Mutex<PrimaryHistory>,
     rebuild: Mutex<()>,
     falling_back: AtomicBool,
+    sticky: Sticky,
+    /// When the primary's position (`primary.position()`) was last sampled, in Unix ms.
+    primary_sampled_ms: AtomicU64,
     stop: watch::Sender<bool>,
 }
 
@@ -131,6 +140,7 @@ impl Registry {
             return Err(Error::NoRuntime);
         }
         let config = config.validate()?;
+        crate::metrics::describe();
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
@@ -178,6 +188,8 @@ impl Registry {
             history: Mutex::new(PrimaryHistory::default()),
             rebuild: Mutex::new(()),
             falling_back: AtomicBool::new(false),
+            sticky: Sticky::new(&config.consistency, config.lag_threshold),
+            primary_sampled_ms: AtomicU64::new(0),
             stop,
         });
         shared.refresh_rotation();
@@ -216,6 +228,82 @@ impl Registry {
         self.shared.separation
     }
 
+    /// A server for reading data written before `token` was taken: a replica in rotation that
+    /// has replayed the token's position, or the primary.
+    pub fn read_after(&self, token: &ConsistencyToken) -> Target {
+        self.resolve(RouteIntent::read(Reason::Direct).requiring(token.position().max(1)))
+    }
+
+    /// The primary's current WAL position as a token, for code outside HTTP that wrote and
+    /// hands the work on (for example to a job, which then uses [`read_after`](Self::read_after)).
+    pub async fn consistency_token(&self) -> Result<ConsistencyToken, Error> {
+        let primary = &self.shared.primary;
+        // The insert position, not the write position: it covers this session's commit even
+        // with `synchronous_commit = off`, where the commit record may not be written yet.
+        let position: i64 = sqlx::query_scalar(TOKEN_QUERY)
+            .fetch_one(&primary.pool)
+            .await
+            .map_err(|e| Error::database(primary, e))?;
+        let token = ConsistencyToken::new(position as u64);
+        self.shared
+            .observe_primary(token.position(), token.issued_at_ms());
+        Ok(token)
+    }
+
+    /// Signs `token` for a client, as the layer does after a write.
+    pub fn sign_token(&self, token: &ConsistencyToken) -> String {
+        self.shared.sticky.sign(token)
+    }
+
+    /// Checks a token from a client: the signature (current or previous key), its age, and
+    /// that the primary had reached its position when it was issued. Rejections are counted in
+    /// `rwsplit_consistency_tokens_rejected_total`.
+    pub fn verify_token(&self, text: &str) -> Result<ConsistencyToken, TokenRejection> {
+        let shared = &self.shared;
+        let verified = shared.sticky.verify(text).and_then(|token| {
+            // A genuine token names a position the primary had reached when it was issued; if
+            // a sample taken later (beyond clock skew) is still behind it, it is not genuine.
+            let sampled = shared.primary_sampled_ms.load(Ordering::Acquire);
+            let ahead = token.position() > shared.primary.position()
+                && sampled > token.issued_at_ms().saturating_add(CLOCK_SKEW_MS);
+            if ahead && shared.sticky.mode == StickyMode::Lsn {
+                Err(TokenRejection::AheadOfPrimary)
+            } else {
+                Ok(token)
+            }
+        });
+        if let Err(reason) = verified {
+            crate::metrics::token_rejected(reason);
+        }
+        verified
+    }
+
+    /// The position a request's reads must see, from the token in `headers` (0 when there is
+    /// none, it is rejected, or consistency is off; `u64::MAX` inside a time window).
+    pub(crate) fn required_position(&self, headers: &http::HeaderMap) -> u64 {
+        let sticky = &self.shared.sticky;
+        if sticky.mode == StickyMode::Off {
+            return 0;
+        }
+        let Some(text) = sticky.find(headers) else {
+            return 0;
+        };
+        match self.verify_token(text) {
+            Ok(token) => {
+                crate::metrics::token_honoured();
+                match sticky.mode {
+                    StickyMode::Window => u64::MAX,
+                    _ => token.position().max(1),
+                }
+            }
+            Err(_) => 0,
+        }
+    }
+
+    pub(crate) fn sticky(&self) -> &Sticky {
+        &self.shared.sticky
+    }
+
     /// The server for an intent: this is where a read becomes a replica or the primary.
     pub(crate) fn resolve(&self, intent: RouteIntent) -> Target {
         let shared = &self.shared;
@@ -225,10 +313,40 @@ impl Registry {
         if intent.role() == Role::Write {
             return Target::primary(shared, intent);
         }
-        match shared.pick_replica() {
+        let picked = match intent.min_position() {
+            None => shared.pick_replica(),
+            Some(position) => match shared.pick_caught_up(position) {
+                Some(server) => Some(server),
+                None if shared.rotation.load().schedule.is_empty() => None,
+                None => {
+                    return Target::primary(shared, intent.with(Role::Read, Reason::Sticky));
+                }
+            },
+        };
+        match picked {
             Some(server) => Target { server, intent },
-            None => Target::primary(shared, RouteIntent::read(Reason::Fallback)),
+            None => Target::primary(shared, intent.with(Role::Read, Reason::Fallback)),
         }
+    }
+
+    /// As [`resolve`](Self::resolve), but a read held back by a token may wait up to the
+    /// configured `waitForReplica` for a replica to catch up.
+    pub(crate) async fn resolve_waiting(&self, intent: RouteIntent) -> Target {
+        let target = self.resolve(intent);
+        let wait = self.shared.sticky.wait_for_replica;
+        if wait.is_zero() || target.intent().reason() != Reason::Sticky {
+            return target;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let step = (self.shared.sticky.poll_interval / 4).max(Duration::from_millis(1));
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(step).await;
+            let again = self.resolve(intent);
+            if again.intent().reason() != Reason::Sticky {
+                return again;
+            }
+        }
+        target
     }
 
     /// Runs one round of health checks now, instead of waiting for the next interval.
@@ -274,6 +392,32 @@ impl Shared {
         let ticket = self.ticket.fetch_add(1, Ordering::Relaxed);
         let index = rotation.schedule.pick(ticket)?;
         Some(Arc::clone(&self.replicas[index]))
+    }
+
+    /// A replica in rotation that has replayed `position`, trying them in schedule order from
+    /// the next pick on, so that caught-up replicas still share the load by weight.
+    fn pick_caught_up(&self, position: u64) -> Option<Arc<Server>> {
+        let rotation = self.rotation.load();
+        let ticket = self.ticket.fetch_add(1, Ordering::Relaxed);
+        rotation
+            .schedule
+            .candidates(ticket)
+            .map(|index| &self.replicas[index])
+            .find(|server| server.position() >= position)
+            .cloned()
+    }
+
+    /// Whether reads compare tokens with replay positions, which then need polling.
+    fn polls_positions(&self) -> bool {
+        self.separation && !self.replicas.is_empty() && self.sticky.mode == StickyMode::Lsn
+    }
+
+    /// Records a sample of the primary's position taken at `at_ms` (Unix ms).
+    pub(super) fn observe_primary(&self, position: u64, at_ms: u64) {
+        if position >= self.primary.position() {
+            self.primary.set_position(position);
+            self.primary_sampled_ms.fetch_max(at_ms, Ordering::AcqRel);
+        }
     }
 
     fn in_rotation(&self, index: usize) -> bool {

@@ -56,6 +56,23 @@ impl Schedule {
         }
         Some(usize::from(self.slots[ticket % self.slots.len()]))
     }
+
+    /// The replica indices from the `ticket`th pick on, each at most once, in schedule order.
+    /// For reads that must skip some replicas (ones not caught up with a client's write).
+    pub(crate) fn candidates(&self, ticket: usize) -> impl Iterator<Item = usize> + '_ {
+        let len = self.slots.len();
+        let mut seen: Vec<u64> = Vec::new();
+        (0..len).filter_map(move |step| {
+            let index = usize::from(self.slots[(ticket + step) % len]);
+            let (word, bit) = (index / 64, 1u64 << (index % 64));
+            if seen.len() <= word {
+                seen.resize(word + 1, 0);
+            }
+            let fresh = seen[word] & bit == 0;
+            seen[word] |= bit;
+            fresh.then_some(index)
+        })
+    }
 }
 
 /// Divides weights by their greatest common divisor and, if their sum is still over
@@ -135,5 +152,21 @@ mod tests {
         let weights: Vec<(usize, u32)> = (0..64).map(|i| (i, 1)).collect();
         let schedule = Schedule::new(&weights);
         assert_eq!(counts(&schedule, 64 * 10, 64), vec![10; 64]);
+    }
+
+    #[test]
+    fn candidates_visit_each_replica_once_starting_at_the_pick() {
+        let schedule = Schedule::new(&[(0, 2), (1, 1), (2, 1)]);
+        for ticket in 0..8 {
+            let order: Vec<usize> = schedule.candidates(ticket).collect();
+            assert_eq!(order.len(), 3);
+            assert_eq!(order[0], schedule.pick(ticket).unwrap());
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, vec![0, 1, 2]);
+        }
+        let weights: Vec<(usize, u32)> = (0..70).map(|i| (i, 1)).collect();
+        assert_eq!(Schedule::new(&weights).candidates(5).count(), 70);
+        assert_eq!(Schedule::default().candidates(3).count(), 0);
     }
 }

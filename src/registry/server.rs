@@ -37,6 +37,9 @@ pub(crate) struct Server {
     lag_micros: AtomicU64,
     /// Replication lag in bytes (`u64::MAX`: unknown).
     lag_bytes: AtomicU64,
+    /// The WAL position this server has replayed (replicas) or written (primary), in bytes
+    /// since `0/0`; 0 until known. Compared with consistency tokens on the request path.
+    position: AtomicU64,
     /// Milliseconds since the Unix epoch of the last finished check (0: none yet).
     last_check_ms: AtomicU64,
     /// Milliseconds since the Unix epoch of the last successful check (0: none yet).
@@ -74,6 +77,7 @@ impl Server {
             healthy: AtomicBool::new(true),
             lag_micros: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
             lag_bytes: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
+            position: AtomicU64::new(0),
             last_check_ms: AtomicU64::new(0),
             last_ok_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
@@ -129,6 +133,14 @@ impl Server {
         }
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = problem;
         (self.healthy.swap(healthy, Ordering::AcqRel) != healthy).then_some(healthy)
+    }
+
+    pub(crate) fn position(&self) -> u64 {
+        self.position.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_position(&self, position: u64) {
+        self.position.store(position, Ordering::Release);
     }
 
     pub(crate) fn lag(&self) -> Option<Duration> {

@@ -1,0 +1,222 @@
+//! Settings of read-your-writes consistency (the `db.consistency` block).
+
+use std::time::Duration;
+
+use http::HeaderName;
+
+use super::{ConfigError, Secret};
+use crate::consistency::StickyMode;
+
+/// How reads after a write are kept consistent: the mode, the signing keys of its tokens, and
+/// how the tokens travel.
+///
+/// ```
+/// use std::time::Duration;
+/// use rwsplit::{Config, ConsistencyConfig};
+///
+/// let config = Config::new("db.internal")
+///     .consistency(
+///         ConsistencyConfig::lsn()
+///             .signing_key("at least 32 bytes of secret, from the environment")
+///             .max_pin(Duration::from_secs(5)),
+///     )
+///     .validate()?;
+/// # let _ = config;
+/// # Ok::<(), rwsplit::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConsistencyConfig {
+    pub(crate) mode: StickyMode,
+    pub(crate) signing_key: Option<Secret>,
+    pub(crate) previous_signing_key: Option<Secret>,
+    pub(crate) window: Duration,
+    pub(crate) max_pin: Option<Duration>,
+    pub(crate) poll_interval: Duration,
+    pub(crate) wait_for_replica: Duration,
+    pub(crate) cookie_name: String,
+    pub(crate) header_name: String,
+    pub(crate) cookie_secure: bool,
+    pub(crate) cookie_path: String,
+}
+
+/// The shortest signing key accepted, in bytes: HMAC-SHA256 wants at least its output size.
+pub(crate) const MIN_KEY_LEN: usize = 32;
+
+impl Default for ConsistencyConfig {
+    fn default() -> Self {
+        ConsistencyConfig::lsn()
+    }
+}
+
+impl ConsistencyConfig {
+    /// Exact read-your-writes (the default): after a write, the client's reads go to the
+    /// primary until a replica has replayed the write's WAL position.
+    pub fn lsn() -> Self {
+        ConsistencyConfig {
+            mode: StickyMode::Lsn,
+            signing_key: None,
+            previous_signing_key: None,
+            window: Duration::from_secs(2),
+            max_pin: None,
+            poll_interval: Duration::from_millis(100),
+            wait_for_replica: Duration::ZERO,
+            cookie_name: "rwsplit_consistency".to_owned(),
+            header_name: "x-db-consistency".to_owned(),
+            cookie_secure: true,
+            cookie_path: "/".to_owned(),
+        }
+    }
+
+    /// After a write, the client's reads go to the primary for `window`, as Rails and many
+    /// frameworks do. Costs no query on writes; pins longer than needed.
+    pub fn window(window: Duration) -> Self {
+        ConsistencyConfig {
+            mode: StickyMode::Window,
+            window,
+            ..ConsistencyConfig::lsn()
+        }
+    }
+
+    /// No read-your-writes: no token is issued and reads after a write may miss it.
+    pub fn off() -> Self {
+        ConsistencyConfig {
+            mode: StickyMode::Off,
+            ..ConsistencyConfig::lsn()
+        }
+    }
+
+    /// The key tokens are signed with; at least 32 bytes. App instances that share it honour
+    /// each other's tokens. Default: none, and then each process makes a random key of its
+    /// own and logs a warning, because its tokens survive neither a restart nor a trip to
+    /// another instance.
+    pub fn signing_key(mut self, key: impl Into<String>) -> Self {
+        self.signing_key = Some(Secret(key.into()));
+        self
+    }
+
+    /// A former key, still accepted (never used to sign) while clients hold its tokens: set
+    /// the new key as `signing_key` and the old one here for at least `max_pin`.
+    pub fn previous_signing_key(mut self, key: impl Into<String>) -> Self {
+        self.previous_signing_key = Some(Secret(key.into()));
+        self
+    }
+
+    /// Longest time a token keeps a client's reads off lagging replicas, counted from the
+    /// write; also the cookie's `Max-Age`. Default: the replica lag threshold, since a replica
+    /// further behind than that is out of rotation anyway. (In window mode, the window.)
+    pub fn max_pin(mut self, max_pin: Duration) -> Self {
+        self.max_pin = Some(max_pin);
+        self
+    }
+
+    /// How often the registry refreshes every server's WAL position, which is what a token is
+    /// compared with. Default 100 ms; one small query per server each time.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How long a read with a token may wait for a replica to catch up before going to the
+    /// primary. Default 0 (go to the primary at once); worth setting a little above
+    /// `poll_interval` when the primary is the bottleneck.
+    pub fn wait_for_replica(mut self, wait: Duration) -> Self {
+        self.wait_for_replica = wait;
+        self
+    }
+
+    /// The cookie that carries the token to browsers. Default `rwsplit_consistency`.
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// The response header that carries the token to API clients, which send it back as a
+    /// request header of the same name. Default `x-db-consistency`.
+    pub fn header_name(mut self, name: impl Into<String>) -> Self {
+        self.header_name = name.into();
+        self
+    }
+
+    /// Whether the cookie is marked `Secure` (sent over HTTPS only). Default `true`.
+    pub fn cookie_secure(mut self, secure: bool) -> Self {
+        self.cookie_secure = secure;
+        self
+    }
+
+    /// The cookie's `Path`. Default `/`.
+    pub fn cookie_path(mut self, path: impl Into<String>) -> Self {
+        self.cookie_path = path.into();
+        self
+    }
+
+    pub(crate) fn validate(&self, lag_threshold: Duration) -> Result<(), ConfigError> {
+        let invalid = |key: &str, value: &str, reason: &str| ConfigError::Invalid {
+            key: format!("db.consistency.{key}"),
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        };
+        for (key, secret) in [
+            ("signingKey", &self.signing_key),
+            ("previousSigningKey", &self.previous_signing_key),
+        ] {
+            if let Some(secret) = secret
+                && secret.0.len() < MIN_KEY_LEN
+            {
+                return Err(invalid(
+                    key,
+                    "[redacted]",
+                    &format!(
+                        "a signing key is at least {MIN_KEY_LEN} bytes (it has {})",
+                        secret.0.len()
+                    ),
+                ));
+            }
+        }
+        if self.mode == StickyMode::Window && self.window.is_zero() {
+            return Err(invalid("window", "0", "must be more than 0"));
+        }
+        if self.pin_limit(lag_threshold).is_zero() {
+            return Err(invalid("maxPin", "0", "must be more than 0"));
+        }
+        if self.poll_interval < Duration::from_millis(10) {
+            return Err(invalid(
+                "pollInterval",
+                &format!("{:?}", self.poll_interval),
+                "must be at least 10ms",
+            ));
+        }
+        if HeaderName::try_from(self.header_name.as_str()).is_err() {
+            return Err(invalid(
+                "headerName",
+                &self.header_name,
+                "not a valid header name",
+            ));
+        }
+        let cookie_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if self.cookie_name.is_empty() || !self.cookie_name.chars().all(cookie_char) {
+            return Err(invalid(
+                "cookieName",
+                &self.cookie_name,
+                "not a valid cookie name",
+            ));
+        }
+        if !self.cookie_path.starts_with('/')
+            || self.cookie_path.chars().any(|c| c == ';' || c.is_control())
+        {
+            return Err(invalid(
+                "cookiePath",
+                &self.cookie_path,
+                "must start with `/` and hold no `;`",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pin limit in force: `max_pin`, or the lag threshold.
+    pub(crate) fn pin_limit(&self, lag_threshold: Duration) -> Duration {
+        match self.mode {
+            StickyMode::Window => self.window,
+            _ => self.max_pin.unwrap_or(lag_threshold),
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! Read-your-writes: the signed causal token that keeps a client that just wrote off replicas
+//! that have not replayed its write yet.
+//!
+//! After a request that wrote, [`RwSplitLayer`](crate::RwSplitLayer) asks the primary for its
+//! WAL insert position and returns it to the client, signed, as a cookie and a response header.
+//! On the client's next reads the layer verifies the token, and the registry sends the read to a
+//! replica only if that replica has replayed at least that position (a memory lookup against
+//! positions the registry polls in the background); otherwise to the primary. As soon as a
+//! replica has caught up, reads go back to replicas. A token is honoured for at most
+//! `maxPin` after it was issued.
+//!
+//! A token that is malformed, oversized, signed with another key, expired, issued in the
+//! future, or names a position the primary had not reached when it was issued is ignored (the
+//! read routes as if no token were sent) and counted in `rwsplit_consistency_tokens_rejected_total`.
+//!
+//! Code outside HTTP carries the unsigned [`ConsistencyToken`], which is serializable: a job
+//! enqueued after a write reads from a replica that has seen the write.
+//!
+//! ```
+//! use rwsplit::{Config, ConsistencyConfig, ConsistencyToken, Registry};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = Registry::connect_lazy(
+//!     Config::new("127.0.0.1")
+//!         .consistency(ConsistencyConfig::lsn().signing_key("a key of at least 32 bytes, from ${ENV}")),
+//! )?;
+//! // After a write in a job: `let token = registry.consistency_token().await?;`
+//! let token = ConsistencyToken::new(0x16_B374_D848);
+//! // ...carried in the job's payload (serde), then, in the worker:
+//! let json = serde_json::to_string(&token)?;
+//! let token: ConsistencyToken = serde_json::from_str(&json)?;
+//! let db = registry.read_after(&token); // a replica that has replayed it, or the primary
+//! # let _ = db;
+//!
+//! // What clients receive: the same token, signed.
+//! let signed = registry.sign_token(&token);
+//! assert_eq!(registry.verify_token(&signed), Ok(token));
+//! assert!(registry.verify_token("forged").is_err());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConsistencyConfig;
+
+/// How reads after a write are kept consistent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StickyMode {
+    /// Exact: a client's reads go to the primary until a replica has replayed its last write
+    /// (its WAL position). The default.
+    Lsn,
+    /// Simple: a client's reads go to the primary for a fixed window after each write.
+    Window,
+    /// None: reads after a write may see a replica that has not replayed it yet.
+    Off,
+}
+
+/// The primary's WAL position after a write, and when it was taken.
+///
+/// Serializable so that it can travel with a job; see the [module docs](crate::ConsistencyToken).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConsistencyToken {
+    position: u64,
+    issued_at_ms: u64,
+}
+
+impl ConsistencyToken {
+    /// A token for WAL `position` (bytes since `0/0`, as `pg_wal_lsn_diff(lsn, '0/0')`),
+    /// issued now.
+    pub fn new(position: u64) -> ConsistencyToken {
+        ConsistencyToken::at(position, SystemTime::now())
+    }
+
+    /// A token for `position`, issued at `issued_at`.
+    pub fn at(position: u64, issued_at: SystemTime) -> ConsistencyToken {
+        ConsistencyToken {
+            position,
+            issued_at_ms: unix_ms(issued_at),
+        }
+    }
+
+    /// The WAL position a replica must have replayed to serve reads after this write.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// When the token was issued.
+    pub fn issued_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.issued_at_ms)
+    }
+
+    pub(crate) fn issued_at_ms(&self) -> u64 {
+        self.issued_at_ms
+    }
+}
+
+/// Why a token was ignored. Each variant is a `reason` label of
+/// `rwsplit_consistency_tokens_rejected_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenRejection {
+    /// Longer than any token rwsplit issues.
+    Oversized,
+    /// Not a token: wrong version, encoding or length.
+    Malformed,
+    /// Not signed with the current or the previous key.
+    BadSignature,
+    /// Issued more than `maxPin` ago.
+    Expired,
+    /// Issued in the future (beyond the allowed clock skew).
+    FromFuture,
+    /// Names a position the primary had not reached when the token was issued.
+    AheadOfPrimary,
+}
+
+impl TokenRejection {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRejection::Oversized => "oversized",
+            TokenRejection::Malformed => "malformed",
+            TokenRejection::BadSignature => "bad_signature",
+            TokenRejection::Expired => "expired",
+            TokenRejection::FromFuture => "from_future",
+            TokenRejection::AheadOfPrimary => "ahead_of_primary",
+        }
+    }
+}
+
+impl fmt::Display for TokenRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for TokenRejection {}
+
+/// Clocks of different app instances disagree a little; tokens are judged with this slack.
+pub(crate) const CLOCK_SKEW_MS: u64 = 1_000;
+
+const VERSION: &str = "1.";
+const PAYLOAD_LEN: usize = 16;
+const TAG_LEN: usize = 32;
+/// `1.` plus base64 of 48 bytes.
+pub(crate) const TOKEN_LEN: usize = VERSION.len() + (PAYLOAD_LEN + TAG_LEN) * 4 / 3;
+
+/// Signs and verifies tokens with the current key, and verifies with the previous one during a
+/// key rotation.
+pub(crate) struct Signer {
+    current: hmac::Key,
+    previous: Option<hmac::Key>,
+}
+
+impl Signer {
+    pub(crate) fn new(current: &[u8], previous: Option<&[u8]>) -> Signer {
+        Signer {
+            current: hmac::Key::new(hmac::HMAC_SHA256, current),
+            previous: previous.map(|k| hmac::Key::new(hmac::HMAC_SHA256, k)),
+        }
+    }
+
+    /// A signer with a random key of its own, for one process.
+    pub(crate) fn random() -> Signer {
+        use ring::rand::SecureRandom;
+        let mut key = [0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut key)
+            .expect("the operating system's random source works");
+        Signer::new(&key, None)
+    }
+
+    pub(crate) fn sign(&self, token: &ConsistencyToken) -> String {
+        let mut bytes = [0u8; PAYLOAD_LEN + TAG_LEN];
+        bytes[..8].copy_from_slice(&token.position.to_be_bytes());
+        bytes[8..16].copy_from_slice(&token.issued_at_ms.to_be_bytes());
+        let tag = hmac::sign(&self.current, &bytes[..PAYLOAD_LEN]);
+        bytes[PAYLOAD_LEN..].copy_from_slice(tag.as_ref());
+        let mut out = String::with_capacity(TOKEN_LEN);
+        out.push_str(VERSION);
+        URL_SAFE_NO_PAD.encode_string(bytes, &mut out);
+        out
+    }
+
+    /// Checks the signature and the token's age at `now_ms`; what the primary had reached is
+    /// the registry's to check.
+    pub(crate) fn verify(
+        &self,
+        text: &str,
+        now_ms: u64,
+        max_pin: Duration,
+    ) -> Result<ConsistencyToken, TokenRejection> {
+        if text.len() > TOKEN_LEN {
+            return Err(TokenRejection::Oversized);
+        }
+        let encoded = text
+            .strip_prefix(VERSION)
+            .ok_or(TokenRejection::Malformed)?;
+        let mut bytes = [0u8; PAYLOAD_LEN + TAG_LEN];
+        match URL_SAFE_NO_PAD.decode_slice(encoded, &mut bytes) {
+            Ok(n) if n == bytes.len() => {}
+            _ => return Err(TokenRejection::Malformed),
+        }
+        let (payload, tag) = bytes.split_at(PAYLOAD_LEN);
+        let signed = hmac::verify(&self.current, payload, tag).is_ok()
+            || self
+                .previous
+                .as_ref()
+                .is_some_and(|key| hmac::verify(key, payload, tag).is_ok());
+        if !signed {
+            return Err(TokenRejection::BadSignature);
+        }
+        let token = ConsistencyToken {
+            position: u64::from_be_bytes(payload[..8].try_into().expect("8 bytes")),
+            issued_at_ms: u64::from_be_bytes(payload[8..].try_into().expect("8 bytes")),
+        };
+        if token.issued_at_ms > now_ms.saturating_add(CLOCK_SKEW_MS) {
+            return Err(TokenRejection::FromFuture);
+        }
+        let max_pin_ms = u64::try_from(max_pin.as_millis()).unwrap_or(u64::MAX);
+        if now_ms > token.issued_at_ms.saturating_add(max_pin_ms) {
+            return Err(TokenRejection::Expired);
+        }
+        Ok(token)
+    }
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("previous_key", &self.previous.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Read-your-writes as configured: the mode, the signer, and how tokens travel.
+pub(crate) struct Sticky {
+    pub(crate) mode: StickyMode,
+    signer: Signer,
+    /// Longest a token is honoured; also the cookie's `Max-Age`.
+    pub(crate) pin_limit: Duration,
+    pub(crate) poll_interval: Duration,
+    pub(crate) wait_for_replica: Duration,
+    cookie_name: String,
+    pub(crate) header_name: HeaderName,
+    /// `; Max-Age=..; Path=..; HttpOnly; SameSite=Lax[; Secure]`, computed once.
+    cookie_attributes: String,
+}
+
+impl Sticky {
+    pub(crate) fn new(config: &ConsistencyConfig, lag_threshold: Duration) -> Sticky {
+        let signer = match &config.signing_key {
+            Some(key) => Signer::new(
+                key.0.as_bytes(),
+                config.previous_signing_key.as_ref().map(|k| k.0.as_bytes()),
+            ),
+            None => Signer::random(),
+        };
+        let pin_limit = config.pin_limit(lag_threshold);
+        let max_age = pin_limit.as_secs() + u64::from(pin_limit.subsec_nanos() > 0);
+        let mut cookie_attributes = format!(
+            "; Max-Age={}; Path={}; HttpOnly; SameSite=Lax",
+            max_age.max(1),
+            config.cookie_path
+        );
+        if config.cookie_secure {
+            cookie_attributes.push_str("; Secure");
+        }
+        Sticky {
+            mode: config.mode,
+            signer,
+            pin_limit,
+            poll_interval: config.poll_interval,
+            wait_for_replica: config.wait_for_replica,
+            cookie_name: config.cookie_name.clone(),
+            header_name: HeaderName::try_from(config.header_name.as_str())
+                .expect("validated with the configuration"),
+            cookie_attributes,
+        }
+    }
+
+    pub(crate) fn sign(&self, token: &ConsistencyToken) -> String {
+        self.signer.sign(token)
+    }
+
+    pub(crate) fn verify(&self, text: &str) -> Result<ConsistencyToken, TokenRejection> {
+        self.signer
+            .verify(text, unix_ms(SystemTime::now()), self.pin_limit)
+    }
+
+    /// The token a request carries: its header, else its cookie.
+    pub(crate) fn find<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
+        if let Some(value) = headers.get(&self.header_name) {
+            return Some(value.to_str().unwrap_or(""));
+        }
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|cookies| cookie_value(cookies, &self.cookie_name))
+    }
+
+    /// The `Set-Cookie` value carrying `token`.
+    pub(crate) fn set_cookie(&self, token: &str) -> Option<HeaderValue> {
+        HeaderValue::try_from(format!(
+            "{}={token}{}",
+            self.cookie_name, self.cookie_attributes
+        ))
+        .ok()
+    }
+}
+
+impl fmt::Debug for Sticky {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sticky")
+            .field("mode", &self.mode)
+            .field("pin_limit", &self.pin_limit)
+            .field("cookie_name", &self.cookie_name)
+            .field("header_name", &self.header_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The value of cookie `name` in a `Cookie` header, if present.
+pub(crate) fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        (key == name).then(|| value.trim_matches('"'))
+    })
+}
+
+pub(crate) fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIN: Duration = Duration::from_secs(10);
+
+    fn signer() -> Signer {
+        Signer::new(b"current key of enough length....", None)
+    }
+
+    fn token(position: u64, issued_at_ms: u64) -> ConsistencyToken {
+        ConsistencyToken {
+            position,
+            issued_at_ms,
+        }
+    }
+
+    #[test]
+    fn signed_tokens_round_trip_and_have_a_fixed_length() {
+        let t = token(0x16_B374_D848, 1_700_000_000_000);
+        let text = signer().sign(&t);
+        assert_eq!(text.len(), TOKEN_LEN);
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        );
+        assert_eq!(signer().verify(&text, t.issued_at_ms + 5, PIN), Ok(t));
+    }
+
+    #[test]
+    fn garbage_truncated_and_oversized_tokens_are_rejected() {
+        let text = signer().sign(&token(1, 1000));
+        let now = 1000;
+        let cases = [
+            ("", TokenRejection::Malformed),
+            ("garbage", TokenRejection::Malformed),
+            ("1.", TokenRejection::Malformed),
+            ("2.AAAA", TokenRejection::Malformed),
+            (&text[..text.len() - 1], TokenRejection::Malformed),
+            (
+                "1.!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+                TokenRejection::Malformed,
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(signer().verify(input, now, PIN), Err(expected), "{input:?}");
+        }
+        let long = format!("{text}A");
+        assert_eq!(
+            signer().verify(&long, now, PIN),
+            Err(TokenRejection::Oversized)
+        );
+        let huge = "A".repeat(100_000);
+        assert_eq!(
+            signer().verify(&huge, now, PIN),
+            Err(TokenRejection::Oversized)
+        );
+    }
+
+    #[test]
+    fn tampering_or_another_key_breaks_the_signature() {
+        let text = signer().sign(&token(5, 1000));
+        let mut tampered = text.clone().into_bytes();
+        tampered[4] = if tampered[4] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(
+            signer().verify(&tampered, 1000, PIN),
+            Err(TokenRejection::BadSignature)
+        );
+        let other = Signer::new(b"another key entirely, also long.", None).sign(&token(5, 1000));
+        assert_eq!(
+            signer().verify(&other, 1000, PIN),
+            Err(TokenRejection::BadSignature)
+        );
+        assert!(Signer::random().verify(&text, 1000, PIN).is_err());
+    }
+
+    #[test]
+    fn the_previous_key_still_verifies_during_rotation() {
+        let old = Signer::new(b"the old key, still honoured......", None);
+        let text = old.sign(&token(9, 1000));
+        let rotated = Signer::new(
+            b"current key of enough length....",
+            Some(b"the old key, still honoured......"),
+        );
+        assert_eq!(rotated.verify(&text, 1000, PIN), Ok(token(9, 1000)));
+        // New tokens are signed with the new key.
+        assert!(
+            old.verify(&rotated.sign(&token(9, 1000)), 1000, PIN)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn tokens_expire_after_max_pin_and_cannot_come_from_the_future() {
+        let text = signer().sign(&token(1, 100_000));
+        assert!(signer().verify(&text, 100_000 + 10_000, PIN).is_ok());
+        assert_eq!(
+            signer().verify(&text, 100_000 + 10_001, PIN),
+            Err(TokenRejection::Expired)
+        );
+        assert!(signer().verify(&text, 100_000 - CLOCK_SKEW_MS, PIN).is_ok());
+        assert_eq!(
+            signer().verify(&text, 100_000 - CLOCK_SKEW_MS - 1, PIN),
+            Err(TokenRejection::FromFuture)
+        );
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let header = "a=1; rwsplit_consistency=1.abc; rwsplit_consistency_x=2; b=\"q\"";
+        assert_eq!(cookie_value(header, "rwsplit_consistency"), Some("1.abc"));
+        assert_eq!(cookie_value(header, "b"), Some("q"));
+        assert_eq!(cookie_value(header, "missing"), None);
+        assert_eq!(cookie_value(";;=;x", "x"), None);
+        assert_eq!(cookie_value("", "x"), None);
+    }
+
+    #[test]
+    fn signer_debug_shows_no_key() {
+        let debug = format!(
+            "{:?}",
+            Signer::new(b"secret-key-material-here........", None)
+        );
+        assert!(!debug.contains("secret"), "{debug}");
+    }
+}
