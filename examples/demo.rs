@@ -22,7 +22,8 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rwsplit::{
-    Config, DbRead, DbWrite, Registry, ReplicaConfig, RouteOverride, RwSplitLayer, Target,
+    Config, ConsistencyConfig, DbRead, DbWrite, Registry, ReplicaConfig, RouteOverride,
+    RwSplitLayer, Target,
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -243,9 +244,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .ssl_mode(rwsplit::PgSslMode::Disable)
                 .read_write_separation(true)
                 .health_check_interval(Duration::from_millis(500))
-                .replica_lag_threshold(Duration::from_secs(2));
+                .replica_lag_threshold(Duration::from_secs(5))
+                // No key configured: a per-process key (and a warning) is right for one demo
+                // process; set `db.consistency.signingKey` when running several instances.
+                .consistency(ConsistencyConfig::lsn().cookie_secure(false));
             for replica in started.replicas() {
-                println!("  {:<9} 127.0.0.1:{}", replica.name(), replica.port());
+                // Replicas that apply each write 400 ms late make read-your-writes visible.
+                replica.set_apply_delay(Duration::from_millis(400)).await?;
+                println!(
+                    "  {:<9} 127.0.0.1:{}  (applies writes 400 ms late)",
+                    replica.name(),
+                    replica.port()
+                );
                 config = config
                     .replica(ReplicaConfig::new(replica.name(), "127.0.0.1").port(replica.port()));
             }
@@ -288,107 +298,162 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// A tiny HTTP client for the tour that keeps the consistency token, as a browser's cookie jar
+/// keeps the cookie.
+struct TourClient {
+    addr: SocketAddr,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    token: Option<String>,
+}
+
+impl TourClient {
+    /// Sends one request, prints where it went and why, and checks the status and the kind of
+    /// server (`primary`, `replica`) it must get. Returns the body.
+    async fn step(
+        &mut self,
+        method: &'static str,
+        path: &str,
+        body: Option<&'static str>,
+        want_status: u16,
+        want_server: &str,
+    ) -> Result<String, Box<dyn std::error::Error>> {
+        let (status, target, body) = self.send(method, path, body).await?;
+        let served_right = match want_server {
+            "replica" => target.starts_with("replica"),
+            other => target == other,
+        };
+        if status != want_status || !served_right {
+            return Err(format!(
+                "{method} {path}: expected {want_status} from {want_server}, got {status} from {target}"
+            )
+            .into());
+        }
+        Ok(body)
+    }
+
+    async fn send(
+        &mut self,
+        method: &'static str,
+        path: &str,
+        body: Option<&'static str>,
+    ) -> Result<(u16, String, String), Box<dyn std::error::Error>> {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header("content-type", "application/json");
+        if let Some(token) = &self.token {
+            request = request.header("x-db-consistency", token);
+        }
+        let response = self
+            .client
+            .request(request.body(Full::new(Bytes::from(body.unwrap_or(""))))?)
+            .await?;
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (target, reason) = (header("x-db-target"), header("x-db-reason"));
+        if let Some(token) = header("x-db-consistency") {
+            self.token = Some(token);
+        }
+        let target = target.unwrap_or_else(|| "-".into());
+        let body = response.into_body().collect().await?.to_bytes();
+        let body = String::from_utf8_lossy(&body).into_owned();
+        println!(
+            "{method:<6} {path:<20} -> {status:<3} served by {target:<9} {:<17} {}",
+            reason.unwrap_or_else(|| "-".into()),
+            body.chars().take(58).collect::<String>()
+        );
+        Ok((status, target, body))
+    }
+}
+
 /// Sends a few requests and prints where each went and why.
 async fn tour(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    // Each step: method, path, body, the status it must get, and where it must be served
-    // ("primary", "replica", or "-" for no database at all).
-    let send = |method: &'static str,
-                path: String,
-                body: Option<&'static str>,
-                want_status: u16,
-                want_server: &'static str| {
-        let client = client.clone();
-        async move {
-            let request = http::Request::builder()
-                .method(method)
-                .uri(format!("http://{addr}{path}"))
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body.unwrap_or(""))))?;
-            let response = client.request(request).await?;
-            let status = response.status();
-            let header = |name: &str| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-")
-                    .to_owned()
-            };
-            let (target, reason) = (header("x-db-target"), header("x-db-reason"));
-            let body = response.into_body().collect().await?.to_bytes();
-            let body = String::from_utf8_lossy(&body).into_owned();
-            println!(
-                "{method:<6} {path:<20} -> {:<3} served by {target:<9} {reason:<18} {}",
-                status.as_u16(),
-                body.chars().take(60).collect::<String>()
-            );
-            let served_right = match want_server {
-                "replica" => target.starts_with("replica"),
-                other => target == other,
-            };
-            if status.as_u16() != want_status || !served_right {
-                return Err(format!(
-                    "{method} {path}: expected {want_status} from {want_server}, got {status} from {target}"
-                )
-                .into());
-            }
-            Ok::<String, Box<dyn std::error::Error>>(body)
-        }
+    let mut client = TourClient {
+        addr,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        token: None,
     };
-
     println!("tour: each request, the server that served it (x-db-target) and why\n");
-    let created = send(
-        "POST",
-        "/items".into(),
-        Some(r#"{"name":"apple"}"#),
-        201,
-        "primary",
-    )
-    .await?;
+    let created = client
+        .step(
+            "POST",
+            "/items",
+            Some(r#"{"name":"apple"}"#),
+            201,
+            "primary",
+        )
+        .await?;
     let id = serde_json::from_str::<serde_json::Value>(&created)?["id"]
         .as_i64()
         .unwrap_or(1);
-    send(
-        "POST",
-        "/items".into(),
-        Some(r#"{"name":"apricot"}"#),
-        201,
-        "primary",
-    )
-    .await?;
-    // Streaming replication is fast, but not instant: give the replicas a moment.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    send("GET", "/items".into(), None, 200, "replica").await?;
-    send("GET", format!("/items/{id}"), None, 200, "replica").await?;
-    send("GET", format!("/items/{id}/fresh"), None, 200, "primary").await?;
-    send(
-        "POST",
-        "/items/search".into(),
-        Some(r#"{"q":"ap"}"#),
-        200,
-        "replica",
-    )
-    .await?;
-    send(
-        "PUT",
-        format!("/items/{id}"),
-        Some(r#"{"name":"green apple"}"#),
-        200,
-        "primary",
-    )
-    .await?;
-    // Malformed input: a 4xx with a JSON error, never a 5xx.
-    send(
-        "POST",
-        "/items".into(),
-        Some(r#"{"nme": oops"#),
-        400,
-        "primary",
-    )
-    .await?;
-    send("GET", "/items/not-a-number".into(), None, 400, "replica").await?;
-    send("DELETE", format!("/items/{id}"), None, 204, "primary").await?;
-    send("DELETE", format!("/items/{id}"), None, 404, "primary").await?;
+    let item = format!("/items/{id}");
+
+    println!("\n  read-your-writes: the write set a token; the replicas have not replayed it yet");
+    client.step("GET", &item, None, 200, "primary").await?;
+    println!("  ...a moment later, a replica has caught up, so the same client reads from it");
+    let start = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, target, _) = client.send("GET", &item, None).await?;
+        if status != 200 {
+            return Err(format!("GET {item}: {status}").into());
+        }
+        if target.starts_with("replica") {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err("no replica caught up within 10 s".into());
+        }
+    }
+
+    println!("\n  a client without a token reads from replicas; overrides win over the method");
+    let mut other = TourClient {
+        addr,
+        client: client.client.clone(),
+        token: None,
+    };
+    other.step("GET", "/items", None, 200, "replica").await?;
+    other
+        .step("GET", &format!("{item}/fresh"), None, 200, "primary")
+        .await?;
+    other
+        .step(
+            "POST",
+            "/items/search",
+            Some(r#"{"q":"ap"}"#),
+            200,
+            "replica",
+        )
+        .await?;
+    other
+        .step(
+            "PUT",
+            &item,
+            Some(r#"{"name":"green apple"}"#),
+            200,
+            "primary",
+        )
+        .await?;
+
+    println!("\n  malformed input (a new client): a 4xx with a JSON error, never a 5xx");
+    let mut other = TourClient {
+        addr,
+        client: client.client.clone(),
+        token: None,
+    };
+    other
+        .step("POST", "/items", Some(r#"{"nme": oops"#), 400, "primary")
+        .await?;
+    other
+        .step("GET", "/items/not-a-number", None, 400, "replica")
+        .await?;
+    other.step("DELETE", &item, None, 204, "primary").await?;
+    other.step("DELETE", &item, None, 404, "primary").await?;
     Ok(())
 }

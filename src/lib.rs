@@ -10,6 +10,9 @@
 //!   lock-free weighted round-robin), checks every server in the background (reachability,
 //!   role, lag in time and bytes), takes bad replicas out of rotation and back, and sends reads
 //!   to the primary when no replica can serve. Jobs and CLIs use it directly.
+//! - Read-your-writes: after a write the client gets a signed [`ConsistencyToken`] (cookie and
+//!   header) holding the primary's WAL position; its later reads go to a replica only once that
+//!   replica has replayed the write, else to the primary. See [`ConsistencyConfig`].
 //! - [`Config`] reads the `db:` YAML block (with `${ENV:-default}` placeholders) or is built in
 //!   code.
 //!

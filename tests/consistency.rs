@@ -456,3 +456,34 @@ async fn cookies_fit_the_web_and_only_writes_pay_a_query() {
     }
     assert!(cookie.starts_with("rwsplit_consistency=1."), "{cookie}");
 }
+
+#[tokio::test]
+async fn a_read_may_wait_for_a_replica_to_catch_up_instead_of_using_the_primary() {
+    let cluster = delayed_cluster(DELAY).await;
+    let consistency = lsn().wait_for_replica(Duration::from_secs(3));
+    let registry = Registry::connect(config(&cluster, consistency))
+        .await
+        .unwrap();
+    let app = app(registry);
+    for _ in 0..5 {
+        let write = send(&app, "POST", "/items", None).await;
+        let start = Instant::now();
+        let read = send(
+            &app,
+            "GET",
+            &format!("/items/{}", write.body),
+            Some((&write.token.unwrap(), Via::Header)),
+        )
+        .await;
+        assert_eq!(read.status, 200);
+        assert!(
+            read.target.unwrap().starts_with("replica"),
+            "waited for a replica"
+        );
+        assert!(
+            start.elapsed() >= DELAY / 2,
+            "it did have to wait: {:?}",
+            start.elapsed()
+        );
+    }
+}
