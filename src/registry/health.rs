@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use super::Shared;
-use super::lag::{Lag, ReplicaPosition};
+use super::lag::{Lag, ReplicaPosition, settled_position};
 use super::server::Server;
 use crate::consistency::unix_ms;
 
@@ -25,9 +25,11 @@ const NOT_STANDBY: &str = "is not a standby (pg_is_in_recovery() is false)";
 
 const PRIMARY_QUERY: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() THEN NULL \
-          ELSE pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8 END";
+          ELSE pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8 END, \
+     current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size'))";
 
-const PRIMARY_POSITION: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8";
+const PRIMARY_POSITION: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8, \
+     current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size'))";
 
 const REPLICA_POSITION: &str = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8";
 
@@ -79,32 +81,38 @@ async fn poll_positions(shared: &Arc<Shared>) {
     for server in &shared.replicas {
         let server = Arc::clone(server);
         replicas.spawn(async move {
-            if let Ok(Some(position)) = position(&server, REPLICA_POSITION, timeout).await {
-                server.set_position(position);
+            let replayed = run_check(&server, timeout, |conn| {
+                Box::pin(async move {
+                    let position: Option<i64> =
+                        sqlx::query_scalar(REPLICA_POSITION).fetch_one(conn).await?;
+                    Ok(position)
+                })
+            })
+            .await;
+            if let Ok(Some(position)) = replayed {
+                server.set_position(position as u64);
             }
         });
     }
     let sampled_at = Instant::now();
-    if let Ok(Some(position)) = position(&shared.primary, PRIMARY_POSITION, timeout).await {
+    let primary = run_check(&shared.primary, timeout, |conn| {
+        Box::pin(async move {
+            let (insert, block, segment): (i64, i64, i64) =
+                sqlx::query_as(PRIMARY_POSITION).fetch_one(conn).await?;
+            Ok(settled_position(
+                insert as u64,
+                block as u64,
+                segment as u64,
+            ))
+        })
+    })
+    .await;
+    if let Ok(position) = primary {
         shared.observe_primary(position, unix_ms(SystemTime::now()));
         let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
         history.record(sampled_at, position);
     }
     replicas.join_all().await;
-}
-
-async fn position(
-    server: &Server,
-    query: &'static str,
-    timeout: Duration,
-) -> Result<Option<u64>, String> {
-    run_check(server, timeout, |conn| {
-        Box::pin(async move {
-            let position: Option<i64> = sqlx::query_scalar(query).fetch_one(conn).await?;
-            Ok(position.map(|p| p as u64))
-        })
-    })
-    .await
 }
 
 /// Runs one round of checks over every server and updates the rotation.
@@ -191,9 +199,10 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
 async fn check_primary(server: &Server, timeout: Duration) -> Result<(bool, Option<u64>), String> {
     run_check(server, timeout, |conn| {
         Box::pin(async move {
-            let (in_recovery, position): (bool, Option<i64>) =
+            let (in_recovery, insert, block, segment): (bool, Option<i64>, i64, i64) =
                 sqlx::query_as(PRIMARY_QUERY).fetch_one(conn).await?;
-            Ok((in_recovery, position.map(|p| p as u64)))
+            let position = insert.map(|p| settled_position(p as u64, block as u64, segment as u64));
+            Ok((in_recovery, position))
         })
     })
     .await

@@ -7,11 +7,35 @@
 //! NULL on a fresh standby. Instead the registry keeps a short history of the primary's WAL
 //! positions as it samples them. A replica that has replayed everything the primary had written
 //! has no lag at all. One that has not is behind since the first sample in which the primary
-//! was past the replica's position, and its lag is the time since that sample. Only when the
-//! history does not reach back that far (just after start) does the replay timestamp stand in.
+//! was past the replica's position, and its lag is the time since that sample. When the history
+//! does not reach back that far (just after start), the replay timestamp stands in only if the
+//! replica holds WAL it has not applied (replay is stuck or delayed); a replica that applied all
+//! it received is behind by what is in transit, counted from the first sample.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// The primary's position as a replica will report it once it has replayed everything:
+/// `pg_current_wal_insert_lsn()` with the page-header quirk taken out.
+///
+/// When the insert position sits exactly at the start of a WAL page, PostgreSQL reports it just
+/// past the page header (24 bytes, or 40 at the start of a segment), while a replica that has
+/// replayed everything reports the page start. No record data lies in between, so that
+/// position is the page start. Without this, an idle primary at a page boundary (as right after
+/// a segment switch) would make every replica look behind forever.
+pub(crate) fn settled_position(insert: u64, block_size: u64, segment_size: u64) -> u64 {
+    if block_size == 0 || segment_size == 0 {
+        return insert;
+    }
+    let offset = insert % block_size;
+    let page = insert - offset;
+    let header = if page.is_multiple_of(segment_size) {
+        40
+    } else {
+        24
+    };
+    if offset == header { page } else { insert }
+}
 
 /// Samples kept; at one sample per check that covers far more than any sensible lag threshold.
 const HISTORY: usize = 4096;
@@ -91,9 +115,14 @@ impl PrimaryHistory {
             // so the replica has been behind since this one.
             Some(i) if i > 0 => now.saturating_duration_since(self.samples[i].0),
             // The history does not reach back to when the primary passed this position.
-            Some(_) => replica
-                .replay_age
-                .unwrap_or_else(|| now.saturating_duration_since(self.samples[0].0)),
+            Some(_) => {
+                let watched = now.saturating_duration_since(self.samples[0].0);
+                let stuck = replica.received.is_some_and(|r| r > replayed);
+                match replica.replay_age {
+                    Some(age) if stuck => age.max(watched),
+                    _ => watched,
+                }
+            }
             // No sample is past the replica: it is behind only what it has received and not
             // applied yet, which its replay timestamp measures.
             None => replica.replay_age.unwrap_or(Duration::ZERO),
@@ -167,16 +196,24 @@ mod tests {
     }
 
     #[test]
-    fn without_enough_history_the_replay_timestamp_stands_in() {
+    fn without_enough_history_the_replay_timestamp_stands_in_for_stuck_replay_only() {
         let t0 = Instant::now();
         let mut history = PrimaryHistory::default();
         history.record(t0, 9_000);
-        let replica = ReplicaPosition {
+        // Replay stuck behind what it received: as old as its last replayed commit.
+        let stuck = ReplicaPosition {
+            received: Some(9_000),
+            replayed: Some(1_000),
             replay_age: Some(secs(42)),
+        };
+        assert_eq!(history.lag(Some(9_000), stuck, t0).time, secs(42));
+        // Applied all it received, an idle hour after its last commit: the primary's newest
+        // record is merely in transit, so it is behind only since we started watching.
+        let idle = ReplicaPosition {
+            replay_age: Some(secs(3600)),
             ..at(1_000)
         };
-        assert_eq!(history.lag(Some(9_000), replica, t0).time, secs(42));
-        // No timestamp either (fresh standby): time since the first sample.
+        assert_eq!(history.lag(Some(9_000), idle, t0).time, Duration::ZERO);
         assert_eq!(
             history.lag(Some(9_000), at(1_000), t0 + secs(3)).time,
             secs(3)
@@ -207,6 +244,32 @@ mod tests {
         let history = PrimaryHistory::default();
         let lag = history.lag(Some(10), ReplicaPosition::default(), Instant::now());
         assert_eq!(lag.time, Duration::MAX);
+    }
+
+    #[test]
+    fn insert_positions_just_past_a_page_header_settle_on_the_page_start() {
+        const BLOCK: u64 = 8192;
+        const SEGMENT: u64 = 16 << 20;
+        // Start of a segment: long header.
+        assert_eq!(
+            settled_position(SEGMENT * 3 + 40, BLOCK, SEGMENT),
+            SEGMENT * 3
+        );
+        // Start of any other page: short header.
+        assert_eq!(
+            settled_position(SEGMENT + BLOCK * 5 + 24, BLOCK, SEGMENT),
+            SEGMENT + BLOCK * 5
+        );
+        // Record data: left alone, including a record ending 40 bytes into a short-header page.
+        for position in [
+            SEGMENT + BLOCK * 5 + 40,
+            SEGMENT * 3 + 24,
+            SEGMENT + 100,
+            SEGMENT,
+        ] {
+            assert_eq!(settled_position(position, BLOCK, SEGMENT), position);
+        }
+        assert_eq!(settled_position(1234, 0, 0), 1234);
     }
 
     #[test]

@@ -42,7 +42,7 @@ use arc_swap::ArcSwap;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 
-use self::lag::{Lag, PrimaryHistory};
+use self::lag::{Lag, PrimaryHistory, settled_position};
 use self::select::Schedule;
 use self::server::Kind;
 pub(crate) use self::server::Server;
@@ -53,8 +53,9 @@ use crate::intent::{Reason, Role, RouteIntent};
 
 /// The primary's insert position after a write. Written unlike the health loop's position
 /// query so that `pg_stat_statements` counts it apart, under the comment's name.
-const TOKEN_QUERY: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8 \
-                           /* rwsplit consistency token */";
+const TOKEN_QUERY: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8, \
+     current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size')) \
+     /* rwsplit consistency token */";
 
 /// The shared handle to the primary and replica pools. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -240,11 +241,12 @@ impl Registry {
         let primary = &self.shared.primary;
         // The insert position, not the write position: it covers this session's commit even
         // with `synchronous_commit = off`, where the commit record may not be written yet.
-        let position: i64 = sqlx::query_scalar(TOKEN_QUERY)
+        let (insert, block, segment): (i64, i64, i64) = sqlx::query_as(TOKEN_QUERY)
             .fetch_one(&primary.pool)
             .await
             .map_err(|e| Error::database(primary, e))?;
-        let token = ConsistencyToken::new(position as u64);
+        let position = settled_position(insert as u64, block as u64, segment as u64);
+        let token = ConsistencyToken::new(position);
         self.shared
             .observe_primary(token.position(), token.issued_at_ms());
         Ok(token)
