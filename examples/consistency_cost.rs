@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::post;
-use rwsplit::{Config, ConsistencyConfig, DbWrite, Registry, ReplicaConfig, RwSplitLayer};
+use rwsplit::{Config, ConsistencyConfig, DbWrite, Registry, RwSplitLayer};
 use rwsplit_testkit::Cluster;
 use tower::ServiceExt;
 
@@ -22,17 +22,9 @@ async fn create(db: DbWrite) -> &'static str {
 }
 
 fn config(cluster: &Cluster, consistency: ConsistencyConfig) -> Config {
-    let mut config = Config::new("127.0.0.1")
-        .port(cluster.primary().port())
-        .username(rwsplit_testkit::USER)
-        .password(rwsplit_testkit::PASSWORD)
-        .ssl_mode(rwsplit::PgSslMode::Disable)
-        .read_write_separation(true)
-        .consistency(consistency);
-    for r in cluster.replicas() {
-        config = config.replica(ReplicaConfig::new(r.name(), "127.0.0.1").port(r.port()));
-    }
-    config
+    Config::from_yaml(&cluster.config_yaml())
+        .expect("the cluster's configuration parses")
+        .consistency(consistency)
 }
 
 async fn write(app: &Router) -> Duration {

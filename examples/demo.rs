@@ -22,8 +22,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rwsplit::{
-    Config, ConsistencyConfig, DbRead, DbWrite, Registry, ReplicaConfig, RouteOverride,
-    RwSplitLayer, Target,
+    Config, ConsistencyConfig, DbRead, DbWrite, Registry, RouteOverride, RwSplitLayer, Target,
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -237,12 +236,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => {
             println!("starting a local primary and two streaming replicas...");
             let started = rwsplit_testkit::Cluster::start(2).await?;
-            let mut config = Config::new("127.0.0.1")
-                .port(started.primary().port())
-                .username(rwsplit_testkit::USER)
-                .password(rwsplit_testkit::PASSWORD)
-                .ssl_mode(rwsplit::PgSslMode::Disable)
-                .read_write_separation(true)
+            let config = Config::from_yaml(&started.config_yaml())?
                 .health_check_interval(Duration::from_millis(500))
                 .replica_lag_threshold(Duration::from_secs(5))
                 // No key configured: a per-process key (and a warning) is right for one demo
@@ -256,8 +250,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     replica.name(),
                     replica.port()
                 );
-                config = config
-                    .replica(ReplicaConfig::new(replica.name(), "127.0.0.1").port(replica.port()));
             }
             println!("  primary   127.0.0.1:{}", started.primary().port());
             cluster = Some(started);

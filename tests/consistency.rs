@@ -15,8 +15,7 @@ use common::{executed, node_name};
 use http::{Request, StatusCode, header};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use rwsplit::{
-    Config, ConsistencyConfig, ConsistencyToken, DbRead, DbWrite, Registry, ReplicaConfig,
-    RwSplitLayer,
+    Config, ConsistencyConfig, ConsistencyToken, DbRead, DbWrite, Registry, RwSplitLayer,
 };
 use rwsplit_testkit::Cluster;
 use tower::ServiceExt;
@@ -60,20 +59,11 @@ async fn delayed_cluster(delay: Duration) -> Cluster {
 }
 
 fn config(cluster: &Cluster, consistency: ConsistencyConfig) -> Config {
-    let mut config = Config::new("127.0.0.1")
-        .port(cluster.primary().port())
-        .username(rwsplit_testkit::USER)
-        .password(rwsplit_testkit::PASSWORD)
-        .ssl_mode(rwsplit::PgSslMode::Disable)
-        .read_write_separation(true)
+    Config::from_yaml(&cluster.config_yaml())
+        .unwrap()
         .health_check_interval(Duration::from_millis(200))
         .replica_lag_threshold(Duration::from_secs(5))
-        .consistency(consistency);
-    for replica in cluster.replicas() {
-        config =
-            config.replica(ReplicaConfig::new(replica.name(), "127.0.0.1").port(replica.port()));
-    }
-    config
+        .consistency(consistency)
 }
 
 fn lsn() -> ConsistencyConfig {

@@ -134,6 +134,29 @@ impl Cluster {
         &self.root
     }
 
+    /// The cluster as the `db:` block of an rwsplit YAML configuration: separation on, TLS
+    /// off, every replica at weight 1.
+    pub fn config_yaml(&self) -> String {
+        self.config_yaml_weighted(&vec![1; self.replicas.len()])
+    }
+
+    /// As [`config_yaml`](Self::config_yaml), with the replicas' weights in order.
+    pub fn config_yaml_weighted(&self, weights: &[u32]) -> String {
+        let mut yaml = format!(
+            "db:\n  host: 127.0.0.1\n  port: {}\n  username: {USER}\n  password: \"{PASSWORD}\"\n  \
+             database: postgres\n  sslMode: disable\n  enableReadWriteSeparation: true\n  \
+             readReplicas:\n",
+            self.primary.port
+        );
+        for (replica, weight) in self.replicas.iter().zip(weights) {
+            yaml.push_str(&format!(
+                "    - {{ name: {}, host: 127.0.0.1, port: {}, weight: {weight} }}\n",
+                replica.name, replica.port
+            ));
+        }
+        yaml
+    }
+
     /// Waits until every replica has replayed everything the primary has written so far.
     pub async fn wait_caught_up(&self, timeout: Duration) -> io::Result<()> {
         let mut primary = self.primary.connect().await?;

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::{get, post};
 use http::{Request, Response, StatusCode};
-use rwsplit::{Config, DbRead, DbWrite, Registry, ReplicaConfig, RouteOverride, RwSplitLayer};
+use rwsplit::{Config, DbRead, DbWrite, Registry, RouteOverride, RwSplitLayer};
 use rwsplit_testkit::{Cluster, Node};
 use tower::ServiceExt;
 
@@ -39,23 +39,12 @@ pub fn config(cluster: &Cluster) -> Config {
 
 /// As [`config`], with the replicas' weights.
 pub fn config_weighted(cluster: &Cluster, weights: &[u32]) -> Config {
-    let primary = cluster.primary();
-    let mut config = Config::new("127.0.0.1")
-        .port(primary.port())
-        .username(rwsplit_testkit::USER)
-        .password(rwsplit_testkit::PASSWORD)
-        .database("postgres")
-        .ssl_mode(rwsplit::PgSslMode::Disable)
-        .read_write_separation(true)
+    Config::from_yaml(&cluster.config_yaml_weighted(weights))
+        .expect("the cluster's configuration parses")
         .health_check_interval(INTERVAL)
         .health_check_timeout(Duration::from_secs(1))
         .connect_timeout(Duration::from_secs(2))
-        .replica_lag_threshold(LAG_THRESHOLD);
-    for (replica, &weight) in cluster.replicas().iter().zip(weights) {
-        let replica = ReplicaConfig::new(replica.name(), "127.0.0.1").port(replica.port());
-        config = config.replica(replica.weight(weight));
-    }
-    config
+        .replica_lag_threshold(LAG_THRESHOLD)
 }
 
 /// The name of the node listening on `port`.
