@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use metrics_exporter_prometheus::PrometheusHandle;
 use rwsplit::{
     Config, ConsistencyConfig, DbRead, DbWrite, Registry, RouteOverride, RwSplitLayer, Target,
 };
@@ -157,8 +158,10 @@ async fn search(
 }
 
 /// The demo's routes. They stay stable: other tools drive them.
-fn app(registry: Registry) -> Router {
+fn app(registry: Registry, metrics: PrometheusHandle) -> Router {
     Router::new()
+        .route("/metrics", rwsplit::prometheus::metrics_route(metrics))
+        .route("/db/status", get(rwsplit::status))
         .route("/items", get(list).post(create))
         .route("/items/{id}", get(show).put(update).delete(remove))
         .route(
@@ -177,6 +180,7 @@ struct Args {
     config: Option<String>,
     listen: Option<SocketAddr>,
     exit_after_tour: bool,
+    metrics_out: Option<String>,
 }
 
 fn args() -> Result<Args, String> {
@@ -184,6 +188,7 @@ fn args() -> Result<Args, String> {
         config: None,
         listen: None,
         exit_after_tour: false,
+        metrics_out: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -194,9 +199,12 @@ fn args() -> Result<Args, String> {
                 args.listen = Some(addr.parse().map_err(|e| format!("--listen {addr}: {e}"))?);
             }
             "--exit-after-tour" => args.exit_after_tour = true,
+            "--metrics-out" => {
+                args.metrics_out = Some(it.next().ok_or("--metrics-out needs a file")?)
+            }
             "-h" | "--help" => {
                 return Err(
-                    "usage: demo [--config FILE] [--listen ADDR] [--exit-after-tour]".into(),
+                    "usage: demo [--config FILE] [--listen ADDR] [--exit-after-tour] [--metrics-out FILE]".into(),
                 );
             }
             other => return Err(format!("unknown argument `{other}` (try --help)")),
@@ -257,6 +265,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
+    let metrics = rwsplit::prometheus::install_recorder()?;
     let registry = Registry::connect(config).await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS items (id bigserial PRIMARY KEY, name text NOT NULL)")
         .execute(registry.primary())
@@ -265,7 +274,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = listener(args.listen).await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(
-        axum::serve(listener, app(registry.clone()))
+        axum::serve(listener, app(registry.clone(), metrics.clone()))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })
@@ -274,6 +283,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\nserving on http://{addr}\n");
 
     let toured = tour(addr).await;
+    if let Some(file) = &args.metrics_out {
+        std::fs::write(file, metrics.render())?;
+    }
     if let Err(e) = &toured {
         eprintln!("tour failed: {e}");
     }
@@ -447,5 +459,26 @@ async fn tour(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     other.step("DELETE", &item, None, 204, "primary").await?;
     other.step("DELETE", &item, None, 404, "primary").await?;
+
+    println!("\n  for operators: the registry's state and the metrics");
+    let status = other.step("GET", "/db/status", None, 200, "-").await?;
+    let status: serde_json::Value = serde_json::from_str(&status)?;
+    for replica in status["replicas"].as_array().into_iter().flatten() {
+        println!(
+            "         {}: healthy {}, in rotation {}, lag {}s / {} bytes",
+            replica["name"],
+            replica["healthy"],
+            replica["in_rotation"],
+            replica["lag_seconds"],
+            replica["lag_bytes"]
+        );
+    }
+    let metrics = other.step("GET", "/metrics", None, 200, "-").await?;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("rwsplit_route_decisions_total"))
+    {
+        println!("         {line}");
+    }
     Ok(())
 }

@@ -54,12 +54,15 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 
+use axum::extract::MatchedPath;
 use axum_core::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::intent::{Reason, RouteIntent};
 use crate::layer::Served;
@@ -93,6 +96,11 @@ impl DbRead {
     pub fn into_pool(self) -> PgPool {
         self.0.pool().clone()
     }
+
+    /// Takes a connection from the chosen server, timed in the pool metrics.
+    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, crate::Error> {
+        self.0.acquire().await
+    }
 }
 
 impl DbWrite {
@@ -104,6 +112,16 @@ impl DbWrite {
     /// The primary's pool.
     pub fn into_pool(self) -> PgPool {
         self.0.pool().clone()
+    }
+
+    /// Takes a connection from the primary, timed in the pool metrics.
+    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, crate::Error> {
+        self.0.acquire().await
+    }
+
+    /// Begins a transaction on the primary, timed in the pool metrics.
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, crate::Error> {
+        self.0.begin().await
     }
 }
 
@@ -193,8 +211,14 @@ fn hand_out(parts: &Parts, target: Target, wrote: bool) -> Result<Target, DbReje
     if target.pool().is_closed() {
         return Err(DbRejection::ShutDown);
     }
+    let route: Arc<str> = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map_or_else(|| Arc::from(""), |path| Arc::from(path.as_str()));
+    crate::metrics::route_decision(target.server(), target.intent(), &route);
+    tracing::Span::current().record("db.server", target.name());
     if let Some(served) = parts.extensions.get::<Served>() {
-        served.record(target.server(), wrote && target.is_primary());
+        served.record(target.server(), wrote && target.is_primary(), route);
     }
     Ok(target)
 }

@@ -49,11 +49,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue, Request, Response, header};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use crate::consistency::{ConsistencyToken, StickyMode};
 use crate::intent::{MethodPolicy, Reason, RouteIntent, RoutePolicy};
@@ -68,6 +71,7 @@ pub struct RwSplitLayer<P = MethodPolicy> {
     registry: Registry,
     policy: P,
     target_header: Option<HeaderName>,
+    request_metrics: bool,
 }
 
 impl RwSplitLayer {
@@ -77,6 +81,7 @@ impl RwSplitLayer {
             registry,
             policy: MethodPolicy,
             target_header: None,
+            request_metrics: true,
         }
     }
 }
@@ -89,7 +94,16 @@ impl<P> RwSplitLayer<P> {
             registry: self.registry,
             policy,
             target_header: self.target_header,
+            request_metrics: self.request_metrics,
         }
+    }
+
+    /// Records `rwsplit_request_duration_seconds` by serving server and route. Default on; it
+    /// costs one small allocation per request (the slot in which the extractors note the
+    /// server), so turn it off when the per-server latency is not wanted.
+    pub fn request_metrics(mut self, enabled: bool) -> Self {
+        self.request_metrics = enabled;
+        self
     }
 
     /// Adds an `x-db-target` header to each response that used the database, naming the
@@ -113,6 +127,7 @@ impl<P: fmt::Debug> fmt::Debug for RwSplitLayer<P> {
         f.debug_struct("RwSplitLayer")
             .field("policy", &self.policy)
             .field("target_header", &self.target_header)
+            .field("request_metrics", &self.request_metrics)
             .finish_non_exhaustive()
     }
 }
@@ -175,19 +190,28 @@ where
             }
         }
         request.extensions_mut().insert(intent);
-        // Requests that may write carry a slot in which the extractors note that they used the
-        // primary, so that the response gets a token; reads pay for it only with the header.
+        // A slot in which the extractors note the server they handed out (and whether for a
+        // write), for the token, the header and the request metrics.
         let issues_token = sticky && intent.is_write();
-        let served = (issues_token || self.layer.target_header.is_some()).then(|| {
+        let wants_slot =
+            issues_token || self.layer.target_header.is_some() || self.layer.request_metrics;
+        let served = wants_slot.then(|| {
             let served = Served::default();
             request.extensions_mut().insert(served.clone());
             served
         });
+        let span = tracing::info_span!(
+            "rwsplit",
+            db.role = intent.role().as_str(),
+            db.reason = intent.reason().as_str(),
+            db.server = tracing::field::Empty,
+        );
         ResponseFuture {
-            inner: self.inner.call(request),
+            inner: self.inner.call(request).instrument(span),
             served,
             target_header: self.layer.target_header.clone(),
             registry: issues_token.then(|| registry.clone()),
+            started: self.layer.request_metrics.then(Instant::now),
             token: None,
         }
     }
@@ -199,10 +223,11 @@ pin_project! {
     /// The response future of [`RwSplit`].
     pub struct ResponseFuture<F, B> {
         #[pin]
-        inner: F,
+        inner: Instrumented<F>,
         served: Option<Served>,
         target_header: Option<HeaderName>,
         registry: Option<Registry>,
+        started: Option<Instant>,
         token: Option<TokenFuture<B>>,
     }
 }
@@ -229,6 +254,9 @@ where
         let Some(served) = this.served.take() else {
             return Poll::Ready(Ok(response));
         };
+        if let Some(started) = this.started.take() {
+            served.record_duration(started.elapsed());
+        }
         if let Some(name) = this.target_header.take()
             && let Some(value) = served.header_value()
         {
@@ -289,22 +317,31 @@ pub(crate) struct Served(Arc<ServedInner>);
 
 #[derive(Default)]
 pub(crate) struct ServedInner {
-    server: Mutex<Option<Arc<Server>>>,
+    server: Mutex<Option<(Arc<Server>, Arc<str>)>>,
     wrote: AtomicBool,
 }
 
 impl Served {
     /// Notes that `server` was handed out, and whether for writing. The primary, once noted,
     /// stays: a request that wrote is reported as served by the primary.
-    pub(crate) fn record(&self, server: &Arc<Server>, wrote: bool) {
+    pub(crate) fn record(&self, server: &Arc<Server>, wrote: bool, route: Arc<str>) {
         if wrote {
             self.0.wrote.store(true, Ordering::Relaxed);
         }
         let mut slot = self.0.server.lock().unwrap_or_else(|e| e.into_inner());
-        let keep = slot.as_ref().is_some_and(|s| s.is_primary());
+        let keep = slot.as_ref().is_some_and(|(s, _)| s.is_primary());
         if !keep {
-            *slot = Some(Arc::clone(server));
+            *slot = Some((Arc::clone(server), route));
         }
+    }
+
+    fn record_duration(&self, took: Duration) {
+        let slot = self.0.server.lock().unwrap_or_else(|e| e.into_inner());
+        let (server, route) = match slot.as_ref() {
+            Some((server, route)) => (Some(&**server), Some(route)),
+            None => (None, None),
+        };
+        crate::metrics::request_duration(server, route, took);
     }
 
     fn wrote(&self) -> bool {
@@ -313,6 +350,6 @@ impl Served {
 
     fn header_value(&self) -> Option<HeaderValue> {
         let slot = self.0.server.lock().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref().and_then(|s| s.header_value.clone())
+        slot.as_ref().and_then(|(s, _)| s.header_value.clone())
     }
 }

@@ -87,8 +87,11 @@ mod extract;
 mod intent;
 mod layer;
 mod metrics;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod registry;
 mod route_override;
+mod status;
 
 pub use config::{Config, ConfigError, ConsistencyConfig, ReplicaConfig};
 pub use consistency::{ConsistencyToken, StickyMode, TokenRejection};
@@ -100,6 +103,7 @@ pub use registry::{Registry, RegistryStatus, ServerStatus, Target};
 pub use route_override::{RouteOverride, RouteOverrideService};
 /// The TLS modes of [`Config::ssl_mode`], re-exported from sqlx.
 pub use sqlx::postgres::PgSslMode;
+pub use status::status;
 
 /// The README's Rust snippets, compiled as doctests so that they stay true.
 #[cfg(doctest)]

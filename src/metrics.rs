@@ -1,9 +1,25 @@
 //! Metric names, their descriptions and the helpers that record them, through the `metrics`
-//! facade only: rwsplit never installs a recorder. Install one (for example
-//! `metrics-exporter-prometheus`) in your application to collect them.
+//! facade only: rwsplit never installs a recorder. Install one in your application (the
+//! `prometheus` feature has a helper) to collect them. Labels stay low-cardinality: server
+//! names, roles, reasons, results and axum route templates, never a raw URL or an id.
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
+//! | `rwsplit_route_decisions_total` | counter | `server`, `role`, `reason`, `route` | servers handed to handlers: the read/write distribution |
+//! | `rwsplit_request_duration_seconds` | histogram | `server`, `route` | requests through the layer, by the server that served them (`none`: no database) |
+//! | `rwsplit_server_healthy` | gauge | `server`, `role` | 1 when the last check passed |
+//! | `rwsplit_replica_in_rotation` | gauge | `server` | 1 when reads are sent to the replica |
+//! | `rwsplit_replicas_in_rotation` | gauge | | replicas taking reads; 0 means the primary serves them all |
+//! | `rwsplit_replica_lag_seconds` | gauge | `server` | replication lag in time |
+//! | `rwsplit_replica_lag_bytes` | gauge | `server` | replication lag in bytes of WAL |
+//! | `rwsplit_replica_weight` | gauge | `server` | configured weight |
+//! | `rwsplit_server_last_success_age_seconds` | gauge | `server` | time since the last passed check |
+//! | `rwsplit_health_checks_total` | counter | `server`, `result` | checks: `ok`, `unreachable`, `lagging`, `wrong_role` |
+//! | `rwsplit_health_check_duration_seconds` | histogram | `server` | check duration |
+//! | `rwsplit_pool_connections` | gauge | `server`, `state` | open connections, `idle` or `in_use` |
+//! | `rwsplit_pool_max_connections` | gauge | `server` | pool limit |
+//! | `rwsplit_pool_acquire_duration_seconds` | histogram | `server` | waits for a connection through rwsplit (`acquire`, `begin`, tokens) |
+//! | `rwsplit_pool_acquire_timeouts_total` | counter | `server` | acquisitions that timed out: pool exhaustion |
 //! | `rwsplit_consistency_tokens_issued_total` | counter | | tokens issued after writes |
 //! | `rwsplit_consistency_tokens_honoured_total` | counter | | valid tokens applied to a request |
 //! | `rwsplit_consistency_tokens_rejected_total` | counter | `reason` | tokens ignored, by [`TokenRejection`](crate::TokenRejection) |
@@ -29,34 +45,197 @@
 //! assert!(rejected);
 //! ```
 
-use metrics::{Unit, counter, describe_counter};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 
 use crate::consistency::TokenRejection;
+use crate::intent::RouteIntent;
+use crate::registry::Server;
 
-/// Tokens issued after writes.
+pub(crate) const ROUTE_DECISIONS: &str = "rwsplit_route_decisions_total";
+pub(crate) const REQUEST_DURATION: &str = "rwsplit_request_duration_seconds";
+pub(crate) const SERVER_HEALTHY: &str = "rwsplit_server_healthy";
+pub(crate) const REPLICA_IN_ROTATION: &str = "rwsplit_replica_in_rotation";
+pub(crate) const REPLICAS_IN_ROTATION: &str = "rwsplit_replicas_in_rotation";
+pub(crate) const REPLICA_LAG_SECONDS: &str = "rwsplit_replica_lag_seconds";
+pub(crate) const REPLICA_LAG_BYTES: &str = "rwsplit_replica_lag_bytes";
+pub(crate) const REPLICA_WEIGHT: &str = "rwsplit_replica_weight";
+pub(crate) const LAST_SUCCESS_AGE: &str = "rwsplit_server_last_success_age_seconds";
+pub(crate) const HEALTH_CHECKS: &str = "rwsplit_health_checks_total";
+pub(crate) const HEALTH_CHECK_DURATION: &str = "rwsplit_health_check_duration_seconds";
+pub(crate) const POOL_CONNECTIONS: &str = "rwsplit_pool_connections";
+pub(crate) const POOL_MAX: &str = "rwsplit_pool_max_connections";
+pub(crate) const POOL_ACQUIRE_DURATION: &str = "rwsplit_pool_acquire_duration_seconds";
+pub(crate) const POOL_ACQUIRE_TIMEOUTS: &str = "rwsplit_pool_acquire_timeouts_total";
 pub(crate) const TOKENS_ISSUED: &str = "rwsplit_consistency_tokens_issued_total";
-/// Valid tokens applied to a request.
 pub(crate) const TOKENS_HONOURED: &str = "rwsplit_consistency_tokens_honoured_total";
-/// Tokens ignored, by reason.
 pub(crate) const TOKENS_REJECTED: &str = "rwsplit_consistency_tokens_rejected_total";
 
 /// Describes every metric to the installed recorder (once per registry; cheap).
 pub(crate) fn describe() {
-    describe_counter!(
-        TOKENS_ISSUED,
-        Unit::Count,
-        "Consistency tokens issued after writes."
-    );
-    describe_counter!(
-        TOKENS_HONOURED,
-        Unit::Count,
-        "Valid consistency tokens applied to a request's reads."
-    );
-    describe_counter!(
-        TOKENS_REJECTED,
-        Unit::Count,
-        "Consistency tokens ignored (treated as absent), by reason."
-    );
+    let counters = [
+        (
+            ROUTE_DECISIONS,
+            "Servers handed to handlers, by role, reason and route.",
+        ),
+        (HEALTH_CHECKS, "Health checks by server and result."),
+        (
+            POOL_ACQUIRE_TIMEOUTS,
+            "Connection acquisitions that timed out (pool exhaustion).",
+        ),
+        (TOKENS_ISSUED, "Consistency tokens issued after writes."),
+        (
+            TOKENS_HONOURED,
+            "Valid consistency tokens applied to a request's reads.",
+        ),
+        (
+            TOKENS_REJECTED,
+            "Consistency tokens ignored (treated as absent), by reason.",
+        ),
+    ];
+    for (name, help) in counters {
+        describe_counter!(name, Unit::Count, help);
+    }
+    let gauges = [
+        (
+            SERVER_HEALTHY,
+            Unit::Count,
+            "1 when the server's last health check passed.",
+        ),
+        (
+            REPLICA_IN_ROTATION,
+            Unit::Count,
+            "1 when reads are sent to the replica.",
+        ),
+        (
+            REPLICAS_IN_ROTATION,
+            Unit::Count,
+            "Replicas taking reads; 0 means the primary serves them all.",
+        ),
+        (
+            REPLICA_LAG_SECONDS,
+            Unit::Seconds,
+            "Replication lag in time.",
+        ),
+        (
+            REPLICA_LAG_BYTES,
+            Unit::Bytes,
+            "Replication lag in bytes of WAL.",
+        ),
+        (
+            REPLICA_WEIGHT,
+            Unit::Count,
+            "The replica's configured weight.",
+        ),
+        (
+            LAST_SUCCESS_AGE,
+            Unit::Seconds,
+            "Time since the server last passed a health check.",
+        ),
+        (
+            POOL_CONNECTIONS,
+            Unit::Count,
+            "Open pool connections, idle or in use.",
+        ),
+        (
+            POOL_MAX,
+            Unit::Count,
+            "Most connections the server's pool may open.",
+        ),
+    ];
+    for (name, unit, help) in gauges {
+        describe_gauge!(name, unit, help);
+    }
+    let histograms = [
+        (
+            REQUEST_DURATION,
+            "Requests through the layer, by serving server and route.",
+        ),
+        (HEALTH_CHECK_DURATION, "Health check duration."),
+        (
+            POOL_ACQUIRE_DURATION,
+            "Time to get a connection from a pool, through rwsplit.",
+        ),
+    ];
+    for (name, help) in histograms {
+        describe_histogram!(name, Unit::Seconds, help);
+    }
+}
+
+pub(crate) fn route_decision(server: &Server, intent: RouteIntent, route: &Arc<str>) {
+    counter!(
+        ROUTE_DECISIONS,
+        "server" => Arc::clone(&server.name),
+        "role" => intent.role().as_str(),
+        "reason" => intent.reason().as_str(),
+        "route" => Arc::clone(route),
+    )
+    .increment(1);
+}
+
+pub(crate) fn request_duration(server: Option<&Server>, route: Option<&Arc<str>>, took: Duration) {
+    let server = server.map_or_else(|| Arc::from("none"), |s| Arc::clone(&s.name));
+    let route = route.map_or_else(|| Arc::from(""), Arc::clone);
+    histogram!(REQUEST_DURATION, "server" => server, "route" => route).record(took.as_secs_f64());
+}
+
+/// Records what a health check found and the server's state after it.
+pub(crate) fn health_check(server: &Server, result: &'static str, took: Duration) {
+    let name = || Arc::clone(&server.name);
+    counter!(HEALTH_CHECKS, "server" => name(), "result" => result).increment(1);
+    histogram!(HEALTH_CHECK_DURATION, "server" => name()).record(took.as_secs_f64());
+}
+
+/// Publishes a server's state gauges: health, lag, weight, pool use.
+pub(crate) fn server_state(server: &Server, in_rotation: bool) {
+    let name = || Arc::clone(&server.name);
+    let role = if server.is_primary() {
+        "primary"
+    } else {
+        "replica"
+    };
+    gauge!(SERVER_HEALTHY, "server" => name(), "role" => role)
+        .set(f64::from(u8::from(server.is_healthy())));
+    if let Some(success) = server.last_success() {
+        let age = success.elapsed().unwrap_or_default();
+        gauge!(LAST_SUCCESS_AGE, "server" => name()).set(age.as_secs_f64());
+    }
+    let size = server.pool.size();
+    let idle = u32::try_from(server.pool.num_idle())
+        .unwrap_or(u32::MAX)
+        .min(size);
+    gauge!(POOL_CONNECTIONS, "server" => name(), "state" => "idle").set(f64::from(idle));
+    gauge!(POOL_CONNECTIONS, "server" => name(), "state" => "in_use").set(f64::from(size - idle));
+    gauge!(POOL_MAX, "server" => name()).set(f64::from(server.max_connections));
+    if server.is_primary() {
+        return;
+    }
+    gauge!(REPLICA_IN_ROTATION, "server" => name()).set(f64::from(u8::from(in_rotation)));
+    gauge!(REPLICA_WEIGHT, "server" => name()).set(f64::from(server.weight()));
+    // Unknown lag (unreachable) is left at its last value; `healthy` says why.
+    if let Some(lag) = server.lag().filter(|l| *l != Duration::MAX) {
+        gauge!(REPLICA_LAG_SECONDS, "server" => name()).set(lag.as_secs_f64());
+    }
+    if let Some(bytes) = server.lag_bytes() {
+        gauge!(REPLICA_LAG_BYTES, "server" => name()).set(bytes as f64);
+    }
+}
+
+pub(crate) fn replicas_in_rotation(count: usize) {
+    gauge!(REPLICAS_IN_ROTATION).set(count as f64);
+}
+
+pub(crate) fn acquired(server: &Server, took: Duration) {
+    histogram!(POOL_ACQUIRE_DURATION, "server" => Arc::clone(&server.name))
+        .record(took.as_secs_f64());
+}
+
+pub(crate) fn acquire_timeout(server: &Server) {
+    counter!(POOL_ACQUIRE_TIMEOUTS, "server" => Arc::clone(&server.name)).increment(1);
 }
 
 pub(crate) fn token_issued() {

@@ -17,6 +17,7 @@ use super::Shared;
 use super::lag::{Lag, ReplicaPosition, settled_position};
 use super::server::Server;
 use crate::consistency::unix_ms;
+use crate::metrics;
 
 const NOT_PRIMARY: &str = "is in recovery (a standby, not a primary): writes will fail until the \
                            configuration names the new primary";
@@ -113,27 +114,35 @@ async fn poll_positions(shared: &Arc<Shared>) {
         history.record(sampled_at, position);
     }
     replicas.join_all().await;
+    shared.publish_metrics();
 }
 
 /// Runs one round of checks over every server and updates the rotation.
 pub(super) async fn check_all(shared: &Arc<Shared>) {
     let timeout = shared.health_timeout;
     let mut replicas = JoinSet::new();
+    let start = Instant::now();
     let primary = check_primary(&shared.primary, timeout).await;
     let sampled_at = Instant::now();
+    let primary_took = sampled_at - start;
     for (index, server) in shared.replicas.iter().enumerate() {
         let server = Arc::clone(server);
-        replicas.spawn(async move { (index, check_replica(&server, timeout).await) });
+        replicas.spawn(async move {
+            let start = Instant::now();
+            let result = check_replica(&server, timeout).await;
+            (index, result, start.elapsed())
+        });
     }
 
-    let (primary_position, primary_problem) = match primary {
+    let (primary_position, primary_problem, result) = match primary {
         Ok((false, Some(position))) => {
             shared.observe_primary(position, unix_ms(SystemTime::now()));
-            (Some(position), None)
+            (Some(position), None, "ok")
         }
-        Ok(_) => (None, Some(NOT_PRIMARY.to_owned())),
-        Err(error) => (None, Some(error)),
+        Ok(_) => (None, Some(NOT_PRIMARY.to_owned()), "wrong_role"),
+        Err(error) => (None, Some(error), "unreachable"),
     };
+    metrics::health_check(&shared.primary, result, primary_took);
     let server = &shared.primary;
     match server.record(primary_problem.clone(), Some(Lag::ZERO)) {
         Some(false) => tracing::error!(
@@ -158,15 +167,24 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
         }
         results
             .into_iter()
-            .map(|(index, result)| match result {
-                Err(error) => (index, Some(error), None),
-                Ok((false, _)) => (index, Some(NOT_STANDBY.to_owned()), None),
+            .map(|(index, result, took)| match result {
+                Err(error) => {
+                    metrics::health_check(&shared.replicas[index], "unreachable", took);
+                    (index, Some(error), None)
+                }
+                Ok((false, _)) => {
+                    metrics::health_check(&shared.replicas[index], "wrong_role", took);
+                    (index, Some(NOT_STANDBY.to_owned()), None)
+                }
                 Ok((true, position)) => {
                     if let Some(replayed) = position.replayed {
                         shared.replicas[index].set_position(replayed);
                     }
                     let lag = history.lag(primary_position, position, Instant::now());
-                    (index, shared.lag_problem(lag), Some(lag))
+                    let problem = shared.lag_problem(lag);
+                    let result = if problem.is_some() { "lagging" } else { "ok" };
+                    metrics::health_check(&shared.replicas[index], result, took);
+                    (index, problem, Some(lag))
                 }
             })
             .collect()
@@ -194,6 +212,7 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
     for server in shared.servers() {
         server.trim_idle().await;
     }
+    shared.publish_metrics();
 }
 
 async fn check_primary(server: &Server, timeout: Duration) -> Result<(bool, Option<u64>), String> {

@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 
@@ -216,12 +217,7 @@ impl Registry {
 
     /// Begins a transaction. Transactions always run on the primary.
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, Error> {
-        self.shared
-            .primary
-            .pool
-            .begin()
-            .await
-            .map_err(|e| Error::database(&self.shared.primary, e))
+        self.write().begin().await
     }
 
     /// Whether reads go to replicas.
@@ -422,6 +418,17 @@ impl Shared {
         }
     }
 
+    /// Publishes every server's state gauges.
+    fn publish_metrics(&self) {
+        let rotation = self.rotation.load();
+        crate::metrics::server_state(&self.primary, true);
+        for (index, server) in self.replicas.iter().enumerate() {
+            let in_rotation = rotation.members.iter().any(|&(i, _)| i == index);
+            crate::metrics::server_state(server, in_rotation);
+        }
+        crate::metrics::replicas_in_rotation(rotation.members.len());
+    }
+
     fn in_rotation(&self, index: usize) -> bool {
         self.rotation
             .load()
@@ -525,6 +532,33 @@ impl Target {
 
     pub(crate) fn server(&self) -> &Arc<Server> {
         &self.server
+    }
+
+    /// Takes a connection from this server's pool, timing the wait
+    /// (`rwsplit_pool_acquire_duration_seconds`) and counting timeouts
+    /// (`rwsplit_pool_acquire_timeouts_total`). Queries run on the pool directly (`&*db`) take
+    /// their connections inside sqlx, where rwsplit cannot time them.
+    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, Error> {
+        let start = std::time::Instant::now();
+        let result = self.server.pool.acquire().await;
+        self.record_acquire(start, result.as_ref().err());
+        result.map_err(|e| Error::database(&self.server, e))
+    }
+
+    /// Begins a transaction on this server (the primary, for a write target), timed as
+    /// [`acquire`](Self::acquire).
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, Error> {
+        let start = std::time::Instant::now();
+        let result = self.server.pool.begin().await;
+        self.record_acquire(start, result.as_ref().err());
+        result.map_err(|e| Error::database(&self.server, e))
+    }
+
+    fn record_acquire(&self, start: std::time::Instant, error: Option<&sqlx::Error>) {
+        match error {
+            Some(sqlx::Error::PoolTimedOut) => crate::metrics::acquire_timeout(&self.server),
+            _ => crate::metrics::acquired(&self.server, start.elapsed()),
+        }
     }
 }
 
