@@ -219,3 +219,101 @@ impl Write for Logs {
         Ok(())
     }
 }
+
+/// A metrics recorder that keeps what it is told (counters add up, gauges hold their last
+/// value, histograms keep their samples) and can be read at any time. The debugging recorder
+/// of `metrics-util` resets counters and gauges on every snapshot, which a test that polls
+/// cannot use.
+#[derive(Default)]
+pub struct TestRecorder {
+    registry: Option<
+        metrics_util::registry::Registry<metrics::Key, metrics_util::registry::AtomicStorage>,
+    >,
+}
+
+impl TestRecorder {
+    pub fn new() -> Self {
+        TestRecorder {
+            registry: Some(metrics_util::registry::Registry::atomic()),
+        }
+    }
+
+    fn registry(
+        &self,
+    ) -> &metrics_util::registry::Registry<metrics::Key, metrics_util::registry::AtomicStorage>
+    {
+        self.registry.as_ref().expect("built with new()")
+    }
+
+    /// The value of `name` whose labels include every pair in `labels`: a counter's total, a
+    /// gauge's value, a histogram's sample count.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        use std::sync::atomic::Ordering;
+        let matches = |key: &metrics::Key| {
+            key.name() == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v))
+        };
+        let mut found = None;
+        self.registry().visit_counters(|key, c| {
+            if matches(key) {
+                found = Some(c.load(Ordering::Relaxed) as f64);
+            }
+        });
+        self.registry().visit_gauges(|key, g| {
+            if matches(key) {
+                found = Some(f64::from_bits(g.load(Ordering::Relaxed)));
+            }
+        });
+        self.registry().visit_histograms(|key, h| {
+            if matches(key) {
+                found = Some(h.data().len() as f64);
+            }
+        });
+        found
+    }
+}
+
+impl metrics::Recorder for TestRecorder {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        self.registry()
+            .get_or_create_counter(key, |c| metrics::Counter::from_arc(Arc::clone(c)))
+    }
+
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        self.registry()
+            .get_or_create_gauge(key, |g| metrics::Gauge::from_arc(Arc::clone(g)))
+    }
+
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        self.registry()
+            .get_or_create_histogram(key, |h| metrics::Histogram::from_arc(Arc::clone(h)))
+    }
+}
