@@ -196,6 +196,8 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
                 replica = %server.name,
                 address = %server.address,
                 reason = problem.as_deref().unwrap_or_default(),
+                lag_seconds = lag.map(|l| l.time.as_secs_f64()).filter(|s| s.is_finite()),
+                lag_bytes = lag.and_then(|l| l.bytes),
                 "replica removed from rotation"
             ),
             Some(true) => tracing::info!(
