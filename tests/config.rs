@@ -314,3 +314,37 @@ fn builder_offers_the_same_settings_and_checks() {
         .validate();
     assert!(err.unwrap_err().to_string().contains("10001"));
 }
+
+fn example(file: &str) -> String {
+    std::fs::read_to_string(format!("{}/examples/config/{file}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+}
+
+#[test]
+fn the_dev_example_parses_with_defaults_alone() {
+    let config = Config::from_yaml_with_env(&example("dev.yaml"), |_| None).unwrap();
+    assert!(config.separation_enabled());
+    let names: Vec<&str> = config.replicas().iter().map(|r| r.name()).collect();
+    assert_eq!(names, ["replica1", "replica2"]);
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+}
+
+#[test]
+fn the_production_example_needs_its_secrets_and_parses_with_them() {
+    let err = Config::from_yaml_with_env(&example("production.yaml"), |_| None).unwrap_err();
+    assert!(err.to_string().contains("DB_PRIMARY_HOST"), "{err}");
+    let env = |name: &str| match name {
+        "RWSPLIT_PREVIOUS_SIGNING_KEY" | "DB_PRIMARY_PORT" => None,
+        "RWSPLIT_SIGNING_KEY" => Some("k".repeat(48)),
+        "DB_PASSWORD" => Some("prod-secret".into()),
+        other => Some(other.to_lowercase().replace('_', "-")),
+    };
+    let config = Config::from_yaml_with_env(&example("production.yaml"), env).unwrap();
+    let weights: Vec<u32> = config.replicas().iter().map(|r| r.get_weight()).collect();
+    assert_eq!(weights, [2, 1, 1]);
+    let debug = format!("{config:?}");
+    assert!(debug.contains("Require"), "{debug}");
+    assert!(debug.contains("lag_threshold: 10s"), "{debug}");
+    assert!(!debug.contains("prod-secret") && !debug.contains(&"k".repeat(48)));
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+}
