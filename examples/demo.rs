@@ -180,6 +180,7 @@ struct Args {
     config: Option<String>,
     listen: Option<SocketAddr>,
     exit_after_tour: bool,
+    no_tour: bool,
     metrics_out: Option<String>,
 }
 
@@ -188,6 +189,7 @@ fn args() -> Result<Args, String> {
         config: None,
         listen: None,
         exit_after_tour: false,
+        no_tour: false,
         metrics_out: None,
     };
     let mut it = std::env::args().skip(1);
@@ -199,12 +201,13 @@ fn args() -> Result<Args, String> {
                 args.listen = Some(addr.parse().map_err(|e| format!("--listen {addr}: {e}"))?);
             }
             "--exit-after-tour" => args.exit_after_tour = true,
+            "--no-tour" => args.no_tour = true,
             "--metrics-out" => {
                 args.metrics_out = Some(it.next().ok_or("--metrics-out needs a file")?)
             }
             "-h" | "--help" => {
                 return Err(
-                    "usage: demo [--config FILE] [--listen ADDR] [--exit-after-tour] [--metrics-out FILE]".into(),
+                    "usage: demo [--config FILE] [--listen ADDR] [--exit-after-tour] [--no-tour] [--metrics-out FILE]".into(),
                 );
             }
             other => return Err(format!("unknown argument `{other}` (try --help)")),
@@ -282,7 +285,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("\nserving on http://{addr}\n");
 
-    let toured = tour(addr).await;
+    let toured = if args.no_tour {
+        Ok(())
+    } else {
+        tour(addr).await
+    };
     if let Some(file) = &args.metrics_out {
         std::fs::write(file, metrics.render())?;
     }

@@ -316,8 +316,11 @@ fn builder_offers_the_same_settings_and_checks() {
 }
 
 fn example(file: &str) -> String {
-    std::fs::read_to_string(format!("{}/examples/config/{file}", env!("CARGO_MANIFEST_DIR")))
-        .unwrap()
+    std::fs::read_to_string(format!(
+        "{}/examples/config/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 #[test]

@@ -107,7 +107,9 @@ impl Cluster {
         };
         cluster.init_primary(&options.extra_conf).await?;
         for i in 0..options.replicas {
-            let node = cluster.add_replica(&format!("replica{}", i + 1)).await?;
+            let node = cluster
+                .bootstrap_replica(&format!("replica{}", i + 1), USER, PASSWORD)
+                .await?;
             cluster.replicas.push(node);
         }
         cluster.primary.create_extension().await?;
@@ -223,7 +225,16 @@ impl Cluster {
         self.primary.start_on_free_port().await
     }
 
-    async fn add_replica(&self, name: &str) -> io::Result<Node> {
+    /// Adds and starts one more hot standby, bootstrapped by `scripts/replica-bootstrap.sh`
+    /// as `user` (a role with the REPLICATION attribute) with `password`.
+    pub async fn add_replica_as(&mut self, user: &str, password: &str) -> io::Result<&Node> {
+        let name = format!("replica{}", self.replicas.len() + 1);
+        let node = self.bootstrap_replica(&name, user, password).await?;
+        self.replicas.push(node);
+        Ok(self.replicas.last().expect("just pushed"))
+    }
+
+    async fn bootstrap_replica(&self, name: &str, user: &str, password: &str) -> io::Result<Node> {
         let node = Node::new(name, &self.root, &self.bin, self.owner);
         let script = self.root.join("replica-bootstrap.sh");
         if !script.exists() {
@@ -236,8 +247,8 @@ impl Cluster {
             .env("PGDATA", &node.data)
             .env("PRIMARY_HOST", "127.0.0.1")
             .env("PRIMARY_PORT", self.primary.port.to_string())
-            .env("REPLICATION_USER", USER)
-            .env("PGPASSWORD", PASSWORD)
+            .env("REPLICATION_USER", user)
+            .env("PGPASSWORD", password)
             .env("PG_BIN", &self.bin)
             .env("WAIT_SECONDS", "30");
         run(bootstrap, "replica-bootstrap.sh").await?;
