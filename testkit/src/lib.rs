@@ -59,6 +59,9 @@ pub struct ClusterOptions {
     pub replicas: usize,
     /// Extra `postgresql.conf` lines for every server (the replicas copy the primary's).
     pub extra_conf: Vec<String>,
+    /// Serve TLS with a certificate for `localhost`, signed by a throwaway CA
+    /// ([`Cluster::ca_cert`]). Needs the `openssl` command.
+    pub tls: bool,
 }
 
 /// A running primary and its hot standbys, stopped and removed on drop.
@@ -105,7 +108,16 @@ impl Cluster {
             bin,
             owner,
         };
-        cluster.init_primary(&options.extra_conf).await?;
+        let mut extra_conf = options.extra_conf.clone();
+        if options.tls {
+            cluster.make_certificates().await?;
+            extra_conf.extend([
+                "ssl = on".to_owned(),
+                "ssl_cert_file = 'server.crt'".to_owned(),
+                "ssl_key_file = 'server.key'".to_owned(),
+            ]);
+        }
+        cluster.init_primary(&extra_conf).await?;
         for i in 0..options.replicas {
             let node = cluster
                 .bootstrap_replica(&format!("replica{}", i + 1), USER, PASSWORD)
@@ -129,6 +141,11 @@ impl Cluster {
     /// All replicas, in order.
     pub fn replicas(&self) -> &[Node] {
         &self.replicas
+    }
+
+    /// The CA certificate that signed the servers' certificate (with `tls`).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.root.join("ca.crt")
     }
 
     /// The directory holding every data directory and log.
@@ -185,6 +202,65 @@ impl Cluster {
         Ok(())
     }
 
+    /// A CA and a server certificate for `localhost`, in the root; copied into the primary's
+    /// data directory after `initdb` (replicas get them through `pg_basebackup`).
+    async fn make_certificates(&self) -> io::Result<()> {
+        let dir = &self.root;
+        fs::write(dir.join("server.ext"), "subjectAltName = DNS:localhost\n")?;
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=rwsplit test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.crt",
+            ],
+        ];
+        for args in steps {
+            let mut openssl = Command::new("openssl");
+            openssl.args(args).current_dir(dir).stdin(Stdio::null());
+            run(openssl, "openssl").await?;
+        }
+        Ok(())
+    }
+
     async fn init_primary(&mut self, extra_conf: &[String]) -> io::Result<()> {
         let data = self.primary.data.clone();
         let pwfile = self.root.join("pwfile");
@@ -199,6 +275,14 @@ impl Cluster {
             .args(["-E", "UTF8", "--locale=C"]);
         run(initdb, "initdb").await?;
         fs::remove_file(&pwfile)?;
+        if self.root.join("server.crt").exists() {
+            for file in ["server.crt", "server.key"] {
+                let target = data.join(file);
+                fs::copy(self.root.join(file), &target)?;
+                fs::set_permissions(&target, fs::Permissions::from_mode(0o600))?;
+                chown(&target, self.owner)?;
+            }
+        }
         let mut conf = format!(
             "\n# rwsplit-testkit\n\
              listen_addresses = '127.0.0.1'\n\
