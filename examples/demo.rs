@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rwsplit::{
@@ -313,11 +314,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// keeps the cookie.
 struct TourClient {
     addr: SocketAddr,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    client: Client<HttpConnector, Full<Bytes>>,
     token: Option<String>,
 }
 
 impl TourClient {
+    /// A client with an empty cookie jar.
+    fn new(addr: SocketAddr, client: &Client<HttpConnector, Full<Bytes>>) -> Self {
+        TourClient {
+            addr,
+            client: client.clone(),
+            token: None,
+        }
+    }
+
     /// Sends one request, prints where it went and why, and checks the status and the kind of
     /// server (`primary`, `replica`) it must get. Returns the body.
     async fn step(
@@ -385,11 +395,8 @@ impl TourClient {
 
 /// Sends a few requests and prints where each went and why.
 async fn tour(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
-    let mut client = TourClient {
-        addr,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        token: None,
-    };
+    let http = Client::builder(TokioExecutor::new()).build_http();
+    let mut client = TourClient::new(addr, &http);
     println!("tour: each request, the server that served it (x-db-target) and why\n");
     let created = client
         .step(
@@ -424,11 +431,7 @@ async fn tour(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!("\n  a client without a token reads from replicas; overrides win over the method");
-    let mut other = TourClient {
-        addr,
-        client: client.client.clone(),
-        token: None,
-    };
+    let mut other = TourClient::new(addr, &http);
     other.step("GET", "/items", None, 200, "replica").await?;
     other
         .step("GET", &format!("{item}/fresh"), None, 200, "primary")
@@ -453,11 +456,7 @@ async fn tour(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     println!("\n  malformed input (a new client): a 4xx with a JSON error, never a 5xx");
-    let mut other = TourClient {
-        addr,
-        client: client.client.clone(),
-        token: None,
-    };
+    let mut other = TourClient::new(addr, &http);
     other
         .step("POST", "/items", Some(r#"{"nme": oops"#), 400, "primary")
         .await?;

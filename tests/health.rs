@@ -9,27 +9,6 @@ use common::*;
 use rwsplit::Registry;
 use rwsplit_testkit::StopMode;
 
-/// Writes one row on the primary every 50 ms while `until` is false, so that a paused replica
-/// falls behind.
-fn keep_writing(cluster: &rwsplit_testkit::Cluster) -> tokio::sync::oneshot::Sender<()> {
-    let (stop, mut stopped) = tokio::sync::oneshot::channel();
-    let primary = cluster.primary().clone();
-    tokio::spawn(async move {
-        let mut conn = primary.connect().await.unwrap();
-        loop {
-            sqlx::query("INSERT INTO items (name) VALUES ('tick')")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            tokio::select! {
-                _ = &mut stopped => break,
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
-        }
-    });
-    stop
-}
-
 #[tokio::test]
 async fn a_paused_replica_leaves_rotation_and_returns_after_resume() {
     let cluster = cluster().await;

@@ -99,17 +99,7 @@ async fn routing_health_lag_and_pool_metrics_follow_the_cluster() {
 
     // Pause replica1 and keep writing: its lag gauge rises and its health drops to 0.
     cluster.replica(0).pause_replay().await.unwrap();
-    let primary = cluster.primary().clone();
-    let writer = tokio::spawn(async move {
-        let mut conn = primary.connect().await.unwrap();
-        loop {
-            sqlx::query("INSERT INTO items (name) VALUES ('tick')")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let writer = keep_writing(&cluster);
     let healthy = || recorder.value("rwsplit_server_healthy", &[("server", "replica1")]);
     let deadline = std::time::Instant::now() + LAG_THRESHOLD + INTERVAL * 10;
     while healthy() != Some(0.0) {
@@ -121,7 +111,7 @@ async fn routing_health_lag_and_pool_metrics_follow_the_cluster() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    writer.abort();
+    drop(writer);
     let lag = recorder
         .value("rwsplit_replica_lag_seconds", &[("server", "replica1")])
         .unwrap();

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::lag::Lag;
 use crate::config::PoolConfig;
+use crate::consistency::unix_ms;
 
 /// Whether a server is the primary or a replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,12 +184,6 @@ impl fmt::Debug for Server {
             .field("weight", &self.weight())
             .finish()
     }
-}
-
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn from_unix_ms(ms: u64) -> Option<SystemTime> {

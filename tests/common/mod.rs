@@ -159,6 +159,27 @@ pub async fn executed(node: &Node, needle: &str) -> i64 {
     .unwrap()
 }
 
+/// Writes one row on the primary every 50 ms until the returned sender is dropped, so that a paused replica
+/// falls behind.
+pub fn keep_writing(cluster: &rwsplit_testkit::Cluster) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel();
+    let primary = cluster.primary().clone();
+    tokio::spawn(async move {
+        let mut conn = primary.connect().await.unwrap();
+        loop {
+            sqlx::query("INSERT INTO items (name) VALUES ('tick')")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    });
+    stop
+}
+
 /// Waits until `condition` holds, polling every 20 ms; returns how long that took.
 pub async fn wait_for(
     what: &str,
