@@ -90,53 +90,6 @@ async fn a_stopped_replica_leaves_rotation_and_returns_after_restart() {
 }
 
 #[tokio::test]
-async fn with_every_replica_out_reads_fall_back_to_the_primary_and_it_is_logged_once() {
-    let logs = Logs::default();
-    let _guard = logs.install();
-    let cluster = cluster().await;
-    let registry = Registry::connect(config(&cluster)).await.unwrap();
-    let app = app(registry.clone());
-
-    cluster.replica(0).stop(StopMode::Immediate).await.unwrap();
-    cluster.replica(1).stop(StopMode::Fast).await.unwrap();
-    wait_for("both replicas removed", INTERVAL * 5, || {
-        registry.status().replicas.iter().all(|r| !r.in_rotation)
-    })
-    .await;
-    for _ in 0..50 {
-        let answer = call(&app, &cluster, "GET", "/whoami").await;
-        assert_eq!(answer.status, 200, "{}", answer.body);
-        assert_eq!(answer.node.as_deref(), Some("primary"));
-    }
-    // Several more check rounds with both still down.
-    tokio::time::sleep(INTERVAL * 4).await;
-    let fallback = "no healthy read replicas available, falling back to primary";
-    assert_eq!(
-        logs.count(fallback),
-        1,
-        "logged once, not per request or per check:\n{}",
-        logs.text()
-    );
-    assert_eq!(logs.count("replica removed from rotation"), 2);
-
-    cluster.replica(0).start().await.unwrap();
-    wait_for("replica back", INTERVAL * 10, || {
-        in_rotation(&registry, "replica1")
-    })
-    .await;
-    assert_eq!(logs.count("read replicas available again"), 1);
-    assert_eq!(logs.count("replica back in rotation"), 1);
-    assert_eq!(
-        call(&app, &cluster, "GET", "/whoami").await.node.as_deref(),
-        Some("replica1")
-    );
-    assert!(
-        !logs.text().contains(rwsplit_testkit::PASSWORD),
-        "no password in the logs"
-    );
-}
-
-#[tokio::test]
 async fn an_idle_primary_does_not_make_healthy_replicas_look_lagged() {
     let cluster = cluster().await;
     // A transaction long ago in replay terms: every replica's last replayed commit ages from
@@ -174,22 +127,4 @@ async fn a_refusing_replica_never_fails_a_read_after_one_check_interval() {
         assert_eq!(answer.status, 200, "{}", answer.body);
         assert_eq!(answer.node.as_deref(), Some("replica2"));
     }
-}
-
-#[tokio::test]
-async fn the_health_loop_stops_when_the_registry_is_dropped() {
-    let cluster = cluster().await;
-    let logs = Logs::default();
-    let _guard = logs.install();
-    let registry = Registry::connect(config(&cluster)).await.unwrap();
-    let weak_probe = registry.clone();
-    drop(weak_probe);
-    drop(registry);
-    tokio::time::sleep(INTERVAL * 2).await;
-    assert_eq!(
-        logs.count("rwsplit health loop stopped"),
-        1,
-        "{}",
-        logs.text()
-    );
 }
