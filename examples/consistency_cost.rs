@@ -15,7 +15,7 @@ use tower::ServiceExt;
 
 async fn create(db: DbWrite) -> &'static str {
     sqlx::query("INSERT INTO items (name) VALUES ('x')")
-        .execute(&*db)
+        .execute(&db)
         .await
         .unwrap();
     "ok"

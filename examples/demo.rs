@@ -90,7 +90,7 @@ fn not_found() -> ApiError {
 
 async fn list(db: DbRead) -> ApiResult<impl IntoResponse> {
     let items: Vec<Item> = sqlx::query_as("SELECT id, name FROM items ORDER BY id")
-        .fetch_all(&*db)
+        .fetch_all(&db)
         .await?;
     Ok((why(db.target()), Json(items)))
 }
@@ -99,7 +99,7 @@ async fn show(db: DbRead, id: Result<Path<i64>, PathRejection>) -> ApiResult<imp
     let Path(id) = id?;
     let item: Option<Item> = sqlx::query_as("SELECT id, name FROM items WHERE id = $1")
         .bind(id)
-        .fetch_optional(&*db)
+        .fetch_optional(&db)
         .await?;
     Ok((why(db.target()), Json(item.ok_or_else(not_found)?)))
 }
@@ -111,7 +111,7 @@ async fn create(
     let Json(new) = body?;
     let item: Item = sqlx::query_as("INSERT INTO items (name) VALUES ($1) RETURNING id, name")
         .bind(new.name)
-        .fetch_one(&*db)
+        .fetch_one(&db)
         .await?;
     Ok((StatusCode::CREATED, why(db.target()), Json(item)))
 }
@@ -127,7 +127,7 @@ async fn update(
         sqlx::query_as("UPDATE items SET name = $1 WHERE id = $2 RETURNING id, name")
             .bind(new.name)
             .bind(id)
-            .fetch_optional(&*db)
+            .fetch_optional(&db)
             .await?;
     Ok((why(db.target()), Json(item.ok_or_else(not_found)?)))
 }
@@ -136,7 +136,7 @@ async fn remove(db: DbWrite, id: Result<Path<i64>, PathRejection>) -> ApiResult<
     let Path(id) = id?;
     let deleted = sqlx::query("DELETE FROM items WHERE id = $1")
         .bind(id)
-        .execute(&*db)
+        .execute(&db)
         .await?
         .rows_affected();
     if deleted == 0 {
@@ -153,7 +153,7 @@ async fn search(
     let items: Vec<Item> =
         sqlx::query_as("SELECT id, name FROM items WHERE name ILIKE '%' || $1 || '%' ORDER BY id")
             .bind(search.q)
-            .fetch_all(&*db)
+            .fetch_all(&db)
             .await?;
     Ok((why(db.target()), Json(items)))
 }

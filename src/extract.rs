@@ -2,8 +2,15 @@
 //!
 //! Both get the [`Registry`] from your state through [`FromRef`], so they work with a state
 //! of your own as long as it can hand out the registry, and both need the
-//! [`RwSplitLayer`](crate::RwSplitLayer) in front of the route. They deref to a
-//! [`sqlx::PgPool`], so handlers keep writing plain sqlx.
+//! [`RwSplitLayer`](crate::RwSplitLayer) in front of the route. Handlers keep writing plain
+//! sqlx and run queries on the extractor itself (`fetch_one(&db)`): a read whose replica cannot
+//! give a connection then fails over to another server (see [`DbError`](crate::DbError) for
+//! what reaches the handler). Both also deref to the [`sqlx::PgPool`] behind them (`&*db`),
+//! for APIs that need a pool; queries on it get no failover.
+//!
+//! While the primary is down (or not a primary), extracting [`DbWrite`], or a [`DbRead`] that
+//! needs the primary, is rejected at once with `503` and `database_read_only`
+//! ([`DbRejection::ReadOnly`]); reads that a replica can serve go on.
 //!
 //! - [`DbRead`] is a replica for a read intent and the primary for a write intent: a POST
 //!   handler that reads through `DbRead` reads from the primary and sees its own writes.
@@ -11,7 +18,7 @@
 //!
 //! ```
 //! use axum::{Json, Router, extract::{FromRef, Path}, routing::get};
-//! use rwsplit::{Config, DbRead, DbWrite, Registry, RwSplitLayer};
+//! use rwsplit::{Config, DbError, DbRead, DbWrite, Registry, RwSplitLayer};
 //!
 //! #[derive(Clone, FromRef)]
 //! struct AppState {
@@ -19,24 +26,22 @@
 //!     greeting: String,
 //! }
 //!
-//! async fn show(db: DbRead, Path(id): Path<i64>) -> Result<Json<String>, String> {
+//! async fn show(db: DbRead, Path(id): Path<i64>) -> Result<Json<String>, DbError> {
 //!     let name: String = sqlx::query_scalar("SELECT name FROM items WHERE id = $1")
 //!         .bind(id)
-//!         .fetch_one(&*db)
-//!         .await
-//!         .map_err(|e| e.to_string())?;
+//!         .fetch_one(&db)
+//!         .await?;
 //!     Ok(Json(name))
 //! }
 //!
-//! async fn rename(db: DbWrite, Path(id): Path<i64>, name: String) -> Result<(), String> {
-//!     let mut tx = db.begin().await.map_err(|e| e.to_string())?;
+//! async fn rename(db: DbWrite, Path(id): Path<i64>, name: String) -> Result<(), DbError> {
+//!     let mut tx = db.begin().await?;
 //!     sqlx::query("UPDATE items SET name = $1 WHERE id = $2")
 //!         .bind(name)
 //!         .bind(id)
 //!         .execute(&mut *tx)
-//!         .await
-//!         .map_err(|e| e.to_string())?;
-//!     tx.commit().await.map_err(|e| e.to_string())
+//!         .await?;
+//!     Ok(tx.commit().await?)
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -59,8 +64,8 @@ use std::sync::Arc;
 use axum::extract::MatchedPath;
 use axum_core::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
+use http::StatusCode;
 use http::request::Parts;
-use http::{HeaderValue, StatusCode, header};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -71,8 +76,8 @@ use crate::registry::{Registry, Target};
 /// A pool to read from, chosen by the request's route intent: a replica in rotation for a
 /// read, the primary for a write or when no replica can serve.
 ///
-/// Derefs to [`PgPool`]: `sqlx::query(..).fetch_all(&*db)`. See the
-/// [module docs](crate::DbRead).
+/// Run queries on it (`sqlx::query(..).fetch_all(&db)`) for failover; it also derefs to the
+/// chosen [`PgPool`]. See the [module docs](crate::DbRead).
 #[derive(Clone, Debug)]
 pub struct DbRead(Target);
 
@@ -211,16 +216,25 @@ fn hand_out(parts: &Parts, target: Target, wrote: bool) -> Result<Target, DbReje
     if target.pool().is_closed() {
         return Err(DbRejection::ShutDown);
     }
-    let route: Arc<str> = parts
-        .extensions
-        .get::<MatchedPath>()
-        .map_or_else(|| Arc::from(""), |path| Arc::from(path.as_str()));
+    if target.primary_down() {
+        crate::metrics::route_decision(target.server(), target.intent(), &route(parts));
+        return Err(DbRejection::ReadOnly);
+    }
+    let route = route(parts);
     crate::metrics::route_decision(target.server(), target.intent(), &route);
     tracing::Span::current().record("db.server", target.name());
     if let Some(served) = parts.extensions.get::<Served>() {
         served.record(target.server(), wrote && target.is_primary(), route);
     }
     Ok(target)
+}
+
+/// The route template, for metrics labels.
+fn route(parts: &Parts) -> Arc<str> {
+    parts
+        .extensions
+        .get::<MatchedPath>()
+        .map_or_else(|| Arc::from(""), |path| Arc::from(path.as_str()))
 }
 
 /// Why [`DbRead`] or [`DbWrite`] could not be extracted.
@@ -235,6 +249,11 @@ pub enum DbRejection {
     MissingLayer,
     /// The registry was shut down, so no server is available: `503 Service Unavailable`.
     ShutDown,
+    /// The request needs the primary (a write, or a read that must see the client's recent
+    /// write) and the primary is down or no longer a primary: `503 Service Unavailable`, at
+    /// once, instead of waiting for a connection that will not come. Reads that a replica can
+    /// serve keep working.
+    ReadOnly,
 }
 
 impl DbRejection {
@@ -242,15 +261,17 @@ impl DbRejection {
     pub fn status(&self) -> StatusCode {
         match self {
             DbRejection::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
-            DbRejection::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
+            DbRejection::ShutDown | DbRejection::ReadOnly => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    /// A stable machine-readable code: `rwsplit_layer_missing` or `database_unavailable`.
+    /// A stable machine-readable code: `rwsplit_layer_missing`, `database_unavailable` or
+    /// `database_read_only`.
     pub fn code(&self) -> &'static str {
         match self {
             DbRejection::MissingLayer => "rwsplit_layer_missing",
             DbRejection::ShutDown => "database_unavailable",
+            DbRejection::ReadOnly => "database_read_only",
         }
     }
 
@@ -262,6 +283,10 @@ impl DbRejection {
                  `.layer(..)`, outside any `RouteOverride`) before using DbRead or DbWrite"
             }
             DbRejection::ShutDown => "the database connection pools are shut down",
+            DbRejection::ReadOnly => {
+                "the database is read-only for now (the primary is unreachable); reads still \
+                 work, writes can be retried later"
+            }
         }
     }
 }
@@ -279,28 +304,23 @@ impl IntoResponse for DbRejection {
         if self == DbRejection::MissingLayer {
             tracing::error!(rejection = self.code(), "{}", self.body_text());
         }
-        // The texts are fixed and hold no quotes or backslashes, so they embed as they are.
-        let body = format!(
-            r#"{{"error":"{}","message":"{}"}}"#,
-            self.code(),
-            self.body_text().replace('`', "'")
-        );
-        let mut response = (self.status(), body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        let message = self.body_text().replace('`', "'");
+        crate::db_error::json_error(self.status(), self.code(), &message)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     #[test]
     fn rejections_have_fixed_statuses_and_json_bodies() {
-        for rejection in [DbRejection::MissingLayer, DbRejection::ShutDown] {
+        for rejection in [
+            DbRejection::MissingLayer,
+            DbRejection::ShutDown,
+            DbRejection::ReadOnly,
+        ] {
             let response = rejection.into_response();
             assert_eq!(response.status(), rejection.status());
             assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");

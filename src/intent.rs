@@ -53,6 +53,11 @@ pub enum Reason {
     Sticky,
     /// A read that no replica could serve, so the primary did.
     Fallback,
+    /// A read that should have gone to the primary (the client wrote recently), served by a
+    /// replica because the primary is down and
+    /// [`stale_reads_when_read_only`](crate::ConsistencyConfig::stale_reads_when_read_only)
+    /// allows it.
+    ReadOnly,
     /// Asked for directly through [`Registry::read`](crate::Registry::read) or
     /// [`Registry::write`](crate::Registry::write), outside any request.
     Direct,
@@ -70,7 +75,7 @@ impl Role {
 
 impl Reason {
     /// The reason as a lowercase label: `method`, `override`, `policy`, `disabled`, `sticky`,
-    /// `fallback`, `direct`.
+    /// `fallback`, `read_only`, `direct`.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Method => "method",
@@ -79,6 +84,7 @@ impl Reason {
             Reason::Disabled => "disabled",
             Reason::Sticky => "sticky",
             Reason::Fallback => "fallback",
+            Reason::ReadOnly => "read_only",
             Reason::Direct => "direct",
         }
     }

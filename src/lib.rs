@@ -25,7 +25,7 @@
 //! async fn list(db: DbRead) -> Result<Json<Vec<String>>, String> {
 //!     // Plain sqlx, on a replica.
 //!     let names = sqlx::query_scalar("SELECT name FROM items ORDER BY id")
-//!         .fetch_all(&*db)
+//!         .fetch_all(&db)
 //!         .await
 //!         .map_err(|e| e.to_string())?;
 //!     Ok(Json(names))
@@ -35,7 +35,7 @@
 //!     // Plain sqlx, on the primary.
 //!     sqlx::query("INSERT INTO items (name) VALUES ($1)")
 //!         .bind(name)
-//!         .execute(&*db)
+//!         .execute(&db)
 //!         .await
 //!         .map_err(|e| e.to_string())?;
 //!     Ok(())
@@ -82,7 +82,9 @@
 
 mod config;
 mod consistency;
+mod db_error;
 mod error;
+mod executor;
 mod extract;
 mod intent;
 mod layer;
@@ -95,6 +97,7 @@ mod status;
 
 pub use config::{Config, ConfigError, ConsistencyConfig, ReplicaConfig};
 pub use consistency::{ConsistencyToken, StickyMode, TokenRejection};
+pub use db_error::{DbError, DbErrorKind};
 pub use error::Error;
 pub use extract::{DbRead, DbRejection, DbWrite};
 pub use intent::{MethodPolicy, Reason, Role, RouteIntent, RoutePolicy};

@@ -20,6 +20,8 @@
 //! | `rwsplit_pool_max_connections` | gauge | `server` | pool limit |
 //! | `rwsplit_pool_acquire_duration_seconds` | histogram | `server` | waits for a connection through rwsplit (`acquire`, `begin`, tokens) |
 //! | `rwsplit_pool_acquire_timeouts_total` | counter | `server` | acquisitions that timed out: pool exhaustion |
+//! | `rwsplit_server_ejections_total` | counter | `server`, `cause` | servers taken out of service at once after a failed connection (`unreachable`, `timeout`, `tls`, `authentication`, `shutting_down`, `protocol`) |
+//! | `rwsplit_read_failovers_total` | counter | `server`, `cause` | reads moved off a server that could not serve them (`exhausted`, `closed` or an ejection cause) |
 //! | `rwsplit_consistency_tokens_issued_total` | counter | | tokens issued after writes |
 //! | `rwsplit_consistency_tokens_honoured_total` | counter | | valid tokens applied to a request |
 //! | `rwsplit_consistency_tokens_rejected_total` | counter | `reason` | tokens ignored, by [`TokenRejection`](crate::TokenRejection) |
@@ -71,6 +73,8 @@ pub(crate) const POOL_CONNECTIONS: &str = "rwsplit_pool_connections";
 pub(crate) const POOL_MAX: &str = "rwsplit_pool_max_connections";
 pub(crate) const POOL_ACQUIRE_DURATION: &str = "rwsplit_pool_acquire_duration_seconds";
 pub(crate) const POOL_ACQUIRE_TIMEOUTS: &str = "rwsplit_pool_acquire_timeouts_total";
+pub(crate) const EJECTIONS: &str = "rwsplit_server_ejections_total";
+pub(crate) const FAILOVERS: &str = "rwsplit_read_failovers_total";
 pub(crate) const TOKENS_ISSUED: &str = "rwsplit_consistency_tokens_issued_total";
 pub(crate) const TOKENS_HONOURED: &str = "rwsplit_consistency_tokens_honoured_total";
 pub(crate) const TOKENS_REJECTED: &str = "rwsplit_consistency_tokens_rejected_total";
@@ -86,6 +90,14 @@ pub(crate) fn describe() {
         (
             POOL_ACQUIRE_TIMEOUTS,
             "Connection acquisitions that timed out (pool exhaustion).",
+        ),
+        (
+            EJECTIONS,
+            "Servers taken out of service at once because a connection to them failed.",
+        ),
+        (
+            FAILOVERS,
+            "Reads moved to another server because their first choice could not serve.",
         ),
         (TOKENS_ISSUED, "Consistency tokens issued after writes."),
         (
@@ -236,6 +248,22 @@ pub(crate) fn acquired(server: &Server, took: Duration) {
 
 pub(crate) fn acquire_timeout(server: &Server) {
     counter!(POOL_ACQUIRE_TIMEOUTS, "server" => Arc::clone(&server.name)).increment(1);
+}
+
+pub(crate) fn ejected(server: &Server, cause: &'static str) {
+    counter!(EJECTIONS, "server" => Arc::clone(&server.name), "cause" => cause).increment(1);
+}
+
+pub(crate) fn failover(from: &Server, cause: &'static str) {
+    counter!(FAILOVERS, "server" => Arc::clone(&from.name), "cause" => cause).increment(1);
+}
+
+/// Drops a removed replica's state gauges to zero, so dashboards do not show it as healthy.
+pub(crate) fn forget(server: &Server) {
+    let name = || Arc::clone(&server.name);
+    gauge!(SERVER_HEALTHY, "server" => name(), "role" => "replica").set(0.0);
+    gauge!(REPLICA_IN_ROTATION, "server" => name()).set(0.0);
+    gauge!(REPLICA_WEIGHT, "server" => name()).set(0.0);
 }
 
 pub(crate) fn token_issued() {

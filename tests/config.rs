@@ -351,3 +351,154 @@ fn the_production_example_needs_its_secrets_and_parses_with_them() {
     assert!(!debug.contains("prod-secret") && !debug.contains(&"k".repeat(48)));
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
 }
+
+/// Every key, given a value of the wrong type, is rejected with an error naming the key's
+/// path and the value (secrets excepted: their value is never shown), without a panic.
+#[test]
+fn every_key_with_a_wrong_type_is_named_with_its_value() {
+    const DB: &[&str] = &[
+        "port",
+        "username",
+        "database",
+        "sslMode",
+        "sslRootCert",
+        "maxConnections",
+        "maxIdleConns",
+        "connMaxLifetime",
+        "connMaxIdleTime",
+        "connectTimeout",
+        "enableReadWriteSeparation",
+        "replicaLagThreshold",
+        "replicaLagBytesThreshold",
+        "healthCheckInterval",
+        "healthCheckTimeout",
+        "failoverOnPoolExhausted",
+        "readReplicas",
+        "consistency",
+    ];
+    const REPLICA: &[&str] = &[
+        "name",
+        "host",
+        "port",
+        "weight",
+        "username",
+        "database",
+        "sslMode",
+        "sslRootCert",
+        "maxConnections",
+        "maxIdleConns",
+        "connMaxLifetime",
+        "connMaxIdleTime",
+        "connectTimeout",
+    ];
+    const CONSISTENCY: &[&str] = &[
+        "mode",
+        "window",
+        "maxPin",
+        "pollInterval",
+        "waitForReplica",
+        "staleReadsWhenReadOnly",
+        "cookieName",
+        "headerName",
+        "cookieSecure",
+        "cookiePath",
+    ];
+    let wrong = "[7007, 8008]";
+    let mut cases: Vec<(String, String)> = Vec::new();
+    for key in DB {
+        cases.push((db(&format!("  {key}: {wrong}\n")), format!("db.{key}")));
+    }
+    for key in REPLICA {
+        let mut fields = vec![format!("{key}: {wrong}")];
+        for (required, value) in [("name", "r1"), ("host", "h")] {
+            if *key != required {
+                fields.push(format!("{required}: {value}"));
+            }
+        }
+        let yaml = db(&format!(
+            "  readReplicas:\n    - {{ {} }}\n",
+            fields.join(", ")
+        ));
+        cases.push((yaml, format!("db.readReplicas[0].{key}")));
+    }
+    for key in CONSISTENCY {
+        let yaml = db(&format!("  consistency:\n    {key}: {wrong}\n"));
+        cases.push((yaml, format!("db.consistency.{key}")));
+    }
+    for (yaml, key) in &cases {
+        let message = error(yaml);
+        // A list where a list of replicas belongs fails at its first item.
+        assert!(message.contains(key.as_str()), "{key} in {message:?}");
+        assert!(message.contains("7007"), "the value in {message:?}");
+    }
+    for (secret, yaml) in [
+        ("db.password", db(&format!("  password: {wrong}\n"))),
+        (
+            "db.readReplicas[0].password",
+            db(&format!(
+                "  readReplicas:\n    - {{ name: r, host: h, password: {wrong} }}\n"
+            )),
+        ),
+        (
+            "db.consistency.signingKey",
+            db(&format!("  consistency:\n    signingKey: {wrong}\n")),
+        ),
+        (
+            "db.consistency.previousSigningKey",
+            db(&format!(
+                "  consistency:\n    previousSigningKey: {wrong}\n"
+            )),
+        ),
+    ] {
+        let message = error(&yaml);
+        assert!(message.contains(secret), "{secret} in {message:?}");
+        assert!(!message.contains("7007"), "a secret shown in {message:?}");
+    }
+}
+
+/// Numeric keys reject values out of their range, naming key and value.
+#[test]
+fn numbers_out_of_range_are_named_with_their_value() {
+    for (yaml, key, value) in [
+        (
+            db("  maxConnections: 4294967296\n"),
+            "db.maxConnections",
+            "4294967296",
+        ),
+        (db("  maxIdleConns: -2\n"), "db.maxIdleConns", "-2"),
+        (
+            db("  replicaLagBytesThreshold: -5\n"),
+            "db.replicaLagBytesThreshold",
+            "-5",
+        ),
+        (
+            db("  healthCheckInterval: 0\n"),
+            "db.healthCheckInterval",
+            "0",
+        ),
+        (db("  connectTimeout: 0\n"), "db.connectTimeout", "0"),
+        (
+            db("  readReplicas:\n    - { name: r, host: h, weight: 4294967296 }\n"),
+            "db.readReplicas[0].weight",
+            "4294967296",
+        ),
+        (
+            db("  consistency:\n    pollInterval: 0\n"),
+            "db.consistency.pollInterval",
+            "0",
+        ),
+    ] {
+        let message = error(&yaml);
+        assert!(message.contains(key), "{key} in {message:?}");
+        assert!(message.contains(value), "{value} in {message:?}");
+    }
+}
+
+#[test]
+fn a_secret_inside_a_misplaced_mapping_is_not_shown() {
+    let message = error(&db(
+        "  readReplicas: { name: r, host: h, password: hunter2-secret }\n",
+    ));
+    assert!(message.contains("db.readReplicas"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}

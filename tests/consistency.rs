@@ -25,7 +25,7 @@ const DELAY: Duration = Duration::from_millis(300);
 
 async fn create(db: DbWrite) -> Result<String, StatusCode> {
     let id: i64 = sqlx::query_scalar("INSERT INTO items (name) VALUES ('x') RETURNING id")
-        .fetch_one(&*db)
+        .fetch_one(&db)
         .await
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     Ok(id.to_string())
@@ -34,7 +34,7 @@ async fn create(db: DbWrite) -> Result<String, StatusCode> {
 async fn show(db: DbRead, Path(id): Path<i64>) -> Result<String, StatusCode> {
     let row: Option<(i32,)> = sqlx::query_as("SELECT inet_server_port() FROM items WHERE id = $1")
         .bind(id)
-        .fetch_optional(&*db)
+        .fetch_optional(&db)
         .await
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     row.map(|(port,)| port.to_string())

@@ -146,7 +146,7 @@ async fn registry_gives_jobs_the_same_choices() {
     let cluster = cluster().await;
     let registry = Registry::connect(config(&cluster)).await.unwrap();
     let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
-        .fetch_one(&*registry.read())
+        .fetch_one(&registry.read())
         .await
         .unwrap();
     assert!(standby, "read() is a replica");

@@ -33,6 +33,7 @@ pub struct ConsistencyConfig {
     pub(crate) max_pin: Option<Duration>,
     pub(crate) poll_interval: Duration,
     pub(crate) wait_for_replica: Duration,
+    pub(crate) stale_reads_when_read_only: bool,
     pub(crate) cookie_name: String,
     pub(crate) header_name: String,
     pub(crate) cookie_secure: bool,
@@ -60,6 +61,7 @@ impl ConsistencyConfig {
             max_pin: None,
             poll_interval: Duration::from_millis(100),
             wait_for_replica: Duration::ZERO,
+            stale_reads_when_read_only: false,
             cookie_name: "rwsplit_consistency".to_owned(),
             header_name: "x-db-consistency".to_owned(),
             cookie_secure: true,
@@ -121,6 +123,16 @@ impl ConsistencyConfig {
     /// `poll_interval` when the primary is the bottleneck.
     pub fn wait_for_replica(mut self, wait: Duration) -> Self {
         self.wait_for_replica = wait;
+        self
+    }
+
+    /// While the primary is down (the service is read-only), whether a read that must see the
+    /// client's recent write, and finds no replica that has replayed it, is served by a replica
+    /// anyway (possibly without that write; its reason is `read_only`). Default `false`: it
+    /// fails with `503` and `database_read_only`, because a client that just wrote should not
+    /// be shown data without its write.
+    pub fn stale_reads_when_read_only(mut self, allowed: bool) -> Self {
+        self.stale_reads_when_read_only = allowed;
         self
     }
 

@@ -71,6 +71,7 @@ pub struct Config {
     pub(crate) lag_bytes_threshold: Option<u64>,
     pub(crate) health_check_interval: Duration,
     pub(crate) health_check_timeout: Duration,
+    pub(crate) failover_on_pool_exhausted: bool,
     pub(crate) consistency: ConsistencyConfig,
 }
 
@@ -158,6 +159,7 @@ impl Config {
             lag_bytes_threshold: Some(16 * 1024 * 1024),
             health_check_interval: Duration::from_secs(30),
             health_check_timeout: Duration::from_secs(5),
+            failover_on_pool_exhausted: true,
             consistency: ConsistencyConfig::default(),
         }
     }
@@ -295,6 +297,15 @@ impl Config {
     /// How long one check may take before the server counts as failed. Default 5 seconds.
     pub fn health_check_timeout(mut self, timeout: Duration) -> Self {
         self.health_check_timeout = timeout;
+        self
+    }
+
+    /// Whether a read whose replica has no free connection (its pool is at
+    /// `maxConnections`, none idle) goes to the next replica in rotation, or the primary,
+    /// instead of queueing for up to `connectTimeout`. Default `true`: a read served elsewhere
+    /// now beats one served late. Turn it off to keep a busy replica's load off the primary.
+    pub fn failover_on_pool_exhausted(mut self, enabled: bool) -> Self {
+        self.failover_on_pool_exhausted = enabled;
         self
     }
 
@@ -666,6 +677,14 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    pub(crate) fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+
     fn placeholder(line: usize, placeholder: &str, reason: &str) -> ConfigError {
         ConfigError::Placeholder {
             line,

@@ -40,12 +40,38 @@ impl fmt::Display for Value {
             Value::Int(i) => write!(f, "{i}"),
             Value::Float(x) => write!(f, "{x}"),
             Value::Str(s) => write!(f, "{s}"),
-            Value::List(_) => f.write_str("a list"),
-            Value::Map(_) => f.write_str("a mapping"),
+            // In YAML's flow style, as the value would be written on one line.
+            Value::List(items) => {
+                f.write_str("[")?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{item}")?;
+                }
+                f.write_str("]")
+            }
+            Value::Map(map) => {
+                f.write_str("{")?;
+                for (i, (key, value)) in map.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    if SECRET_KEYS.contains(&key.as_str()) {
+                        write!(f, "{key}: [redacted]")?;
+                    } else {
+                        write!(f, "{key}: {value}")?;
+                    }
+                }
+                f.write_str("}")
+            }
             Value::Null => f.write_str("null"),
         }
     }
 }
+
+/// Keys whose values are never shown, even inside a value quoted in an error.
+const SECRET_KEYS: &[&str] = &["password", "signingKey", "previousSigningKey"];
 
 const DB_KEYS: &[&str] = &[
     "host",
@@ -65,6 +91,7 @@ const DB_KEYS: &[&str] = &[
     "replicaLagBytesThreshold",
     "healthCheckInterval",
     "healthCheckTimeout",
+    "failoverOnPoolExhausted",
     "readReplicas",
     "consistency",
 ];
@@ -77,6 +104,7 @@ const CONSISTENCY_KEYS: &[&str] = &[
     "maxPin",
     "pollInterval",
     "waitForReplica",
+    "staleReadsWhenReadOnly",
     "cookieName",
     "headerName",
     "cookieSecure",
@@ -171,6 +199,9 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
     if let Some(timeout) = block.duration("healthCheckTimeout")? {
         config.health_check_timeout = timeout;
     }
+    if let Some(enabled) = block.bool("failoverOnPoolExhausted")? {
+        config.failover_on_pool_exhausted = enabled;
+    }
     match block.get("consistency") {
         None | Some(Value::Null) => {}
         Some(Value::Map(map)) => {
@@ -231,6 +262,9 @@ fn consistency(block: Block) -> Result<ConsistencyConfig, ConfigError> {
     }
     if let Some(wait) = block.duration("waitForReplica")? {
         c.wait_for_replica = wait;
+    }
+    if let Some(stale) = block.bool("staleReadsWhenReadOnly")? {
+        c.stale_reads_when_read_only = stale;
     }
     if let Some(name) = block.string("cookieName")? {
         c.cookie_name = name;

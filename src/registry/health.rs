@@ -78,8 +78,12 @@ pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool, mut stop: watch::Re
 /// to the full checks.
 async fn poll_positions(shared: &Arc<Shared>) {
     let timeout = shared.health_timeout;
+    let all = shared.replicas.load_full();
+    if all.is_empty() {
+        return;
+    }
     let mut replicas = JoinSet::new();
-    for server in &shared.replicas {
+    for server in all.iter() {
         let server = Arc::clone(server);
         replicas.spawn(async move {
             let replayed = run_check(&server, timeout, |conn| {
@@ -125,7 +129,8 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
     let primary = check_primary(&shared.primary, timeout).await;
     let sampled_at = Instant::now();
     let primary_took = sampled_at - start;
-    for (index, server) in shared.replicas.iter().enumerate() {
+    let all = shared.replicas.load_full();
+    for (index, server) in all.iter().enumerate() {
         let server = Arc::clone(server);
         replicas.spawn(async move {
             let start = Instant::now();
@@ -169,28 +174,28 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
             .into_iter()
             .map(|(index, result, took)| match result {
                 Err(error) => {
-                    metrics::health_check(&shared.replicas[index], "unreachable", took);
+                    metrics::health_check(&all[index], "unreachable", took);
                     (index, Some(error), None)
                 }
                 Ok((false, _)) => {
-                    metrics::health_check(&shared.replicas[index], "wrong_role", took);
+                    metrics::health_check(&all[index], "wrong_role", took);
                     (index, Some(NOT_STANDBY.to_owned()), None)
                 }
                 Ok((true, position)) => {
                     if let Some(replayed) = position.replayed {
-                        shared.replicas[index].set_position(replayed);
+                        all[index].set_position(replayed);
                     }
                     let lag = history.lag(primary_position, position, Instant::now());
                     let problem = shared.lag_problem(lag);
                     let result = if problem.is_some() { "lagging" } else { "ok" };
-                    metrics::health_check(&shared.replicas[index], result, took);
+                    metrics::health_check(&all[index], result, took);
                     (index, problem, Some(lag))
                 }
             })
             .collect()
     };
     for (index, problem, lag) in outcomes {
-        let server = &shared.replicas[index];
+        let server = &all[index];
         match server.record(problem.clone(), lag) {
             Some(false) => tracing::warn!(
                 replica = %server.name,
@@ -263,6 +268,12 @@ async fn run_check<T>(
     query: impl for<'c> FnOnce(&'c mut PgConnection) -> CheckFuture<'c, T>,
 ) -> Result<T, String> {
     let mut slot = server.check_conn.lock().await;
+    if server
+        .fresh_check
+        .swap(false, std::sync::atomic::Ordering::AcqRel)
+    {
+        drop(slot.take());
+    }
     let attempt = async {
         if slot.is_none() {
             let options = server.options.clone().disable_statement_logging();

@@ -23,7 +23,7 @@
 //! assert_eq!(read.name(), "replica1");
 //! assert!(write.is_primary());
 //! // Each derefs to a `sqlx::PgPool`:
-//! // let rows = sqlx::query("SELECT 1").fetch_all(&*read).await?;
+//! // let rows = sqlx::query("SELECT 1").fetch_all(&read).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -33,6 +33,7 @@ mod lag;
 mod select;
 mod server;
 
+use std::fmt;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,7 +48,7 @@ use self::lag::{Lag, PrimaryHistory, settled_position};
 use self::select::Schedule;
 use self::server::Kind;
 pub(crate) use self::server::Server;
-use crate::config::{Config, PRIMARY_NAME};
+use crate::config::{Config, ConfigError, PRIMARY_NAME, ReplicaConfig};
 use crate::consistency::{CLOCK_SKEW_MS, ConsistencyToken, Sticky, StickyMode, TokenRejection};
 use crate::error::Error;
 use crate::intent::{Reason, Role, RouteIntent};
@@ -67,8 +68,12 @@ pub struct Registry {
 #[derive(Debug)]
 pub(crate) struct Shared {
     primary: Arc<Server>,
-    replicas: Vec<Arc<Server>>,
+    /// Every configured replica, in rotation or not. Replaced whole when replicas are added or
+    /// removed at runtime.
+    replicas: ArcSwap<Vec<Arc<Server>>>,
     rotation: ArcSwap<Rotation>,
+    /// The validated configuration, for replicas added at runtime.
+    config: Config,
     ticket: AtomicUsize,
     separation: bool,
     lag_threshold: Duration,
@@ -78,17 +83,29 @@ pub(crate) struct Shared {
     history: Mutex<PrimaryHistory>,
     rebuild: Mutex<()>,
     falling_back: AtomicBool,
+    /// Whether a read whose replica's pool is full tries another server before waiting.
+    failover_when_exhausted: bool,
+    /// Whether sticky reads go to a replica that may not have their write while the primary is
+    /// down, instead of failing with 503.
+    stale_when_read_only: bool,
     sticky: Sticky,
     /// When the primary's position (`primary.position()`) was last sampled, in Unix ms.
     primary_sampled_ms: AtomicU64,
     stop: watch::Sender<bool>,
 }
 
-/// The replicas in rotation and their pick order; replaced whole when either changes.
+/// The replicas in rotation, with their weights, and their pick order (indices into
+/// `members`); replaced whole when any of it changes, so a pick never sees half an update.
 #[derive(Debug, Default)]
 struct Rotation {
-    members: Vec<(usize, u32)>,
+    members: Vec<(Arc<Server>, u32)>,
     schedule: Schedule,
+}
+
+impl Rotation {
+    fn contains(&self, server: &Arc<Server>) -> bool {
+        self.members.iter().any(|(s, _)| Arc::ptr_eq(s, server))
+    }
 }
 
 /// A server chosen for some work: derefs to its [`PgPool`], and knows its name and why it was
@@ -96,10 +113,20 @@ struct Rotation {
 ///
 /// Returned by [`Registry::read`] and [`Registry::write`], and held by the
 /// [`DbRead`](crate::DbRead) and [`DbWrite`](crate::DbWrite) extractors.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Target {
     server: Arc<Server>,
     intent: RouteIntent,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("server", &self.server.name)
+            .field("intent", &self.intent)
+            .finish()
+    }
 }
 
 impl Registry {
@@ -179,7 +206,7 @@ impl Registry {
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             primary,
-            replicas,
+            replicas: ArcSwap::from_pointee(replicas),
             rotation: ArcSwap::from_pointee(Rotation::default()),
             ticket: AtomicUsize::new(0),
             separation: config.separation,
@@ -190,9 +217,12 @@ impl Registry {
             history: Mutex::new(PrimaryHistory::default()),
             rebuild: Mutex::new(()),
             falling_back: AtomicBool::new(false),
+            failover_when_exhausted: config.failover_on_pool_exhausted,
+            stale_when_read_only: config.consistency.stale_reads_when_read_only,
             sticky: Sticky::new(&config.consistency, config.lag_threshold),
             primary_sampled_ms: AtomicU64::new(0),
             stop,
+            config,
         });
         shared.refresh_rotation();
         Ok(Registry { shared })
@@ -313,16 +343,23 @@ impl Registry {
         }
         let picked = match intent.min_position() {
             None => shared.pick_replica(),
-            Some(position) => match shared.pick_caught_up(position) {
+            Some(position) => match shared.pick_where(|s| s.position() >= position) {
                 Some(server) => Some(server),
                 None if shared.rotation.load().schedule.is_empty() => None,
+                None if !shared.primary.is_healthy() && shared.stale_when_read_only => {
+                    if let Some(server) = shared.pick_replica() {
+                        let intent = intent.with(Role::Read, Reason::ReadOnly);
+                        return Target::new(shared, server, intent);
+                    }
+                    None
+                }
                 None => {
                     return Target::primary(shared, intent.with(Role::Read, Reason::Sticky));
                 }
             },
         };
         match picked {
-            Some(server) => Target { server, intent },
+            Some(server) => Target::new(shared, server, intent),
             None => Target::primary(shared, intent.with(Role::Read, Reason::Fallback)),
         }
     }
@@ -355,16 +392,109 @@ impl Registry {
     /// The state of every server, as the last checks saw it.
     pub fn status(&self) -> RegistryStatus {
         let shared = &self.shared;
+        let rotation = shared.rotation.load();
         RegistryStatus {
             separation: shared.separation,
             primary: ServerStatus::of(&shared.primary, true),
             replicas: shared
                 .replicas
+                .load()
                 .iter()
-                .enumerate()
-                .map(|(i, s)| ServerStatus::of(s, shared.in_rotation(i)))
+                .map(|s| ServerStatus::of(s, rotation.contains(s)))
                 .collect(),
         }
+    }
+
+    /// Changes a replica's weight at runtime. Weight 0 drains it: no new reads go to it, and
+    /// reads already running finish normally.
+    ///
+    /// Fails with [`Error::Config`] when no replica has that name.
+    pub fn set_weight(&self, replica: &str, weight: u32) -> Result<(), Error> {
+        let server = self.shared.replica(replica)?;
+        let before = server.weight.swap(weight, Ordering::Relaxed);
+        if before != weight {
+            tracing::info!(
+                replica,
+                from = before,
+                to = weight,
+                "replica weight changed"
+            );
+        }
+        self.shared.refresh_rotation();
+        self.shared.publish_metrics();
+        Ok(())
+    }
+
+    /// Adds a replica at runtime. It is checked at once (as every server is in each round)
+    /// and joins the rotation if it passes; until then it takes no reads.
+    ///
+    /// The replica inherits what it does not set from the primary, as in the configuration;
+    /// fails with [`Error::Config`] if it is invalid or its name is taken.
+    pub async fn add_replica(&self, replica: ReplicaConfig) -> Result<(), Error> {
+        let shared = &self.shared;
+        let mut config = shared.config.clone();
+        config.replicas.push(replica);
+        let config = config.validate()?;
+        let added = config.replicas.last().expect("just pushed");
+        let server = Server::new(
+            &added.name,
+            Kind::Replica,
+            config.replica_options(added),
+            &config.replica_pool(added),
+            added.weight,
+        );
+        // Out of rotation until it passes a check.
+        server.eject("not checked yet".to_owned());
+        {
+            let _guard = shared.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+            let current = shared.replicas.load();
+            if current.iter().any(|s| s.name == server.name) {
+                return Err(ConfigError::invalid(
+                    "replica name",
+                    &added.name,
+                    "a replica of that name is already registered",
+                )
+                .into());
+            }
+            let mut next = Vec::clone(&current);
+            next.push(Arc::clone(&server));
+            shared.replicas.store(Arc::new(next));
+        }
+        tracing::info!(replica = %server.name, address = %server.address, "replica added");
+        health::check_all(shared).await;
+        Ok(())
+    }
+
+    /// Removes a replica at runtime. It leaves the rotation at once; reads already holding one
+    /// of its connections finish, and its pool closes in the background once they are
+    /// returned. Reads that picked it but had not yet taken a connection go to another server.
+    ///
+    /// Fails with [`Error::Config`] when no replica has that name.
+    pub fn remove_replica(&self, replica: &str) -> Result<(), Error> {
+        let shared = &self.shared;
+        let server = {
+            let _guard = shared.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+            let current = shared.replicas.load();
+            let Some(server) = current.iter().find(|s| &*s.name == replica).cloned() else {
+                return Err(shared.unknown_replica(replica));
+            };
+            let next: Vec<Arc<Server>> = current
+                .iter()
+                .filter(|s| !Arc::ptr_eq(s, &server))
+                .cloned()
+                .collect();
+            shared.replicas.store(Arc::new(next));
+            server
+        };
+        shared.refresh_rotation();
+        shared.publish_metrics();
+        crate::metrics::forget(&server);
+        tracing::info!(replica, address = %server.address, "replica removed");
+        tokio::spawn(async move {
+            server.pool.close().await;
+            health::close(&server).await;
+        });
+        Ok(())
     }
 
     /// Stops the health loop and closes every pool, waiting for checked-out connections to be
@@ -373,15 +503,20 @@ impl Registry {
     pub async fn shutdown(&self) {
         let _ = self.shared.stop.send(true);
         for server in self.shared.servers() {
-            health::close(server).await;
+            health::close(&server).await;
             server.pool.close().await;
         }
     }
 }
 
 impl Shared {
-    pub(super) fn servers(&self) -> impl Iterator<Item = &Arc<Server>> {
-        std::iter::once(&self.primary).chain(self.replicas.iter())
+    /// The primary and every replica, for the health loop and shutdown.
+    pub(super) fn servers(&self) -> Vec<Arc<Server>> {
+        let replicas = self.replicas.load();
+        let mut servers = Vec::with_capacity(replicas.len() + 1);
+        servers.push(Arc::clone(&self.primary));
+        servers.extend(replicas.iter().cloned());
+        servers
     }
 
     #[inline]
@@ -389,25 +524,25 @@ impl Shared {
         let rotation = self.rotation.load();
         let ticket = self.ticket.fetch_add(1, Ordering::Relaxed);
         let index = rotation.schedule.pick(ticket)?;
-        Some(Arc::clone(&self.replicas[index]))
+        Some(Arc::clone(&rotation.members[index].0))
     }
 
-    /// A replica in rotation that has replayed `position`, trying them in schedule order from
-    /// the next pick on, so that caught-up replicas still share the load by weight.
-    fn pick_caught_up(&self, position: u64) -> Option<Arc<Server>> {
+    /// The first replica in rotation, in schedule order from the next pick on, that `accept`s:
+    /// so that the replicas a read may use still share the load by weight.
+    fn pick_where(&self, accept: impl Fn(&Arc<Server>) -> bool) -> Option<Arc<Server>> {
         let rotation = self.rotation.load();
         let ticket = self.ticket.fetch_add(1, Ordering::Relaxed);
         rotation
             .schedule
             .candidates(ticket)
-            .map(|index| &self.replicas[index])
-            .find(|server| server.position() >= position)
+            .map(|index| &rotation.members[index].0)
+            .find(|server| accept(server))
             .cloned()
     }
 
     /// Whether reads compare tokens with replay positions, which then need polling.
     fn polls_positions(&self) -> bool {
-        self.separation && !self.replicas.is_empty() && self.sticky.mode == StickyMode::Lsn
+        self.separation && self.sticky.mode == StickyMode::Lsn
     }
 
     /// Records a sample of the primary's position taken at `at_ms` (Unix ms).
@@ -422,19 +557,10 @@ impl Shared {
     fn publish_metrics(&self) {
         let rotation = self.rotation.load();
         crate::metrics::server_state(&self.primary, true);
-        for (index, server) in self.replicas.iter().enumerate() {
-            let in_rotation = rotation.members.iter().any(|&(i, _)| i == index);
-            crate::metrics::server_state(server, in_rotation);
+        for server in self.replicas.load().iter() {
+            crate::metrics::server_state(server, rotation.contains(server));
         }
         crate::metrics::replicas_in_rotation(rotation.members.len());
-    }
-
-    fn in_rotation(&self, index: usize) -> bool {
-        self.rotation
-            .load()
-            .members
-            .iter()
-            .any(|&(i, _)| i == index)
     }
 
     fn lag_problem(&self, lag: Lag) -> Option<String> {
@@ -461,19 +587,26 @@ impl Shared {
     /// Rebuilds the rotation from the replicas' current health and weights, if it changed.
     fn refresh_rotation(&self) {
         let _guard = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
-        let members: Vec<(usize, u32)> = self
+        let members: Vec<(Arc<Server>, u32)> = self
             .replicas
+            .load()
             .iter()
-            .enumerate()
-            .filter(|(_, s)| s.is_healthy())
-            .map(|(i, s)| (i, s.weight()))
+            .filter(|s| s.is_healthy())
+            .map(|s| (Arc::clone(s), s.weight()))
             .filter(|&(_, w)| w > 0)
             .collect();
-        if members == self.rotation.load().members {
+        let current = self.rotation.load();
+        let same = members.len() == current.members.len()
+            && members
+                .iter()
+                .zip(current.members.iter())
+                .all(|((a, wa), (b, wb))| Arc::ptr_eq(a, b) && wa == wb);
+        if same {
             self.log_fallback(members.is_empty());
             return;
         }
-        let schedule = Schedule::new(&members);
+        let weights: Vec<(usize, u32)> = members.iter().map(|(_, w)| *w).enumerate().collect();
+        let schedule = Schedule::new(&weights);
         let empty = schedule.is_empty();
         self.rotation
             .store(Arc::new(Rotation { members, schedule }));
@@ -482,13 +615,14 @@ impl Shared {
 
     /// Logs the moment reads start or stop falling back to the primary, once each way.
     fn log_fallback(&self, empty: bool) {
-        if !self.separation || self.replicas.is_empty() {
+        let replicas = self.replicas.load().len();
+        if !self.separation || replicas == 0 {
             return;
         }
         let was = self.falling_back.swap(empty, Ordering::AcqRel);
         if empty && !was {
             tracing::warn!(
-                replicas = self.replicas.len(),
+                replicas,
                 "no healthy read replicas available, falling back to primary"
             );
         } else if !empty && was {
@@ -498,14 +632,97 @@ impl Shared {
             );
         }
     }
+
+    fn replica(&self, name: &str) -> Result<Arc<Server>, Error> {
+        self.replicas
+            .load()
+            .iter()
+            .find(|s| &*s.name == name)
+            .cloned()
+            .ok_or_else(|| self.unknown_replica(name))
+    }
+
+    fn unknown_replica(&self, name: &str) -> Error {
+        let known: Vec<String> = self
+            .replicas
+            .load()
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect();
+        ConfigError::invalid(
+            "replica name",
+            name,
+            &format!("no replica of that name (replicas: {})", known.join(", ")),
+        )
+        .into()
+    }
+
+    /// The next server for a read whose earlier choices (`tried`) failed: a replica in rotation
+    /// (caught up, if the read needs a position), else the primary while it is up.
+    fn next_read(&self, intent: RouteIntent, tried: &[Arc<Server>]) -> Option<Arc<Server>> {
+        let fresh = |s: &Arc<Server>| !tried.iter().any(|t| Arc::ptr_eq(t, s));
+        let primary_up = self.primary.is_healthy();
+        let replica = match intent.min_position() {
+            None => self.pick_where(fresh),
+            Some(position) => self
+                .pick_where(|s| fresh(s) && s.position() >= position)
+                .or_else(|| {
+                    (!primary_up && self.stale_when_read_only)
+                        .then(|| self.pick_where(fresh))
+                        .flatten()
+                }),
+        };
+        replica.or_else(|| (primary_up && fresh(&self.primary)).then(|| Arc::clone(&self.primary)))
+    }
+
+    /// Takes `server` out of rotation at once because using it failed, without waiting for
+    /// the next check; the health loop puts it back once it passes a check. Returns whether it
+    /// was in service until now.
+    pub(crate) fn eject(
+        &self,
+        server: &Arc<Server>,
+        cause: &'static str,
+        error: &dyn fmt::Display,
+    ) -> bool {
+        let problem = format!("{cause}: {error}");
+        let was_healthy = server.eject(problem);
+        crate::metrics::ejected(server, cause);
+        if was_healthy {
+            if server.is_primary() {
+                tracing::error!(
+                    server = %server.name,
+                    address = %server.address,
+                    cause,
+                    %error,
+                    "primary unreachable: writes fail fast with 503 until it passes a check"
+                );
+            } else {
+                tracing::warn!(
+                    replica = %server.name,
+                    address = %server.address,
+                    cause,
+                    %error,
+                    "replica removed from rotation after a failed connection; reads go elsewhere"
+                );
+            }
+            self.refresh_rotation();
+            self.publish_metrics();
+        }
+        was_healthy
+    }
 }
 
 impl Target {
-    fn primary(shared: &Shared, intent: RouteIntent) -> Target {
+    fn new(shared: &Arc<Shared>, server: Arc<Server>, intent: RouteIntent) -> Target {
         Target {
-            server: Arc::clone(&shared.primary),
+            server,
             intent,
+            shared: Arc::clone(shared),
         }
+    }
+
+    fn primary(shared: &Arc<Shared>, intent: RouteIntent) -> Target {
+        Target::new(shared, Arc::clone(&shared.primary), intent)
     }
 
     /// The server's name: `primary`, or the replica's configured name.
@@ -518,7 +735,8 @@ impl Target {
         self.server.kind == Kind::Primary
     }
 
-    /// The server's pool.
+    /// The server's pool. Queries run on it directly take their connection inside sqlx, so
+    /// they get no failover; run them on the target itself (`&target`, `&db`) instead.
     pub fn pool(&self) -> &PgPool {
         &self.server.pool
     }
@@ -534,31 +752,203 @@ impl Target {
         &self.server
     }
 
-    /// Takes a connection from this server's pool, timing the wait
+    /// Whether this target cannot work now: the primary, known to be down (or not a primary).
+    pub(crate) fn primary_down(&self) -> bool {
+        self.is_primary() && !self.server.is_healthy()
+    }
+
+    /// Takes a connection for this target's work, timing the wait
     /// (`rwsplit_pool_acquire_duration_seconds`) and counting timeouts
-    /// (`rwsplit_pool_acquire_timeouts_total`). Queries run on the pool directly (`&*db`) take
-    /// their connections inside sqlx, where rwsplit cannot time them.
+    /// (`rwsplit_pool_acquire_timeouts_total`).
+    ///
+    /// For a read on a replica this fails over: when the replica cannot give a connection
+    /// (refused, timed out, authentication or TLS failure, shutting down) it leaves rotation at
+    /// once and the next replica in rotation, or the primary, is tried; when its pool is
+    /// exhausted, the next server is tried first. A connection to the primary that fails marks
+    /// the primary down, so requests that need it get a fast 503 until it passes a check.
     pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, Error> {
-        let start = std::time::Instant::now();
-        let result = self.server.pool.acquire().await;
-        self.record_acquire(start, result.as_ref().err());
-        result.map_err(|e| Error::database(&self.server, e))
+        match self.checkout().await {
+            Ok((conn, _)) => Ok(conn),
+            Err((server, error)) => Err(Error::database(&server, error)),
+        }
     }
 
     /// Begins a transaction on this server (the primary, for a write target), timed as
     /// [`acquire`](Self::acquire).
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, Error> {
+        let server = &self.server;
         let start = std::time::Instant::now();
-        let result = self.server.pool.begin().await;
-        self.record_acquire(start, result.as_ref().err());
-        result.map_err(|e| Error::database(&self.server, e))
+        match server.pool.begin().await {
+            Ok(tx) => {
+                crate::metrics::acquired(server, start.elapsed());
+                Ok(tx)
+            }
+            Err(error) => {
+                if matches!(error, sqlx::Error::PoolTimedOut) {
+                    crate::metrics::acquire_timeout(server);
+                }
+                if let Some(cause) = failure_cause(server, &error)
+                    && cause != "exhausted"
+                    && cause != "closed"
+                {
+                    self.shared.eject(server, cause, &error);
+                }
+                Err(Error::database(server, error))
+            }
+        }
     }
 
-    fn record_acquire(&self, start: std::time::Instant, error: Option<&sqlx::Error>) {
-        match error {
-            Some(sqlx::Error::PoolTimedOut) => crate::metrics::acquire_timeout(&self.server),
-            _ => crate::metrics::acquired(&self.server, start.elapsed()),
+    /// A connection for this target, failing over as [`acquire`](Self::acquire) describes.
+    /// Returns the connection with its server; the error names the server that failed last.
+    pub(crate) async fn checkout(&self) -> Result<Checkout, (Arc<Server>, sqlx::Error)> {
+        self.checkout_from(Arc::clone(&self.server), &mut Vec::new())
+            .await
+    }
+
+    /// Whether a read that lost its connection before it returned anything may run again on
+    /// another server: reads only (a write may have committed), and only where there is
+    /// another server to go to.
+    pub(crate) fn retries(&self) -> bool {
+        self.intent.role() == Role::Read && !self.server.is_primary()
+    }
+
+    /// The next server for this read after the servers in `tried` failed it.
+    pub(crate) fn next_after(&self, tried: &[Arc<Server>]) -> Option<Arc<Server>> {
+        self.shared.next_read(self.intent, tried)
+    }
+
+    /// As [`checkout`](Self::checkout), starting at `server`; servers that fail are added to
+    /// `tried`.
+    pub(crate) async fn checkout_from(
+        &self,
+        mut server: Arc<Server>,
+        tried: &mut Vec<Arc<Server>>,
+    ) -> Result<Checkout, (Arc<Server>, sqlx::Error)> {
+        let shared = &self.shared;
+        loop {
+            if shared.failover_when_exhausted && !server.is_primary() && server.exhausted() {
+                tried.push(Arc::clone(&server));
+                if let Some(next) = shared.next_read(self.intent, tried) {
+                    crate::metrics::failover(&server, "exhausted");
+                    server = next;
+                    continue;
+                }
+                tried.pop();
+            }
+            let start = std::time::Instant::now();
+            let acquired = if server.is_primary() {
+                Some(server.pool.acquire().await)
+            } else {
+                // A replica that leaves service meanwhile (another read lost its connection,
+                // or a check failed) releases the reads waiting on its pool: sqlx keeps trying
+                // a refused server until the acquire timeout, as it may be starting up.
+                let left = server.left.notified();
+                tokio::pin!(left);
+                left.as_mut().enable();
+                if server.is_healthy() {
+                    tokio::select! {
+                        biased;
+                        result = server.pool.acquire() => Some(result),
+                        () = left => None,
+                    }
+                } else {
+                    None
+                }
+            };
+            let error = match acquired {
+                Some(Ok(conn)) => {
+                    crate::metrics::acquired(&server, start.elapsed());
+                    return Ok((conn, server));
+                }
+                Some(Err(error)) => error,
+                None => {
+                    tried.push(Arc::clone(&server));
+                    match shared.next_read(self.intent, tried) {
+                        Some(next) => {
+                            crate::metrics::failover(&server, "left");
+                            server = next;
+                            continue;
+                        }
+                        None => return Err((server, sqlx::Error::PoolTimedOut)),
+                    }
+                }
+            };
+            if matches!(error, sqlx::Error::PoolTimedOut) {
+                crate::metrics::acquire_timeout(&server);
+            }
+            let Some(cause) = failure_cause(&server, &error) else {
+                return Err((server, error));
+            };
+            if cause != "exhausted" && cause != "closed" {
+                shared.eject(&server, cause, &error);
+            }
+            if server.is_primary() || self.intent.role() == Role::Write {
+                return Err((server, error));
+            }
+            tried.push(Arc::clone(&server));
+            match shared.next_read(self.intent, tried) {
+                Some(next) => {
+                    crate::metrics::failover(&server, cause);
+                    tracing::debug!(from = %server.name, to = %next.name, cause, "read failed over");
+                    server = next;
+                }
+                None => return Err((server, error)),
+            }
         }
+    }
+
+    /// Passes on an error from work on `server`'s connection, taking the server out of service
+    /// when the error says the connection or the server went away. Returns the error and
+    /// whether it was such a loss.
+    pub(crate) fn lost(&self, server: &Arc<Server>, error: sqlx::Error) -> sqlx::Error {
+        self.lost_how(server, error).0
+    }
+
+    pub(crate) fn lost_how(&self, server: &Arc<Server>, error: sqlx::Error) -> (sqlx::Error, bool) {
+        match lost_cause(&error) {
+            Some(cause) => {
+                self.shared.eject(server, cause, &error);
+                (error, true)
+            }
+            None => (error, false),
+        }
+    }
+}
+/// A connection and the server it belongs to.
+pub(crate) type Checkout = (PoolConnection<Postgres>, Arc<Server>);
+
+/// Why acquiring a connection from `server` failed, when it is a reason to try another server:
+/// `exhausted` (its pool is full; the server itself is fine), `closed` (removed at runtime), or
+/// a reason to take it out of service.
+fn failure_cause(server: &Server, error: &sqlx::Error) -> Option<&'static str> {
+    match error {
+        sqlx::Error::PoolTimedOut if server.pool.size() >= server.max_connections => {
+            Some("exhausted")
+        }
+        sqlx::Error::PoolTimedOut => Some("timeout"),
+        sqlx::Error::PoolClosed => Some("closed"),
+        sqlx::Error::Tls(_) => Some("tls"),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("28000" | "28P01") => Some("authentication"),
+            _ => lost_cause(error),
+        },
+        _ => lost_cause(error),
+    }
+}
+
+/// Whether an error says the connection or its server went away (as opposed to an error in
+/// the query), and how.
+fn lost_cause(error: &sqlx::Error) -> Option<&'static str> {
+    match error {
+        sqlx::Error::Io(_) => Some("unreachable"),
+        sqlx::Error::Protocol(_) => Some("protocol"),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // admin_shutdown, crash_shutdown, cannot_connect_now (starting or stopping),
+            // too_many_connections.
+            Some("57P01" | "57P02" | "57P03" | "53300") => Some("shutting_down"),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -34,6 +34,12 @@ pub(crate) struct Server {
     max_idle: Option<u32>,
     pub(crate) weight: AtomicU32,
     pub(crate) healthy: AtomicBool,
+    /// Set when the server was taken out of service after a failed connection: its next check
+    /// must open a new connection, so that it returns only when it accepts new connections
+    /// again (the checker's old connection may still work on a server that accepts no more).
+    pub(crate) fresh_check: AtomicBool,
+    /// Woken when the server leaves service, so reads waiting on its pool move on at once.
+    pub(crate) left: tokio::sync::Notify,
     /// Replication lag in microseconds (`u64::MAX`: unknown).
     lag_micros: AtomicU64,
     /// Replication lag in bytes (`u64::MAX`: unknown).
@@ -76,6 +82,8 @@ impl Server {
             // Until checked, a server counts as healthy: `Registry::connect` checks before it
             // returns, and a failed first check is logged as the server leaving.
             healthy: AtomicBool::new(true),
+            fresh_check: AtomicBool::new(false),
+            left: tokio::sync::Notify::new(),
             lag_micros: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
             lag_bytes: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
             position: AtomicU64::new(0),
@@ -133,7 +141,26 @@ impl Server {
             self.last_ok_ms.store(now, Ordering::Relaxed);
         }
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = problem;
-        (self.healthy.swap(healthy, Ordering::AcqRel) != healthy).then_some(healthy)
+        let changed = self.healthy.swap(healthy, Ordering::AcqRel) != healthy;
+        if changed && !healthy {
+            self.left.notify_waiters();
+        }
+        changed.then_some(healthy)
+    }
+
+    /// Takes the server out of service because using it failed (passive ejection), until a
+    /// check passes. Returns whether it was in service.
+    pub(crate) fn eject(&self, problem: String) -> bool {
+        self.fresh_check.store(true, Ordering::Release);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(problem);
+        let was = self.healthy.swap(false, Ordering::AcqRel);
+        self.left.notify_waiters();
+        was
+    }
+
+    /// Whether the pool has no connection to give without waiting: all open, none idle.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.pool.size() >= self.max_connections && self.pool.num_idle() == 0
     }
 
     pub(crate) fn position(&self) -> u64 {

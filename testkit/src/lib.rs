@@ -465,6 +465,32 @@ impl Node {
         run(stop, "pg_ctl stop").await
     }
 
+    /// Freezes the server's postmaster with `SIGSTOP`: it still accepts TCP connections (the
+    /// kernel queues them) but answers none, like a hung host. Sessions already open keep
+    /// working. Undo with [`thaw`](Self::thaw).
+    pub async fn freeze(&self) -> io::Result<()> {
+        self.signal("STOP").await
+    }
+
+    /// Resumes a server frozen by [`freeze`](Self::freeze) (`SIGCONT`).
+    pub async fn thaw(&self) -> io::Result<()> {
+        self.signal("CONT").await
+    }
+
+    async fn signal(&self, signal: &str) -> io::Result<()> {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))?;
+        let pid = pid_file
+            .lines()
+            .next()
+            .map(str::trim)
+            .filter(|p| p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty())
+            .ok_or_else(|| io::Error::other("postmaster.pid has no pid"))?
+            .to_owned();
+        let mut kill = Command::new("kill");
+        kill.arg(format!("-{signal}")).arg(pid);
+        run(kill, "kill").await
+    }
+
     /// Starts the server again on the same port, waiting until it accepts connections.
     pub async fn start(&self) -> io::Result<()> {
         let mut start = self.command("pg_ctl");
@@ -506,6 +532,15 @@ impl Node {
     fn stop_blocking(&self) {
         if self.port == 0 {
             return;
+        }
+        // A frozen postmaster would not act on the stop signal.
+        if let Ok(pid) = fs::read_to_string(self.data.join("postmaster.pid"))
+            && let Some(pid) = pid.lines().next()
+        {
+            let _ = Command::new("kill")
+                .args(["-CONT", pid.trim()])
+                .stderr(Stdio::null())
+                .status();
         }
         let mut stop = self.command("pg_ctl");
         stop.arg("stop")

@@ -10,12 +10,14 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::{get, post};
 use http::{Request, Response, StatusCode};
-use rwsplit::{Config, DbRead, DbWrite, Registry, RouteOverride, RwSplitLayer};
+use rwsplit::{Config, DbError, DbRead, DbWrite, Registry, RouteOverride, RwSplitLayer};
 use rwsplit_testkit::{Cluster, Node};
 use tower::ServiceExt;
 
 pub const INTERVAL: Duration = Duration::from_millis(200);
 pub const LAG_THRESHOLD: Duration = Duration::from_secs(1);
+
+pub mod load;
 
 /// A primary with two replicas and an `items` table, replicated.
 pub async fn cluster() -> Cluster {
@@ -56,39 +58,34 @@ pub fn node_name(cluster: &Cluster, port: i32) -> String {
         .unwrap_or_else(|| format!("unknown port {port}"))
 }
 
-/// Asks the server behind `pool` which port it listens on and whether it is a standby:
+/// Asks the server behind `db` which port it listens on and whether it is a standby:
 /// the server's own answer, not the library's bookkeeping.
-async fn whoami(pool: &sqlx::PgPool) -> Result<String, (StatusCode, String)> {
+async fn whoami<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Postgres>,
+) -> Result<String, DbError> {
     let (port, standby): (i32, bool) =
         sqlx::query_as("SELECT inet_server_port(), pg_is_in_recovery()")
-            .fetch_one(pool)
-            .await
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            .fetch_one(db)
+            .await?;
     Ok(format!("{port} {standby}"))
 }
 
-async fn read(db: DbRead) -> Result<String, (StatusCode, String)> {
+async fn read(db: DbRead) -> Result<String, DbError> {
     whoami(&db).await
 }
 
-async fn write(db: DbWrite) -> Result<String, (StatusCode, String)> {
-    let mut tx = db
-        .begin()
-        .await
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+async fn write(db: DbWrite) -> Result<String, DbError> {
+    let mut tx = db.begin().await?;
     sqlx::query("INSERT INTO items (name) VALUES ('x') /* from a transaction */")
         .execute(&mut *tx)
-        .await
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    tx.commit()
-        .await
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .await?;
+    tx.commit().await?;
     whoami(&db).await
 }
 
 async fn probe(db: DbRead) -> Result<String, (StatusCode, String)> {
     sqlx::query("SELECT 1 /* rwsplit weight probe */")
-        .execute(&*db)
+        .execute(&db)
         .await
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(String::new())

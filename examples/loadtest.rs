@@ -1,0 +1,352 @@
+//! An end-to-end load run: a local primary with two streaming replicas (weights 2 and 1), the
+//! same `GET /items/{id}` handler through rwsplit and written against one plain sqlx pool
+//! pointed at a replica (the "no router" baseline), driven in turns by a closed-loop load
+//! inside this process. Then a 90/10 read/write mix with read-your-writes on.
+//!
+//! `cargo run --release --example loadtest [-- --seconds N --clients N]`
+//!
+//! It prints throughput and latency for both, their ratio, the share of reads each server
+//! executed (from the servers' own `pg_stat_statements`) against the weights, and for the mix
+//! the cost of a write's token and the share of reads that stickiness sent to the primary.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use http::{Request, StatusCode};
+use rwsplit::{Config, ConsistencyConfig, DbError, DbRead, DbWrite, Registry, RwSplitLayer};
+use rwsplit_testkit::{Cluster, Node};
+use sqlx::PgPool;
+use tower::ServiceExt;
+
+const ROWS: i64 = 10_000;
+const TOKEN_HEADER: &str = "x-db-consistency";
+
+async fn show(db: DbRead, Path(id): Path<i64>) -> Result<String, DbError> {
+    let name: String =
+        sqlx::query_scalar("SELECT name FROM items WHERE id = $1 /* rwsplit read */")
+            .bind(id)
+            .fetch_one(&db)
+            .await?;
+    Ok(name)
+}
+
+async fn show_plain(State(pool): State<PgPool>, Path(id): Path<i64>) -> Result<String, DbError> {
+    let name: String =
+        sqlx::query_scalar("SELECT name FROM items WHERE id = $1 /* baseline read */")
+            .bind(id)
+            .fetch_one(&pool)
+            .await?;
+    Ok(name)
+}
+
+async fn create(db: DbWrite) -> Result<String, DbError> {
+    let id: i64 =
+        sqlx::query_scalar("INSERT INTO items (name) VALUES ('new') RETURNING id /* mix write */")
+            .fetch_one(&db)
+            .await?;
+    Ok(id.to_string())
+}
+
+async fn show_mix(db: DbRead, Path(id): Path<i64>) -> Result<String, DbError> {
+    let name: Option<String> =
+        sqlx::query_scalar("SELECT name FROM items WHERE id = $1 /* mix read */")
+            .bind(id)
+            .fetch_optional(&db)
+            .await?;
+    Ok(name.unwrap_or_default())
+}
+
+fn rwsplit_app(registry: &Registry) -> Router {
+    Router::new()
+        .route("/items/{id}", get(show))
+        .layer(RwSplitLayer::new(registry.clone()))
+        .with_state(registry.clone())
+}
+
+fn mix_app(registry: &Registry) -> Router {
+    Router::new()
+        .route("/items/{id}", get(show_mix))
+        .route("/items", post(create))
+        .layer(RwSplitLayer::new(registry.clone()))
+        .with_state(registry.clone())
+}
+
+/// What one load run measured.
+#[derive(Default)]
+struct Run {
+    requests: u64,
+    elapsed: Duration,
+    reads: Vec<Duration>,
+    writes: Vec<Duration>,
+    failed: u64,
+}
+
+impl Run {
+    fn throughput(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn merge(&mut self, other: Run) {
+        self.requests += other.requests;
+        self.elapsed += other.elapsed;
+        self.reads.extend(other.reads);
+        self.writes.extend(other.writes);
+        self.failed += other.failed;
+    }
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort_unstable();
+    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[index]
+}
+
+/// `clients` clients in a closed loop for `length`; with `writes_every`, every n-th request
+/// of a client is a write, and the client sends back the token of its last write.
+async fn drive(app: &Router, clients: usize, length: Duration, writes_every: Option<u64>) -> Run {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let app = app.clone();
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut run = Run::default();
+                let mut token: Option<String> = None;
+                let mut n = c as u64 * 7919;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let write = writes_every.is_some_and(|every| n.is_multiple_of(every));
+                    let mut request = if write {
+                        Request::post("/items")
+                    } else {
+                        Request::get(format!("/items/{}", n % ROWS + 1))
+                    };
+                    if let Some(token) = &token {
+                        request = request.header(TOKEN_HEADER, token);
+                    }
+                    let request = request.body(Body::empty()).unwrap();
+                    let start = Instant::now();
+                    let response = app.clone().oneshot(request).await.unwrap();
+                    let status = response.status();
+                    if write && let Some(issued) = response.headers().get(TOKEN_HEADER) {
+                        token = Some(issued.to_str().unwrap().to_owned());
+                    }
+                    let _ = axum::body::to_bytes(response.into_body(), 1 << 16).await;
+                    let took = start.elapsed();
+                    run.requests += 1;
+                    if status != StatusCode::OK {
+                        run.failed += 1;
+                    }
+                    if write {
+                        run.writes.push(took);
+                    } else {
+                        run.reads.push(took);
+                    }
+                }
+                run
+            })
+        })
+        .collect();
+    tokio::time::sleep(length).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Run::default();
+    for task in tasks {
+        total.merge(task.await.unwrap());
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+async fn reset_statements(cluster: &Cluster) -> Result<(), Box<dyn std::error::Error>> {
+    for node in std::iter::once(cluster.primary()).chain(cluster.replicas()) {
+        node.execute("SELECT pg_stat_statements_reset()").await?;
+    }
+    Ok(())
+}
+
+async fn executed(node: &Node, needle: &str) -> Result<i64, Box<dyn std::error::Error>> {
+    let mut conn = node.connect().await?;
+    let calls: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements \
+         WHERE query LIKE '%' || $1 || '%'",
+    )
+    .bind(needle)
+    .fetch_one(&mut conn)
+    .await?;
+    Ok(calls)
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let seconds = arg("--seconds", 4);
+    let clients = arg("--clients", 16) as usize;
+    let turn = Duration::from_secs(seconds) / 2;
+
+    println!("starting a primary with two streaming replicas on 127.0.0.1 ...");
+    let cluster = Cluster::start(2).await?;
+    cluster
+        .primary()
+        .execute("CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL)")
+        .await?;
+    cluster
+        .primary()
+        .execute(&format!(
+            "INSERT INTO items (name) SELECT 'item ' || g FROM generate_series(1, {ROWS}) g"
+        ))
+        .await?;
+    cluster.wait_caught_up(Duration::from_secs(30)).await?;
+
+    let weights = [2u32, 1];
+    let yaml = cluster.config_yaml_weighted(&weights);
+    let max_connections = 16;
+    let config = Config::from_yaml(&yaml)?
+        .max_connections(max_connections)
+        .consistency(ConsistencyConfig::off());
+    let registry = Registry::connect(config).await?;
+    let baseline_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(cluster.replica(0).connect_options())
+        .await?;
+    let routed = rwsplit_app(&registry);
+    let baseline = Router::new()
+        .route("/items/{id}", get(show_plain))
+        .with_state(baseline_pool.clone());
+
+    // Warm up both (connections, caches), then take turns so that drift hits both alike.
+    drive(&routed, clients, Duration::from_millis(500), None).await;
+    drive(&baseline, clients, Duration::from_millis(500), None).await;
+    reset_statements(&cluster).await?;
+    let (mut with, mut without) = (Run::default(), Run::default());
+    for _ in 0..2 {
+        with.merge(drive(&routed, clients, turn / 2, None).await);
+        without.merge(drive(&baseline, clients, turn / 2, None).await);
+    }
+    let mut shares = Vec::new();
+    let mut total = 0i64;
+    for node in std::iter::once(cluster.primary()).chain(cluster.replicas()) {
+        let n = executed(node, "rwsplit read").await?;
+        total += n;
+        shares.push((node.name().to_owned(), n));
+    }
+
+    println!();
+    println!(
+        "# GET /items/{{id}}, {clients} clients, closed loop, {seconds} s in turns, release build"
+    );
+    println!();
+    println!("| | requests/s | p50 | p99 | failed |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, run) in [
+        ("rwsplit", &mut with),
+        ("plain pool at replica1", &mut without),
+    ] {
+        let throughput = run.throughput();
+        let (p50, p99) = (
+            percentile(&mut run.reads, 0.5),
+            percentile(&mut run.reads, 0.99),
+        );
+        println!(
+            "| {name} | {throughput:.0} | {} | {} | {} |",
+            micros(p50),
+            micros(p99),
+            run.failed
+        );
+    }
+    let ratio = with.throughput() / without.throughput();
+    println!();
+    println!("throughput ratio rwsplit / plain pool: {ratio:.3} (target >= 0.95)");
+    println!();
+    println!("| server | reads executed | share | configured |");
+    println!("|---|---:|---:|---:|");
+    let weight_sum: u32 = weights.iter().sum();
+    for (i, (name, n)) in shares.iter().enumerate() {
+        let expected = match i {
+            0 => 0.0,
+            i => f64::from(weights[i - 1]) / f64::from(weight_sum),
+        };
+        println!(
+            "| {name} | {n} | {:.2}% | {:.2}% |",
+            *n as f64 / total.max(1) as f64 * 100.0,
+            expected * 100.0
+        );
+    }
+
+    // The 90/10 mix, with tokens (lsn) and without (off), in turns.
+    let key = "a signing key of at least thirty-two bytes";
+    let lsn = Registry::connect(
+        Config::from_yaml(&yaml)?
+            .max_connections(max_connections)
+            .consistency(ConsistencyConfig::lsn().signing_key(key)),
+    )
+    .await?;
+    let (sticky, plain) = (mix_app(&lsn), mix_app(&registry));
+    drive(&sticky, clients, Duration::from_millis(500), Some(10)).await;
+    reset_statements(&cluster).await?;
+    let (mut on, mut off) = (Run::default(), Run::default());
+    for _ in 0..2 {
+        on.merge(drive(&sticky, clients, turn / 2, Some(10)).await);
+        let before = executed(cluster.primary(), "mix read").await?;
+        off.merge(drive(&plain, clients, turn / 2, Some(10)).await);
+        let after = executed(cluster.primary(), "mix read").await?;
+        assert_eq!(after, before, "reads without tokens went to the primary");
+    }
+    let on_primary = executed(cluster.primary(), "mix read").await?;
+    let sticky_reads = on.reads.len() as i64;
+    let plain_reads = off.reads.len() as i64;
+    println!();
+    println!("# 90/10 read/write mix, {clients} clients, read-your-writes lsn vs off");
+    println!();
+    println!("| | requests/s | read p50 | write p50 | write p99 | failed |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, run) in [("lsn tokens", &mut on), ("consistency off", &mut off)] {
+        let throughput = run.throughput();
+        println!(
+            "| {name} | {throughput:.0} | {} | {} | {} | {} |",
+            micros(percentile(&mut run.reads, 0.5)),
+            micros(percentile(&mut run.writes, 0.5)),
+            micros(percentile(&mut run.writes, 0.99)),
+            run.failed
+        );
+    }
+    let extra = percentile(&mut on.writes, 0.5).as_secs_f64()
+        - percentile(&mut off.writes, 0.5).as_secs_f64();
+    println!();
+    println!(
+        "write with token issue: {:+.0} µs at the median ({:.2}x)",
+        extra * 1e6,
+        percentile(&mut on.writes, 0.5).as_secs_f64()
+            / percentile(&mut off.writes, 0.5).as_secs_f64()
+    );
+    println!(
+        "reads sent to the primary by stickiness: {on_primary} of {sticky_reads} token-carrying \
+         run reads ({:.1}%); reads without tokens on the primary: 0 of {plain_reads}",
+        on_primary as f64 / sticky_reads.max(1) as f64 * 100.0
+    );
+
+    lsn.shutdown().await;
+    registry.shutdown().await;
+    baseline_pool.close().await;
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! [`DbError`]: a sqlx error sorted into what a handler (and its client) can do about it, with
+//! an axum response.
+//!
+//! Return `Result<_, DbError>` from a handler and use `?` on sqlx calls: a lost or refused
+//! connection becomes `503 database_unavailable`, a write on a server that is read-only (the
+//! primary was demoted, or is in recovery) `503 database_read_only`, a hot-standby conflict or
+//! a serialization failure `503 database_conflict`, `RowNotFound` a `404`, anything else a
+//! `500` whose body says no more than `database_error` (the details go to the log, not to the
+//! client). Each 503 carries `Retry-After: 1`.
+//!
+//! | kind | typical cause | retry? |
+//! |---|---|---|
+//! | [`Unavailable`](DbErrorKind::Unavailable) | server down, connection dropped mid-query, pool timed out | reads: yes, at once (the failed server is out of rotation already); writes: only if the write is idempotent, since a commit in flight may or may not have happened |
+//! | [`ReadOnly`](DbErrorKind::ReadOnly) | a write while the primary is down or demoted | later, once the primary is back |
+//! | [`Conflict`](DbErrorKind::Conflict) | `canceling statement due to conflict with recovery` on a replica (a long read against a replica replaying a vacuum), serialization failure, deadlock | yes: the whole read or transaction, from the start |
+//! | [`NotFound`](DbErrorKind::NotFound) | `fetch_one` found no row | no |
+//! | [`Other`](DbErrorKind::Other) | a bug or a constraint in the query | no |
+//!
+//! ```
+//! use axum::response::IntoResponse;
+//! use rwsplit::{DbError, DbErrorKind};
+//!
+//! let error = DbError::from(sqlx::Error::PoolTimedOut);
+//! assert_eq!(error.kind(), DbErrorKind::Unavailable);
+//! assert!(error.is_retryable());
+//! assert_eq!(error.into_response().status(), 503);
+//! ```
+
+use std::fmt;
+
+use axum_core::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+/// What kind of failure a [`DbError`] is. See the [module docs](crate::DbError).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DbErrorKind {
+    /// The server could not be reached or the connection was lost.
+    Unavailable,
+    /// The server refuses writes: the primary is down, demoted or in recovery.
+    ReadOnly,
+    /// The statement was cancelled by a conflict: with recovery on a hot standby, a
+    /// serialization failure or a deadlock. Retrying the whole unit of work can succeed.
+    Conflict,
+    /// `fetch_one` found no row.
+    NotFound,
+    /// Anything else: the query's own error.
+    Other,
+}
+
+/// A database error sorted by [`DbErrorKind`], answering with a JSON body
+/// `{"error": "<code>", "message": "<text>"}`. See the [module docs](crate::DbError).
+#[derive(Debug)]
+pub struct DbError {
+    kind: DbErrorKind,
+    source: Option<sqlx::Error>,
+}
+
+impl DbError {
+    /// The kind of failure.
+    pub fn kind(&self) -> DbErrorKind {
+        self.kind
+    }
+
+    /// Whether trying again can succeed: [`Unavailable`](DbErrorKind::Unavailable) and
+    /// [`Conflict`](DbErrorKind::Conflict). A write that failed as `Unavailable` may have
+    /// committed; retry it only if it is idempotent.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, DbErrorKind::Unavailable | DbErrorKind::Conflict)
+    }
+
+    /// The sqlx error behind it, if there is one.
+    pub fn sqlx(&self) -> Option<&sqlx::Error> {
+        self.source.as_ref()
+    }
+
+    /// The response status: 503, 404 or 500.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            DbErrorKind::Unavailable | DbErrorKind::ReadOnly | DbErrorKind::Conflict => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            DbErrorKind::NotFound => StatusCode::NOT_FOUND,
+            DbErrorKind::Other => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code: `database_unavailable`, `database_read_only`,
+    /// `database_conflict`, `not_found` or `database_error`.
+    pub fn code(&self) -> &'static str {
+        match self.kind {
+            DbErrorKind::Unavailable => "database_unavailable",
+            DbErrorKind::ReadOnly => "database_read_only",
+            DbErrorKind::Conflict => "database_conflict",
+            DbErrorKind::NotFound => "not_found",
+            DbErrorKind::Other => "database_error",
+        }
+    }
+
+    fn message(&self) -> &'static str {
+        match self.kind {
+            DbErrorKind::Unavailable => "the database is unavailable for now; try again",
+            DbErrorKind::ReadOnly => {
+                "the database is read-only for now (the primary is unreachable); reads still \
+                 work, writes can be retried later"
+            }
+            DbErrorKind::Conflict => {
+                "the database cancelled the request after a conflict; try again"
+            }
+            DbErrorKind::NotFound => "no such record",
+            DbErrorKind::Other => "the database failed the request",
+        }
+    }
+}
+
+/// Sorts a sqlx error by kind.
+pub(crate) fn classify(error: &sqlx::Error) -> DbErrorKind {
+    match error {
+        sqlx::Error::RowNotFound => DbErrorKind::NotFound,
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => DbErrorKind::Unavailable,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // read_only_sql_transaction: a write on a standby.
+            Some("25006") => DbErrorKind::ReadOnly,
+            // serialization_failure (also raised for conflicts with recovery), deadlock.
+            Some("40001" | "40P01") => DbErrorKind::Conflict,
+            // Connection exceptions, shutdown, too many connections, authentication.
+            Some(code)
+                if code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code.starts_with("28")
+                    || code == "53300" =>
+            {
+                DbErrorKind::Unavailable
+            }
+            _ => DbErrorKind::Other,
+        },
+        _ => DbErrorKind::Other,
+    }
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(error: sqlx::Error) -> Self {
+        DbError {
+            kind: classify(&error),
+            source: Some(error),
+        }
+    }
+}
+
+impl From<crate::Error> for DbError {
+    fn from(error: crate::Error) -> Self {
+        match error {
+            crate::Error::Database { source, .. } => DbError::from(source),
+            _ => DbError {
+                kind: DbErrorKind::Other,
+                source: None,
+            },
+        }
+    }
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {source}", self.code()),
+            None => f.write_str(self.code()),
+        }
+    }
+}
+
+impl std::error::Error for DbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+impl IntoResponse for DbError {
+    fn into_response(self) -> Response {
+        match self.kind {
+            DbErrorKind::Other => tracing::error!(error = %self, "database error"),
+            DbErrorKind::NotFound => {}
+            _ => tracing::warn!(error = %self, "database error"),
+        }
+        json_error(self.status(), self.code(), self.message())
+    }
+}
+
+/// A `{"error": .., "message": ..}` response; 503s say when to come back.
+pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    // Codes and messages are fixed texts without quotes or backslashes.
+    let body = format!(r#"{{"error":"{code}","message":"{message}"}}"#);
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_failures_are_unavailable_and_retryable() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for error in [
+            sqlx::Error::Io(refused),
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+        ] {
+            let error = DbError::from(error);
+            assert_eq!(error.kind(), DbErrorKind::Unavailable);
+            assert!(error.is_retryable());
+            assert_eq!(error.status(), 503);
+        }
+    }
+
+    #[test]
+    fn responses_are_json_with_fixed_texts() {
+        for kind in [
+            DbErrorKind::Unavailable,
+            DbErrorKind::ReadOnly,
+            DbErrorKind::Conflict,
+            DbErrorKind::NotFound,
+            DbErrorKind::Other,
+        ] {
+            let error = DbError { kind, source: None };
+            assert!(!error.message().contains('"') && !error.message().contains('\\'));
+            let status = error.status();
+            let response = error.into_response();
+            assert_eq!(response.status(), status);
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            assert_eq!(
+                response.headers().contains_key(header::RETRY_AFTER),
+                status == 503
+            );
+        }
+        let missing = DbError::from(sqlx::Error::RowNotFound);
+        assert_eq!(missing.status(), 404);
+        assert!(!missing.is_retryable());
+    }
+}

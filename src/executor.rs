@@ -1,0 +1,400 @@
+//! Running queries on a [`Target`], [`DbRead`] or [`DbWrite`] directly: `fetch_one(&db)`.
+//!
+//! Each query takes its connection through [`Target::acquire`], so a read whose replica cannot
+//! give a connection fails over to the next replica in rotation, or the primary, and the
+//! replica leaves rotation at once (passive ejection). An error during the query that says the
+//! connection or the server went away takes the server out of service too, and is returned to
+//! the handler: the query is not retried, because rows may already have been handed out. See
+//! [`DbError`](crate::DbError) for what a handler can retry.
+//!
+//! Queries run on the pool behind them (`&*db`) still work, without failover.
+//!
+//! ```
+//! use rwsplit::{DbError, DbRead};
+//!
+//! async fn count(db: DbRead) -> Result<String, DbError> {
+//!     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM items").fetch_one(&db).await?;
+//!     Ok(n.to_string())
+//! }
+//! # let _ = count;
+//! ```
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures_core::future::BoxFuture;
+use futures_core::stream::{BoxStream, Stream};
+use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
+use sqlx::{Describe, Either, Execute, Executor, Postgres, SqlStr};
+
+use crate::extract::{DbRead, DbWrite};
+use crate::registry::Target;
+
+type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
+
+impl<'c> Executor<'c> for &'c Target {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Item>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let target = self.clone();
+        Box::pin(Yielding::new(move |out: Sender| async move {
+            let mut query = match Replayable::new(&target, query) {
+                Ok(query) => query,
+                Err(error) => return out.send(Err(error)).await,
+            };
+            let mut tried = Vec::new();
+            let mut server = Arc::clone(target.server());
+            loop {
+                let (mut conn, used) = match target.checkout_from(server, &mut tried).await {
+                    Ok(checked_out) => checked_out,
+                    Err((_, error)) => return out.send(Err(error)).await,
+                };
+                let mut sent_any = false;
+                let mut again = None;
+                let mut rows = conn.fetch_many(query.next());
+                while let Some(item) = futures_util::StreamExt::next(&mut rows).await {
+                    match item {
+                        Ok(item) => {
+                            sent_any = true;
+                            out.send(Ok(item)).await;
+                        }
+                        Err(error) => {
+                            let (error, lost) = target.lost_how(&used, error);
+                            // Nothing handed out yet: the read can start over elsewhere.
+                            if lost && !sent_any && query.replays() {
+                                tried.push(Arc::clone(&used));
+                                again = target.next_after(&tried);
+                            }
+                            if again.is_some() {
+                                crate::metrics::failover(&used, "lost");
+                                break;
+                            }
+                            return out.send(Err(error)).await;
+                        }
+                    }
+                }
+                match again {
+                    Some(next) => server = next,
+                    None => return,
+                }
+            }
+        }))
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let target = self.clone();
+        Box::pin(async move {
+            let mut query = Replayable::new(&target, query)?;
+            let mut tried = Vec::new();
+            let mut server = Arc::clone(target.server());
+            loop {
+                let (mut conn, used) = target
+                    .checkout_from(server, &mut tried)
+                    .await
+                    .map_err(|(_, e)| e)?;
+                let error = match conn.fetch_optional(query.next()).await {
+                    Ok(row) => return Ok(row),
+                    Err(error) => error,
+                };
+                let (error, lost) = target.lost_how(&used, error);
+                if !(lost && query.replays()) {
+                    return Err(error);
+                }
+                tried.push(Arc::clone(&used));
+                match target.next_after(&tried) {
+                    Some(next) => {
+                        crate::metrics::failover(&used, "lost");
+                        server = next;
+                    }
+                    None => return Err(error),
+                }
+            }
+        })
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: SqlStr,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        let target = self.clone();
+        Box::pin(async move {
+            let (mut conn, server) = target.checkout().await.map_err(|(_, e)| e)?;
+            conn.prepare_with(sql, parameters)
+                .await
+                .map_err(|error| target.lost(&server, error))
+        })
+    }
+
+    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        let target = self.clone();
+        Box::pin(async move {
+            let (mut conn, _) = target.checkout().await.map_err(|(_, e)| e)?;
+            conn.describe(sql).await
+        })
+    }
+}
+
+/// A query that a read can run again on another server when its connection is lost before it
+/// returns anything: the SQL and a copy of the arguments are kept. Queries with a prepared
+/// statement (tied to one connection) and work that is not a read run once.
+enum Replayable<'q, E> {
+    Once(Option<E>, PhantomData<&'q ()>),
+    Again {
+        sql: SqlStr,
+        arguments: Option<PgArguments>,
+        persistent: bool,
+    },
+}
+
+impl<'q, E: Execute<'q, Postgres>> Replayable<'q, E> {
+    fn new(target: &Target, mut query: E) -> Result<Self, sqlx::Error> {
+        if !target.retries() || query.statement().is_some() {
+            return Ok(Replayable::Once(Some(query), PhantomData));
+        }
+        let arguments = query.take_arguments().map_err(sqlx::Error::Encode)?;
+        Ok(Replayable::Again {
+            persistent: query.persistent(),
+            arguments,
+            sql: query.sql(),
+        })
+    }
+
+    fn replays(&self) -> bool {
+        matches!(self, Replayable::Again { .. })
+    }
+
+    /// The query for the next attempt.
+    fn next(&mut self) -> Attempt<'q, E> {
+        match self {
+            Replayable::Once(query, _) => {
+                Attempt::Once(query.take().expect("a query that runs once"), PhantomData)
+            }
+            Replayable::Again {
+                sql,
+                arguments,
+                persistent,
+            } => Attempt::Again {
+                sql: sql.clone(),
+                arguments: arguments.clone(),
+                persistent: *persistent,
+            },
+        }
+    }
+}
+
+/// One attempt of a [`Replayable`] query.
+enum Attempt<'q, E> {
+    Once(E, PhantomData<&'q ()>),
+    Again {
+        sql: SqlStr,
+        arguments: Option<PgArguments>,
+        persistent: bool,
+    },
+}
+
+impl<'q, E: Execute<'q, Postgres>> Execute<'q, Postgres> for Attempt<'q, E> {
+    fn sql(self) -> SqlStr {
+        match self {
+            Attempt::Once(query, _) => query.sql(),
+            Attempt::Again { sql, .. } => sql,
+        }
+    }
+
+    fn statement(&self) -> Option<&PgStatement> {
+        match self {
+            Attempt::Once(query, _) => query.statement(),
+            Attempt::Again { .. } => None,
+        }
+    }
+
+    fn take_arguments(&mut self) -> Result<Option<PgArguments>, sqlx::error::BoxDynError> {
+        match self {
+            Attempt::Once(query, _) => query.take_arguments(),
+            Attempt::Again { arguments, .. } => Ok(arguments.take()),
+        }
+    }
+
+    fn persistent(&self) -> bool {
+        match self {
+            Attempt::Once(query, _) => query.persistent(),
+            Attempt::Again { persistent, .. } => *persistent,
+        }
+    }
+}
+
+/// Forwards [`Executor`] to the target inside, for `fetch_one(&db)`.
+macro_rules! forward_executor {
+    ($ty:ty) => {
+        impl<'c> Executor<'c> for &'c $ty {
+            type Database = Postgres;
+
+            fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Item>
+            where
+                'c: 'e,
+                E: 'q + Execute<'q, Postgres>,
+            {
+                self.target().fetch_many(query)
+            }
+
+            fn fetch_optional<'e, 'q: 'e, E>(
+                self,
+                query: E,
+            ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+            where
+                'c: 'e,
+                E: 'q + Execute<'q, Postgres>,
+            {
+                self.target().fetch_optional(query)
+            }
+
+            fn prepare_with<'e>(
+                self,
+                sql: SqlStr,
+                parameters: &'e [PgTypeInfo],
+            ) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
+            where
+                'c: 'e,
+            {
+                self.target().prepare_with(sql, parameters)
+            }
+
+            fn describe<'e>(
+                self,
+                sql: SqlStr,
+            ) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
+            where
+                'c: 'e,
+            {
+                self.target().describe(sql)
+            }
+        }
+    };
+}
+
+forward_executor!(DbRead);
+forward_executor!(DbWrite);
+
+/// A stream driven by a future that hands out items through a [`Sender`]: the future can own
+/// the connection that the rows borrow from, which a plain stream adapter cannot.
+struct Yielding<F> {
+    slot: Arc<Mutex<Option<Item>>>,
+    driver: Pin<Box<F>>,
+    done: bool,
+}
+
+/// Where the driving future puts the next item.
+struct Sender {
+    slot: Arc<Mutex<Option<Item>>>,
+}
+
+impl<F: Future<Output = ()>> Yielding<F> {
+    fn new(start: impl FnOnce(Sender) -> F) -> Self {
+        let slot = Arc::new(Mutex::new(None));
+        let driver = Box::pin(start(Sender {
+            slot: Arc::clone(&slot),
+        }));
+        Yielding {
+            slot,
+            driver,
+            done: false,
+        }
+    }
+
+    fn take(&self) -> Option<Item> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl<F: Future<Output = ()>> Stream for Yielding<F> {
+    type Item = Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(this.take());
+        }
+        let finished = this.driver.as_mut().poll(cx).is_ready();
+        this.done = finished;
+        match this.take() {
+            Some(item) => Poll::Ready(Some(item)),
+            None if finished => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Sender {
+    /// Hands `item` to the stream and waits until the stream has passed it on.
+    fn send(&self, item: Item) -> impl Future<Output = ()> + '_ {
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(item);
+        Handed { polled: false }
+    }
+}
+
+/// Pending once, so the stream returns the item before the driver goes on. No waker is
+/// needed: the stream returns `Ready`, and its consumer polls again for the next item.
+struct Handed {
+    polled: bool,
+}
+
+impl Future for Handed {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.polled {
+            Poll::Ready(())
+        } else {
+            self.polled = true;
+            Poll::Pending
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_come_out_in_order_and_the_stream_ends() {
+        let stream = Yielding::new(|out: Sender| async move {
+            for i in 0..3u64 {
+                let result = PgQueryResult::default();
+                let _ = i;
+                out.send(Ok(Either::Left(result))).await;
+            }
+            out.send(Err(sqlx::Error::RowNotFound)).await;
+        });
+        let mut stream = Box::pin(stream);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut seen = Vec::new();
+        loop {
+            match stream.as_mut().poll_next(&mut cx) {
+                Poll::Ready(Some(item)) => seen.push(item.is_ok()),
+                Poll::Ready(None) => break,
+                Poll::Pending => panic!("nothing here waits"),
+            }
+        }
+        assert_eq!(seen, [true, true, true, false]);
+    }
+}
