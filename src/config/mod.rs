@@ -159,7 +159,7 @@ impl Config {
             lag_bytes_threshold: Some(16 * 1024 * 1024),
             health_check_interval: Duration::from_secs(30),
             health_check_timeout: Duration::from_secs(5),
-            failover_on_pool_exhausted: true,
+            failover_on_pool_exhausted: false,
             consistency: ConsistencyConfig::default(),
         }
     }
@@ -301,9 +301,10 @@ impl Config {
     }
 
     /// Whether a read whose replica has no free connection (its pool is at
-    /// `maxConnections`, none idle) goes to the next replica in rotation, or the primary,
-    /// instead of queueing for up to `connectTimeout`. Default `true`: a read served elsewhere
-    /// now beats one served late. Turn it off to keep a busy replica's load off the primary.
+    /// `maxConnections`, none idle) goes to the next replica in rotation (never the primary)
+    /// instead of queueing for up to `connectTimeout`. Default `false`: under a steady high load
+    /// pools are momentarily full all the time, and moving those reads skews the weights; turn
+    /// it on when replicas have spare capacity and queueing is what hurts.
     pub fn failover_on_pool_exhausted(mut self, enabled: bool) -> Self {
         self.failover_on_pool_exhausted = enabled;
         self

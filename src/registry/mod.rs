@@ -828,7 +828,11 @@ impl Target {
         loop {
             if shared.failover_when_exhausted && !server.is_primary() && server.exhausted() {
                 tried.push(Arc::clone(&server));
-                if let Some(next) = shared.next_read(self.intent, tried) {
+                // Another replica only: a busy replica's overflow must not land on the primary.
+                if let Some(next) = shared
+                    .next_read(self.intent, tried)
+                    .filter(|s| !s.is_primary())
+                {
                     crate::metrics::failover(&server, "exhausted");
                     server = next;
                     continue;
