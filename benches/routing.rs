@@ -64,6 +64,14 @@ fn ready<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// A runtime to build registries in that is never driven, so their health loops never run.
+fn idle_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A registry with `replicas` replicas (none reachable: their health is never checked).
 fn registry(replicas: usize, consistency: ConsistencyConfig) -> Registry {
     let mut config = Config::new("127.0.0.1")
@@ -117,10 +125,7 @@ fn routers(registry: &Registry) -> [(&'static str, Router); 3] {
 }
 
 fn layer_overhead(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = idle_runtime();
     let _entered = runtime.enter();
     let registry = registry(2, ConsistencyConfig::off());
     let mut group = c.benchmark_group("request");
@@ -133,10 +138,7 @@ fn layer_overhead(c: &mut Criterion) {
 }
 
 fn allocations(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = idle_runtime();
     let _entered = runtime.enter();
     let registry = registry(2, ConsistencyConfig::off());
     let mut counts = Vec::new();
@@ -175,10 +177,7 @@ fn allocations(c: &mut Criterion) {
 }
 
 fn selection(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = idle_runtime();
     let _entered = runtime.enter();
     let mut group = c.benchmark_group("select");
     for replicas in [1usize, 2, 8, 64] {
@@ -230,10 +229,7 @@ fn selection(c: &mut Criterion) {
 }
 
 fn consistency(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = idle_runtime();
     let _entered = runtime.enter();
     let key = "an example signing key of at least 32 bytes";
     let registry = registry(2, ConsistencyConfig::lsn().signing_key(key));

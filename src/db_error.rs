@@ -117,29 +117,38 @@ impl DbError {
 pub(crate) fn classify(error: &sqlx::Error) -> DbErrorKind {
     match error {
         sqlx::Error::RowNotFound => DbErrorKind::NotFound,
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => DbErrorKind::Unavailable,
-        sqlx::Error::Database(db) => match db.code().as_deref() {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("25006") => {
             // read_only_sql_transaction: a write on a standby.
-            Some("25006") => DbErrorKind::ReadOnly,
-            // serialization_failure (also raised for conflicts with recovery), deadlock.
-            Some("40001" | "40P01") => DbErrorKind::Conflict,
-            // Connection exceptions, shutdown, too many connections, authentication.
-            Some(code)
-                if code.starts_with("08")
-                    || code.starts_with("57P")
-                    || code.starts_with("28")
-                    || code == "53300" =>
-            {
-                DbErrorKind::Unavailable
-            }
-            _ => DbErrorKind::Other,
-        },
+            DbErrorKind::ReadOnly
+        }
+        // serialization_failure (also raised for conflicts with recovery), deadlock.
+        sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")) => {
+            DbErrorKind::Conflict
+        }
+        error if connection_failure(error).is_some() => DbErrorKind::Unavailable,
         _ => DbErrorKind::Other,
+    }
+}
+
+/// Whether `error` says that a server could not be reached or a connection was lost (as
+/// opposed to an error in the query itself), and how: the cause that ejects a server and
+/// labels `rwsplit_server_ejections_total`.
+pub(crate) fn connection_failure(error: &sqlx::Error) -> Option<&'static str> {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => Some("unreachable"),
+        sqlx::Error::PoolTimedOut => Some("timeout"),
+        sqlx::Error::PoolClosed => Some("closed"),
+        sqlx::Error::Tls(_) => Some("tls"),
+        sqlx::Error::Protocol(_) => Some("protocol"),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some(code) if code.starts_with("28") => Some("authentication"),
+            Some(code) if code.starts_with("08") => Some("unreachable"),
+            // admin_shutdown, crash_shutdown, cannot_connect_now (starting or stopping),
+            // too_many_connections.
+            Some(code) if code.starts_with("57P") || code == "53300" => Some("shutting_down"),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

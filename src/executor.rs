@@ -20,7 +20,6 @@
 //! ```
 
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -31,7 +30,7 @@ use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo}
 use sqlx::{Describe, Either, Execute, Executor, Postgres, SqlStr};
 
 use crate::extract::{DbRead, DbWrite};
-use crate::registry::Target;
+use crate::registry::{Server, Target};
 
 type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
 
@@ -45,7 +44,7 @@ impl<'c> Executor<'c> for &'c Target {
     {
         let target = self.clone();
         Box::pin(Yielding::new(move |out: Sender| async move {
-            let mut query = match Replayable::new(&target, query) {
+            let mut query = match Query::new(&target, query) {
                 Ok(query) => query,
                 Err(error) => return out.send(Err(error)).await,
             };
@@ -57,33 +56,25 @@ impl<'c> Executor<'c> for &'c Target {
                     Err((_, error)) => return out.send(Err(error)).await,
                 };
                 let mut sent_any = false;
-                let mut again = None;
-                let mut rows = conn.fetch_many(query.next());
-                while let Some(item) = futures_util::StreamExt::next(&mut rows).await {
-                    match item {
-                        Ok(item) => {
+                let mut rows = conn.fetch_many(query.attempt());
+                let next = loop {
+                    match futures_util::StreamExt::next(&mut rows).await {
+                        None => return,
+                        Some(Ok(item)) => {
                             sent_any = true;
                             out.send(Ok(item)).await;
                         }
-                        Err(error) => {
-                            let (error, lost) = target.lost_how(&used, error);
-                            // Nothing handed out yet: the read can start over elsewhere.
-                            if lost && !sent_any && query.replays() {
-                                tried.push(Arc::clone(&used));
-                                again = target.next_after(&tried);
+                        // Nothing handed out yet: the read can start over elsewhere.
+                        Some(Err(error)) => {
+                            let replays = query.replays() && !sent_any;
+                            match again(&target, &used, error, &mut tried, replays) {
+                                Ok(next) => break next,
+                                Err(error) => return out.send(Err(error)).await,
                             }
-                            if again.is_some() {
-                                crate::metrics::failover(&used, "lost");
-                                break;
-                            }
-                            return out.send(Err(error)).await;
                         }
                     }
-                }
-                match again {
-                    Some(next) => server = next,
-                    None => return,
-                }
+                };
+                server = next;
             }
         }))
     }
@@ -98,7 +89,7 @@ impl<'c> Executor<'c> for &'c Target {
     {
         let target = self.clone();
         Box::pin(async move {
-            let mut query = Replayable::new(&target, query)?;
+            let mut query = Query::new(&target, query)?;
             let mut tried = Vec::new();
             let mut server = Arc::clone(target.server());
             loop {
@@ -106,21 +97,11 @@ impl<'c> Executor<'c> for &'c Target {
                     .checkout_from(server, &mut tried)
                     .await
                     .map_err(|(_, e)| e)?;
-                let error = match conn.fetch_optional(query.next()).await {
+                match conn.fetch_optional(query.attempt()).await {
                     Ok(row) => return Ok(row),
-                    Err(error) => error,
-                };
-                let (error, lost) = target.lost_how(&used, error);
-                if !(lost && query.replays()) {
-                    return Err(error);
-                }
-                tried.push(Arc::clone(&used));
-                match target.next_after(&tried) {
-                    Some(next) => {
-                        crate::metrics::failover(&used, "lost");
-                        server = next;
+                    Err(error) => {
+                        server = again(&target, &used, error, &mut tried, query.replays())?;
                     }
-                    None => return Err(error),
                 }
             }
         })
@@ -139,7 +120,7 @@ impl<'c> Executor<'c> for &'c Target {
             let (mut conn, server) = target.checkout().await.map_err(|(_, e)| e)?;
             conn.prepare_with(sql, parameters)
                 .await
-                .map_err(|error| target.lost(&server, error))
+                .map_err(|error| target.lost(&server, error).0)
         })
     }
 
@@ -149,96 +130,103 @@ impl<'c> Executor<'c> for &'c Target {
     {
         let target = self.clone();
         Box::pin(async move {
-            let (mut conn, _) = target.checkout().await.map_err(|(_, e)| e)?;
-            conn.describe(sql).await
+            let (mut conn, server) = target.checkout().await.map_err(|(_, e)| e)?;
+            conn.describe(sql)
+                .await
+                .map_err(|error| target.lost(&server, error).0)
         })
     }
 }
 
-/// A query that a read can run again on another server when its connection is lost before it
-/// returns anything: the SQL and a copy of the arguments are kept. Queries with a prepared
-/// statement (tied to one connection) and work that is not a read run once.
-enum Replayable<'q, E> {
-    Once(Option<E>, PhantomData<&'q ()>),
-    Again {
-        sql: SqlStr,
-        arguments: Option<PgArguments>,
-        persistent: bool,
-    },
+/// After `error` on `used`'s connection: the server to run the read on again, when the error
+/// says the connection was lost and the read may run again (`replays`); otherwise the error.
+fn again(
+    target: &Target,
+    used: &Arc<Server>,
+    error: sqlx::Error,
+    tried: &mut Vec<Arc<Server>>,
+    replays: bool,
+) -> Result<Arc<Server>, sqlx::Error> {
+    let (error, lost) = target.lost(used, error);
+    if !(lost && replays) {
+        return Err(error);
+    }
+    target.next_after(used, tried, "lost").ok_or(error)
 }
 
-impl<'q, E: Execute<'q, Postgres>> Replayable<'q, E> {
+/// A query as an executor gets it, kept so that a read can run again on another server when its
+/// connection is lost before it returns anything. Queries with a prepared statement (tied to one
+/// connection) and work that is not a read run once.
+enum Query<E> {
+    Once(Option<E>),
+    Again(Replay),
+}
+
+/// What running a query again takes: its SQL and a copy of its arguments.
+#[derive(Clone)]
+struct Replay {
+    sql: SqlStr,
+    arguments: Option<PgArguments>,
+    persistent: bool,
+}
+
+/// One run of a [`Query`].
+enum Attempt<E> {
+    Once(E),
+    Again(Replay),
+}
+
+impl<'q, E: Execute<'q, Postgres>> Query<E> {
     fn new(target: &Target, mut query: E) -> Result<Self, sqlx::Error> {
         if !target.retries() || query.statement().is_some() {
-            return Ok(Replayable::Once(Some(query), PhantomData));
+            return Ok(Query::Once(Some(query)));
         }
         let arguments = query.take_arguments().map_err(sqlx::Error::Encode)?;
-        Ok(Replayable::Again {
+        Ok(Query::Again(Replay {
             persistent: query.persistent(),
             arguments,
             sql: query.sql(),
-        })
+        }))
     }
 
     fn replays(&self) -> bool {
-        matches!(self, Replayable::Again { .. })
+        matches!(self, Query::Again(_))
     }
 
-    /// The query for the next attempt.
-    fn next(&mut self) -> Attempt<'q, E> {
+    fn attempt(&mut self) -> Attempt<E> {
         match self {
-            Replayable::Once(query, _) => {
-                Attempt::Once(query.take().expect("a query that runs once"), PhantomData)
-            }
-            Replayable::Again {
-                sql,
-                arguments,
-                persistent,
-            } => Attempt::Again {
-                sql: sql.clone(),
-                arguments: arguments.clone(),
-                persistent: *persistent,
-            },
+            Query::Once(query) => Attempt::Once(query.take().expect("a query that runs once")),
+            Query::Again(replay) => Attempt::Again(replay.clone()),
         }
     }
 }
 
-/// One attempt of a [`Replayable`] query.
-enum Attempt<'q, E> {
-    Once(E, PhantomData<&'q ()>),
-    Again {
-        sql: SqlStr,
-        arguments: Option<PgArguments>,
-        persistent: bool,
-    },
-}
-
-impl<'q, E: Execute<'q, Postgres>> Execute<'q, Postgres> for Attempt<'q, E> {
+impl<'q, E: Execute<'q, Postgres>> Execute<'q, Postgres> for Attempt<E> {
     fn sql(self) -> SqlStr {
         match self {
-            Attempt::Once(query, _) => query.sql(),
-            Attempt::Again { sql, .. } => sql,
+            Attempt::Once(query) => query.sql(),
+            Attempt::Again(replay) => replay.sql,
         }
     }
 
     fn statement(&self) -> Option<&PgStatement> {
         match self {
-            Attempt::Once(query, _) => query.statement(),
-            Attempt::Again { .. } => None,
+            Attempt::Once(query) => query.statement(),
+            Attempt::Again(_) => None,
         }
     }
 
     fn take_arguments(&mut self) -> Result<Option<PgArguments>, sqlx::error::BoxDynError> {
         match self {
-            Attempt::Once(query, _) => query.take_arguments(),
-            Attempt::Again { arguments, .. } => Ok(arguments.take()),
+            Attempt::Once(query) => query.take_arguments(),
+            Attempt::Again(replay) => Ok(replay.arguments.take()),
         }
     }
 
     fn persistent(&self) -> bool {
         match self {
-            Attempt::Once(query, _) => query.persistent(),
-            Attempt::Again { persistent, .. } => *persistent,
+            Attempt::Once(query) => query.persistent(),
+            Attempt::Again(replay) => replay.persistent,
         }
     }
 }
@@ -378,10 +366,8 @@ mod tests {
     #[test]
     fn items_come_out_in_order_and_the_stream_ends() {
         let stream = Yielding::new(|out: Sender| async move {
-            for i in 0..3u64 {
-                let result = PgQueryResult::default();
-                let _ = i;
-                out.send(Ok(Either::Left(result))).await;
+            for _ in 0..3 {
+                out.send(Ok(Either::Left(PgQueryResult::default()))).await;
             }
             out.send(Err(sqlx::Error::RowNotFound)).await;
         });

@@ -216,12 +216,11 @@ fn hand_out(parts: &Parts, target: Target, wrote: bool) -> Result<Target, DbReje
     if target.pool().is_closed() {
         return Err(DbRejection::ShutDown);
     }
-    if target.primary_down() {
-        crate::metrics::route_decision(target.server(), target.intent(), &route(parts));
-        return Err(DbRejection::ReadOnly);
-    }
     let route = route(parts);
     crate::metrics::route_decision(target.server(), target.intent(), &route);
+    if target.primary_down() {
+        return Err(DbRejection::ReadOnly);
+    }
     tracing::Span::current().record("db.server", target.name());
     if let Some(served) = parts.extensions.get::<Served>() {
         served.record(target.server(), wrote && target.is_primary(), route);

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::load::{self, Load, Report, present_on_primary, time_until};
-use common::{INTERVAL, cluster, config, in_rotation};
+use common::{INTERVAL, cluster, config, in_rotation, replicated};
 use rwsplit::Registry;
 use rwsplit_testkit::{Cluster, StopMode};
 
@@ -20,15 +20,11 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 async fn setup() -> (Cluster, Registry, axum::Router, i64) {
     let cluster = cluster().await;
-    cluster
-        .primary()
-        .execute("INSERT INTO items (id, name) VALUES (1000000, 'seed')")
-        .await
-        .unwrap();
-    cluster
-        .wait_caught_up(Duration::from_secs(10))
-        .await
-        .unwrap();
+    replicated(
+        &cluster,
+        "INSERT INTO items (id, name) VALUES (1000000, 'seed')",
+    )
+    .await;
     let config = config(&cluster).connect_timeout(CONNECT_TIMEOUT);
     let registry = Registry::connect(config).await.unwrap();
     let app = load::app(registry.clone());

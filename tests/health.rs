@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use rwsplit::Registry;
 use rwsplit_testkit::StopMode;
@@ -94,15 +92,7 @@ async fn an_idle_primary_does_not_make_healthy_replicas_look_lagged() {
     let cluster = cluster().await;
     // A transaction long ago in replay terms: every replica's last replayed commit ages from
     // here on, while nothing new is written.
-    cluster
-        .primary()
-        .execute("INSERT INTO items (name) VALUES ('last write')")
-        .await
-        .unwrap();
-    cluster
-        .wait_caught_up(Duration::from_secs(10))
-        .await
-        .unwrap();
+    replicated(&cluster, "INSERT INTO items (name) VALUES ('last write')").await;
     let registry = Registry::connect(config(&cluster)).await.unwrap();
     // Well over the 1 s threshold and many check intervals without a write.
     tokio::time::sleep(LAG_THRESHOLD * 3).await;

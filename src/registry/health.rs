@@ -45,7 +45,7 @@ const REPLICA_QUERY: &str = "SELECT pg_is_in_recovery(), \
 /// every poll interval.
 pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool, mut stop: watch::Receiver<bool>) {
     let weak: Weak<Shared> = Arc::downgrade(shared);
-    let interval = shared.health_interval;
+    let interval = shared.config.health_check_interval;
     let tick = match shared.polls_positions() {
         true => interval.min(shared.sticky.poll_interval),
         false => interval,
@@ -77,7 +77,7 @@ pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool, mut stop: watch::Re
 /// Refreshes the primary's and every replica's WAL position, concurrently. Failures are left
 /// to the full checks.
 async fn poll_positions(shared: &Arc<Shared>) {
-    let timeout = shared.health_timeout;
+    let timeout = shared.config.health_check_timeout;
     let all = shared.replicas.load_full();
     if all.is_empty() {
         return;
@@ -123,7 +123,7 @@ async fn poll_positions(shared: &Arc<Shared>) {
 
 /// Runs one round of checks over every server and updates the rotation.
 pub(super) async fn check_all(shared: &Arc<Shared>) {
-    let timeout = shared.health_timeout;
+    let timeout = shared.config.health_check_timeout;
     let mut replicas = JoinSet::new();
     let start = Instant::now();
     let primary = check_primary(&shared.primary, timeout).await;

@@ -32,15 +32,14 @@ mod health;
 mod lag;
 mod select;
 mod server;
+mod target;
 
 use std::fmt;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 
@@ -48,6 +47,7 @@ use self::lag::{Lag, PrimaryHistory, settled_position};
 use self::select::Schedule;
 use self::server::Kind;
 pub(crate) use self::server::Server;
+pub use self::target::Target;
 use crate::config::{Config, ConfigError, PRIMARY_NAME, ReplicaConfig};
 use crate::consistency::{CLOCK_SKEW_MS, ConsistencyToken, Sticky, StickyMode, TokenRejection};
 use crate::error::Error;
@@ -72,22 +72,13 @@ pub(crate) struct Shared {
     /// removed at runtime.
     replicas: ArcSwap<Vec<Arc<Server>>>,
     rotation: ArcSwap<Rotation>,
-    /// The validated configuration, for replicas added at runtime.
+    /// The validated configuration: thresholds and switches, and the defaults of replicas
+    /// added at runtime.
     config: Config,
     ticket: AtomicUsize,
-    separation: bool,
-    lag_threshold: Duration,
-    lag_bytes_threshold: Option<u64>,
-    health_interval: Duration,
-    health_timeout: Duration,
     history: Mutex<PrimaryHistory>,
     rebuild: Mutex<()>,
     falling_back: AtomicBool,
-    /// Whether a read whose replica's pool is full tries another server before waiting.
-    failover_when_exhausted: bool,
-    /// Whether sticky reads go to a replica that may not have their write while the primary is
-    /// down, instead of failing with 503.
-    stale_when_read_only: bool,
     sticky: Sticky,
     /// When the primary's position (`primary.position()`) was last sampled, in Unix ms.
     primary_sampled_ms: AtomicU64,
@@ -105,27 +96,6 @@ struct Rotation {
 impl Rotation {
     fn contains(&self, server: &Arc<Server>) -> bool {
         self.members.iter().any(|(s, _)| Arc::ptr_eq(s, server))
-    }
-}
-
-/// A server chosen for some work: derefs to its [`PgPool`], and knows its name and why it was
-/// chosen.
-///
-/// Returned by [`Registry::read`] and [`Registry::write`], and held by the
-/// [`DbRead`](crate::DbRead) and [`DbWrite`](crate::DbWrite) extractors.
-#[derive(Clone)]
-pub struct Target {
-    server: Arc<Server>,
-    intent: RouteIntent,
-    shared: Arc<Shared>,
-}
-
-impl fmt::Debug for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Target")
-            .field("server", &self.server.name)
-            .field("intent", &self.intent)
-            .finish()
     }
 }
 
@@ -209,16 +179,9 @@ impl Registry {
             replicas: ArcSwap::from_pointee(replicas),
             rotation: ArcSwap::from_pointee(Rotation::default()),
             ticket: AtomicUsize::new(0),
-            separation: config.separation,
-            lag_threshold: config.lag_threshold,
-            lag_bytes_threshold: config.lag_bytes_threshold,
-            health_interval: config.health_check_interval,
-            health_timeout: config.health_check_timeout,
             history: Mutex::new(PrimaryHistory::default()),
             rebuild: Mutex::new(()),
             falling_back: AtomicBool::new(false),
-            failover_when_exhausted: config.failover_on_pool_exhausted,
-            stale_when_read_only: config.consistency.stale_reads_when_read_only,
             sticky: Sticky::new(&config.consistency, config.lag_threshold),
             primary_sampled_ms: AtomicU64::new(0),
             stop,
@@ -252,7 +215,7 @@ impl Registry {
 
     /// Whether reads go to replicas.
     pub fn separation_enabled(&self) -> bool {
-        self.shared.separation
+        self.shared.config.separation
     }
 
     /// A server for reading data written before `token` was taken: a replica in rotation that
@@ -335,7 +298,7 @@ impl Registry {
     /// The server for an intent: this is where a read becomes a replica or the primary.
     pub(crate) fn resolve(&self, intent: RouteIntent) -> Target {
         let shared = &self.shared;
-        if !shared.separation {
+        if !shared.config.separation {
             return Target::primary(shared, RouteIntent::write(Reason::Disabled));
         }
         if intent.role() == Role::Write {
@@ -346,7 +309,9 @@ impl Registry {
             Some(position) => match shared.pick_where(|s| s.position() >= position) {
                 Some(server) => Some(server),
                 None if shared.rotation.load().schedule.is_empty() => None,
-                None if !shared.primary.is_healthy() && shared.stale_when_read_only => {
+                None if !shared.primary.is_healthy()
+                    && shared.config.consistency.stale_reads_when_read_only =>
+                {
                     if let Some(server) = shared.pick_replica() {
                         let intent = intent.with(Role::Read, Reason::ReadOnly);
                         return Target::new(shared, server, intent);
@@ -394,7 +359,7 @@ impl Registry {
         let shared = &self.shared;
         let rotation = shared.rotation.load();
         RegistryStatus {
-            separation: shared.separation,
+            separation: shared.config.separation,
             primary: ServerStatus::of(&shared.primary, true),
             replicas: shared
                 .replicas
@@ -542,7 +507,7 @@ impl Shared {
 
     /// Whether reads compare tokens with replay positions, which then need polling.
     fn polls_positions(&self) -> bool {
-        self.separation && self.sticky.mode == StickyMode::Lsn
+        self.config.separation && self.sticky.mode == StickyMode::Lsn
     }
 
     /// Records a sample of the primary's position taken at `at_ms` (Unix ms).
@@ -565,7 +530,7 @@ impl Shared {
 
     fn lag_problem(&self, lag: Lag) -> Option<String> {
         let Lag { time, bytes } = lag;
-        if time > self.lag_threshold {
+        if time > self.config.lag_threshold {
             let shown = if time == Duration::MAX {
                 "an unknown time".to_owned()
             } else {
@@ -573,10 +538,10 @@ impl Shared {
             };
             return Some(format!(
                 "lagging {shown} behind the primary (threshold {:.1}s)",
-                self.lag_threshold.as_secs_f64()
+                self.config.lag_threshold.as_secs_f64()
             ));
         }
-        match (bytes, self.lag_bytes_threshold) {
+        match (bytes, self.config.lag_bytes_threshold) {
             (Some(bytes), Some(limit)) if bytes > limit => Some(format!(
                 "lagging {bytes} bytes of WAL behind the primary (threshold {limit})"
             )),
@@ -616,7 +581,7 @@ impl Shared {
     /// Logs the moment reads start or stop falling back to the primary, once each way.
     fn log_fallback(&self, empty: bool) {
         let replicas = self.replicas.load().len();
-        if !self.separation || replicas == 0 {
+        if !self.config.separation || replicas == 0 {
             return;
         }
         let was = self.falling_back.swap(empty, Ordering::AcqRel);
@@ -667,7 +632,7 @@ impl Shared {
             Some(position) => self
                 .pick_where(|s| fresh(s) && s.position() >= position)
                 .or_else(|| {
-                    (!primary_up && self.stale_when_read_only)
+                    (!primary_up && self.config.consistency.stale_reads_when_read_only)
                         .then(|| self.pick_where(fresh))
                         .flatten()
                 }),
@@ -678,12 +643,7 @@ impl Shared {
     /// Takes `server` out of rotation at once because using it failed, without waiting for
     /// the next check; the health loop puts it back once it passes a check. Returns whether it
     /// was in service until now.
-    pub(crate) fn eject(
-        &self,
-        server: &Arc<Server>,
-        cause: &'static str,
-        error: &dyn fmt::Display,
-    ) -> bool {
+    fn eject(&self, server: &Arc<Server>, cause: &'static str, error: &dyn fmt::Display) -> bool {
         let problem = format!("{cause}: {error}");
         let was_healthy = server.eject(problem);
         crate::metrics::ejected(server, cause);
@@ -709,258 +669,6 @@ impl Shared {
             self.publish_metrics();
         }
         was_healthy
-    }
-}
-
-impl Target {
-    fn new(shared: &Arc<Shared>, server: Arc<Server>, intent: RouteIntent) -> Target {
-        Target {
-            server,
-            intent,
-            shared: Arc::clone(shared),
-        }
-    }
-
-    fn primary(shared: &Arc<Shared>, intent: RouteIntent) -> Target {
-        Target::new(shared, Arc::clone(&shared.primary), intent)
-    }
-
-    /// The server's name: `primary`, or the replica's configured name.
-    pub fn name(&self) -> &str {
-        &self.server.name
-    }
-
-    /// Whether this is the primary.
-    pub fn is_primary(&self) -> bool {
-        self.server.kind == Kind::Primary
-    }
-
-    /// The server's pool. Queries run on it directly take their connection inside sqlx, so
-    /// they get no failover; run them on the target itself (`&target`, `&db`) instead.
-    pub fn pool(&self) -> &PgPool {
-        &self.server.pool
-    }
-
-    /// The intent this server was chosen for. Its reason is
-    /// [`Fallback`](Reason::Fallback) when a read went to the primary because no replica could
-    /// serve, and [`Disabled`](Reason::Disabled) when separation is off.
-    pub fn intent(&self) -> RouteIntent {
-        self.intent
-    }
-
-    pub(crate) fn server(&self) -> &Arc<Server> {
-        &self.server
-    }
-
-    /// Whether this target cannot work now: the primary, known to be down (or not a primary).
-    pub(crate) fn primary_down(&self) -> bool {
-        self.is_primary() && !self.server.is_healthy()
-    }
-
-    /// Takes a connection for this target's work, timing the wait
-    /// (`rwsplit_pool_acquire_duration_seconds`) and counting timeouts
-    /// (`rwsplit_pool_acquire_timeouts_total`).
-    ///
-    /// For a read on a replica this fails over: when the replica cannot give a connection
-    /// (refused, timed out, authentication or TLS failure, shutting down) it leaves rotation at
-    /// once and the next replica in rotation, or the primary, is tried; when its pool is
-    /// exhausted, the next server is tried first. A connection to the primary that fails marks
-    /// the primary down, so requests that need it get a fast 503 until it passes a check.
-    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, Error> {
-        match self.checkout().await {
-            Ok((conn, _)) => Ok(conn),
-            Err((server, error)) => Err(Error::database(&server, error)),
-        }
-    }
-
-    /// Begins a transaction on this server (the primary, for a write target), timed as
-    /// [`acquire`](Self::acquire).
-    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, Error> {
-        let server = &self.server;
-        let start = std::time::Instant::now();
-        match server.pool.begin().await {
-            Ok(tx) => {
-                crate::metrics::acquired(server, start.elapsed());
-                Ok(tx)
-            }
-            Err(error) => {
-                if matches!(error, sqlx::Error::PoolTimedOut) {
-                    crate::metrics::acquire_timeout(server);
-                }
-                if let Some(cause) = failure_cause(server, &error)
-                    && cause != "exhausted"
-                    && cause != "closed"
-                {
-                    self.shared.eject(server, cause, &error);
-                }
-                Err(Error::database(server, error))
-            }
-        }
-    }
-
-    /// A connection for this target, failing over as [`acquire`](Self::acquire) describes.
-    /// Returns the connection with its server; the error names the server that failed last.
-    pub(crate) async fn checkout(&self) -> Result<Checkout, (Arc<Server>, sqlx::Error)> {
-        self.checkout_from(Arc::clone(&self.server), &mut Vec::new())
-            .await
-    }
-
-    /// Whether a read that lost its connection before it returned anything may run again on
-    /// another server: reads only (a write may have committed), and only where there is
-    /// another server to go to.
-    pub(crate) fn retries(&self) -> bool {
-        self.intent.role() == Role::Read && !self.server.is_primary()
-    }
-
-    /// The next server for this read after the servers in `tried` failed it.
-    pub(crate) fn next_after(&self, tried: &[Arc<Server>]) -> Option<Arc<Server>> {
-        self.shared.next_read(self.intent, tried)
-    }
-
-    /// As [`checkout`](Self::checkout), starting at `server`; servers that fail are added to
-    /// `tried`.
-    pub(crate) async fn checkout_from(
-        &self,
-        mut server: Arc<Server>,
-        tried: &mut Vec<Arc<Server>>,
-    ) -> Result<Checkout, (Arc<Server>, sqlx::Error)> {
-        let shared = &self.shared;
-        loop {
-            if shared.failover_when_exhausted && !server.is_primary() && server.exhausted() {
-                tried.push(Arc::clone(&server));
-                // Another replica only: a busy replica's overflow must not land on the primary.
-                if let Some(next) = shared
-                    .next_read(self.intent, tried)
-                    .filter(|s| !s.is_primary())
-                {
-                    crate::metrics::failover(&server, "exhausted");
-                    server = next;
-                    continue;
-                }
-                tried.pop();
-            }
-            let start = std::time::Instant::now();
-            let acquired = if server.is_primary() {
-                Some(server.pool.acquire().await)
-            } else {
-                // A replica that leaves service meanwhile (another read lost its connection,
-                // or a check failed) releases the reads waiting on its pool: sqlx keeps trying
-                // a refused server until the acquire timeout, as it may be starting up.
-                let left = server.left.notified();
-                tokio::pin!(left);
-                left.as_mut().enable();
-                if server.is_healthy() {
-                    tokio::select! {
-                        biased;
-                        result = server.pool.acquire() => Some(result),
-                        () = left => None,
-                    }
-                } else {
-                    None
-                }
-            };
-            let error = match acquired {
-                Some(Ok(conn)) => {
-                    crate::metrics::acquired(&server, start.elapsed());
-                    return Ok((conn, server));
-                }
-                Some(Err(error)) => error,
-                None => {
-                    tried.push(Arc::clone(&server));
-                    match shared.next_read(self.intent, tried) {
-                        Some(next) => {
-                            crate::metrics::failover(&server, "left");
-                            server = next;
-                            continue;
-                        }
-                        None => return Err((server, sqlx::Error::PoolTimedOut)),
-                    }
-                }
-            };
-            if matches!(error, sqlx::Error::PoolTimedOut) {
-                crate::metrics::acquire_timeout(&server);
-            }
-            let Some(cause) = failure_cause(&server, &error) else {
-                return Err((server, error));
-            };
-            if cause != "exhausted" && cause != "closed" {
-                shared.eject(&server, cause, &error);
-            }
-            if server.is_primary() || self.intent.role() == Role::Write {
-                return Err((server, error));
-            }
-            tried.push(Arc::clone(&server));
-            match shared.next_read(self.intent, tried) {
-                Some(next) => {
-                    crate::metrics::failover(&server, cause);
-                    tracing::debug!(from = %server.name, to = %next.name, cause, "read failed over");
-                    server = next;
-                }
-                None => return Err((server, error)),
-            }
-        }
-    }
-
-    /// Passes on an error from work on `server`'s connection, taking the server out of service
-    /// when the error says the connection or the server went away. Returns the error and
-    /// whether it was such a loss.
-    pub(crate) fn lost(&self, server: &Arc<Server>, error: sqlx::Error) -> sqlx::Error {
-        self.lost_how(server, error).0
-    }
-
-    pub(crate) fn lost_how(&self, server: &Arc<Server>, error: sqlx::Error) -> (sqlx::Error, bool) {
-        match lost_cause(&error) {
-            Some(cause) => {
-                self.shared.eject(server, cause, &error);
-                (error, true)
-            }
-            None => (error, false),
-        }
-    }
-}
-/// A connection and the server it belongs to.
-pub(crate) type Checkout = (PoolConnection<Postgres>, Arc<Server>);
-
-/// Why acquiring a connection from `server` failed, when it is a reason to try another server:
-/// `exhausted` (its pool is full; the server itself is fine), `closed` (removed at runtime), or
-/// a reason to take it out of service.
-fn failure_cause(server: &Server, error: &sqlx::Error) -> Option<&'static str> {
-    match error {
-        sqlx::Error::PoolTimedOut if server.pool.size() >= server.max_connections => {
-            Some("exhausted")
-        }
-        sqlx::Error::PoolTimedOut => Some("timeout"),
-        sqlx::Error::PoolClosed => Some("closed"),
-        sqlx::Error::Tls(_) => Some("tls"),
-        sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some("28000" | "28P01") => Some("authentication"),
-            _ => lost_cause(error),
-        },
-        _ => lost_cause(error),
-    }
-}
-
-/// Whether an error says the connection or its server went away (as opposed to an error in
-/// the query), and how.
-fn lost_cause(error: &sqlx::Error) -> Option<&'static str> {
-    match error {
-        sqlx::Error::Io(_) => Some("unreachable"),
-        sqlx::Error::Protocol(_) => Some("protocol"),
-        sqlx::Error::Database(db) => match db.code().as_deref() {
-            // admin_shutdown, crash_shutdown, cannot_connect_now (starting or stopping),
-            // too_many_connections.
-            Some("57P01" | "57P02" | "57P03" | "53300") => Some("shutting_down"),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-impl Deref for Target {
-    type Target = PgPool;
-
-    fn deref(&self) -> &PgPool {
-        &self.server.pool
     }
 }
 

@@ -136,31 +136,40 @@ impl Server {
         };
         self.lag_micros.store(micros, Ordering::Relaxed);
         self.lag_bytes.store(bytes, Ordering::Relaxed);
-        let healthy = problem.is_none();
-        if healthy {
+        if problem.is_none() {
             self.last_ok_ms.store(now, Ordering::Relaxed);
         }
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = problem;
-        let changed = self.healthy.swap(healthy, Ordering::AcqRel) != healthy;
-        if changed && !healthy {
-            self.left.notify_waiters();
-        }
-        changed.then_some(healthy)
+        let healthy = problem.is_none();
+        (self.set_problem(problem) != healthy).then_some(healthy)
     }
 
     /// Takes the server out of service because using it failed (passive ejection), until a
     /// check passes. Returns whether it was in service.
     pub(crate) fn eject(&self, problem: String) -> bool {
         self.fresh_check.store(true, Ordering::Release);
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(problem);
-        let was = self.healthy.swap(false, Ordering::AcqRel);
-        self.left.notify_waiters();
+        self.set_problem(Some(problem))
+    }
+
+    /// Sets why the server cannot serve (healthy when none), releasing the reads waiting on
+    /// its pool when it leaves service. Returns whether it was healthy before.
+    fn set_problem(&self, problem: Option<String>) -> bool {
+        let healthy = problem.is_none();
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+        let was = self.healthy.swap(healthy, Ordering::AcqRel);
+        if !healthy {
+            self.left.notify_waiters();
+        }
         was
+    }
+
+    /// Whether the pool has opened all the connections it may.
+    pub(crate) fn full(&self) -> bool {
+        self.pool.size() >= self.max_connections
     }
 
     /// Whether the pool has no connection to give without waiting: all open, none idle.
     pub(crate) fn exhausted(&self) -> bool {
-        self.pool.size() >= self.max_connections && self.pool.num_idle() == 0
+        self.full() && self.pool.num_idle() == 0
     }
 
     pub(crate) fn position(&self) -> u64 {

@@ -22,16 +22,21 @@ pub mod load;
 /// A primary with two replicas and an `items` table, replicated.
 pub async fn cluster() -> Cluster {
     let cluster = Cluster::start(2).await.expect("start the local cluster");
+    replicated(
+        &cluster,
+        "CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL)",
+    )
+    .await;
     cluster
-        .primary()
-        .execute("CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL)")
-        .await
-        .unwrap();
+}
+
+/// Runs `sql` on the primary and waits until every replica has replayed it.
+pub async fn replicated(cluster: &Cluster, sql: &str) {
+    cluster.primary().execute(sql).await.unwrap();
     cluster
         .wait_caught_up(Duration::from_secs(10))
         .await
         .unwrap();
-    cluster
 }
 
 /// Separation on, both replicas at weight 1, checks every 200 ms, lag threshold 1 s.
