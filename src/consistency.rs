@@ -471,3 +471,75 @@ mod tests {
         assert!(!debug.contains("secret"), "{debug}");
     }
 }
+
+/// Property tests: arbitrary input never panics and never verifies; what we sign always does.
+/// `PROPTEST_CASES=100000 cargo test --lib props` runs them longer.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PIN: Duration = Duration::from_secs(10);
+
+    fn signer() -> Signer {
+        Signer::new(b"current key of enough length....", None)
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_verifies(text in any::<String>(), now in any::<u64>()) {
+            prop_assert!(signer().verify(&text, now, PIN).is_err());
+        }
+
+        #[test]
+        fn token_shaped_text_never_verifies(text in "1\\.[A-Za-z0-9_-]{64}", now in any::<u64>()) {
+            prop_assert_eq!(text.len(), TOKEN_LEN);
+            prop_assert_eq!(
+                signer().verify(&text, now, PIN),
+                Err(TokenRejection::BadSignature)
+            );
+        }
+
+        #[test]
+        fn random_payloads_of_the_right_size_never_verify(bytes in any::<[u8; 48]>()) {
+            let text = format!("{VERSION}{}", URL_SAFE_NO_PAD.encode(bytes));
+            prop_assert_eq!(
+                signer().verify(&text, 1_000, PIN),
+                Err(TokenRejection::BadSignature)
+            );
+        }
+
+        #[test]
+        fn signed_tokens_verify_within_their_pin(
+            position in any::<u64>(),
+            issued_at_ms in 0u64..u64::MAX / 2,
+            age_ms in 0u64..=10_000,
+        ) {
+            let token = ConsistencyToken { position, issued_at_ms };
+            let text = signer().sign(&token);
+            prop_assert_eq!(text.len(), TOKEN_LEN);
+            prop_assert_eq!(signer().verify(&text, issued_at_ms + age_ms, PIN), Ok(token));
+        }
+
+        #[test]
+        fn any_changed_character_breaks_a_token(
+            position in any::<u64>(),
+            index in 0usize..TOKEN_LEN,
+            replacement in "[A-Za-z0-9_.!-]",
+        ) {
+            let text = signer().sign(&ConsistencyToken { position, issued_at_ms: 5_000 });
+            let mut changed = text.clone();
+            changed.replace_range(index..=index, &replacement);
+            prop_assume!(changed != text);
+            // 48 bytes are exactly 64 base64 characters: no character is padding.
+            prop_assert!(signer().verify(&changed, 5_000, PIN).is_err());
+        }
+
+        #[test]
+        fn cookie_values_come_from_the_header(header in any::<String>(), name in "[a-z_]{0,8}") {
+            if let Some(value) = cookie_value(&header, &name) {
+                prop_assert!(header.contains(value));
+            }
+        }
+    }
+}

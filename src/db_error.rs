@@ -4,17 +4,21 @@
 //! Return `Result<_, DbError>` from a handler and use `?` on sqlx calls: a lost or refused
 //! connection becomes `503 database_unavailable`, a write on a server that is read-only (the
 //! primary was demoted, or is in recovery) `503 database_read_only`, a hot-standby conflict or
-//! a serialization failure `503 database_conflict`, `RowNotFound` a `404`, anything else a
-//! `500` whose body says no more than `database_error` (the details go to the log, not to the
-//! client). Each 503 carries `Retry-After: 1`.
+//! a serialization failure `503 database_conflict`, a value PostgreSQL refuses (SQLSTATE class
+//! 22: a NUL byte in text, a number out of range) `400 invalid_input`, a constraint violation
+//! (class 23: unique, foreign key, not null, check) `409 constraint_violation`, `RowNotFound`
+//! a `404`, anything else a `500` whose body says no more than `database_error` (the details go
+//! to the log, not to the client). Each 503 carries `Retry-After: 1`.
 //!
 //! | kind | typical cause | retry? |
 //! |---|---|---|
 //! | [`Unavailable`](DbErrorKind::Unavailable) | server down, connection dropped mid-query, pool timed out | reads: yes, at once (the failed server is out of rotation already); writes: only if the write is idempotent, since a commit in flight may or may not have happened |
 //! | [`ReadOnly`](DbErrorKind::ReadOnly) | a write while the primary is down or demoted | later, once the primary is back |
 //! | [`Conflict`](DbErrorKind::Conflict) | `canceling statement due to conflict with recovery` on a replica (a long read against a replica replaying a vacuum), serialization failure, deadlock | yes: the whole read or transaction, from the start |
+//! | [`InvalidInput`](DbErrorKind::InvalidInput) | a value from the request that PostgreSQL refuses | no: the client must change it |
+//! | [`Constraint`](DbErrorKind::Constraint) | a duplicate key, a missing referenced row | no: the client must change the request |
 //! | [`NotFound`](DbErrorKind::NotFound) | `fetch_one` found no row | no |
-//! | [`Other`](DbErrorKind::Other) | a bug or a constraint in the query | no |
+//! | [`Other`](DbErrorKind::Other) | a bug in the query | no |
 //!
 //! ```
 //! use axum::response::IntoResponse;
@@ -42,6 +46,12 @@ pub enum DbErrorKind {
     /// The statement was cancelled by a conflict: with recovery on a hot standby, a
     /// serialization failure or a deadlock. Retrying the whole unit of work can succeed.
     Conflict,
+    /// PostgreSQL refused a value (SQLSTATE class 22, data exception): most often input from
+    /// the request, such as text with a NUL byte or a number out of range.
+    InvalidInput,
+    /// An integrity constraint was violated (SQLSTATE class 23): a duplicate key, a foreign
+    /// key to a missing row, a null in a `NOT NULL` column, a failed check.
+    Constraint,
     /// `fetch_one` found no row.
     NotFound,
     /// Anything else: the query's own error.
@@ -74,24 +84,29 @@ impl DbError {
         self.source.as_ref()
     }
 
-    /// The response status: 503, 404 or 500.
+    /// The response status: 503, 400, 409, 404 or 500.
     pub fn status(&self) -> StatusCode {
         match self.kind {
             DbErrorKind::Unavailable | DbErrorKind::ReadOnly | DbErrorKind::Conflict => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            DbErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+            DbErrorKind::Constraint => StatusCode::CONFLICT,
             DbErrorKind::NotFound => StatusCode::NOT_FOUND,
             DbErrorKind::Other => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// A stable machine-readable code: `database_unavailable`, `database_read_only`,
-    /// `database_conflict`, `not_found` or `database_error`.
+    /// `database_conflict`, `invalid_input`, `constraint_violation`, `not_found` or
+    /// `database_error`.
     pub fn code(&self) -> &'static str {
         match self.kind {
             DbErrorKind::Unavailable => "database_unavailable",
             DbErrorKind::ReadOnly => "database_read_only",
             DbErrorKind::Conflict => "database_conflict",
+            DbErrorKind::InvalidInput => "invalid_input",
+            DbErrorKind::Constraint => "constraint_violation",
             DbErrorKind::NotFound => "not_found",
             DbErrorKind::Other => "database_error",
         }
@@ -107,6 +122,8 @@ impl DbError {
             DbErrorKind::Conflict => {
                 "the database cancelled the request after a conflict; try again"
             }
+            DbErrorKind::InvalidInput => "the database refused a value in the request",
+            DbErrorKind::Constraint => "the request conflicts with data already stored",
             DbErrorKind::NotFound => "no such record",
             DbErrorKind::Other => "the database failed the request",
         }
@@ -124,6 +141,12 @@ pub(crate) fn classify(error: &sqlx::Error) -> DbErrorKind {
         // serialization_failure (also raised for conflicts with recovery), deadlock.
         sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")) => {
             DbErrorKind::Conflict
+        }
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
+            DbErrorKind::InvalidInput
+        }
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("23")) => {
+            DbErrorKind::Constraint
         }
         error if connection_failure(error).is_some() => DbErrorKind::Unavailable,
         _ => DbErrorKind::Other,
@@ -192,7 +215,9 @@ impl IntoResponse for DbError {
     fn into_response(self) -> Response {
         match self.kind {
             DbErrorKind::Other => tracing::error!(error = %self, "database error"),
-            DbErrorKind::NotFound => {}
+            DbErrorKind::NotFound | DbErrorKind::InvalidInput | DbErrorKind::Constraint => {
+                tracing::debug!(error = %self, "database refused the request")
+            }
             _ => tracing::warn!(error = %self, "database error"),
         }
         json_error(self.status(), self.code(), self.message())
@@ -240,6 +265,8 @@ mod tests {
             DbErrorKind::Unavailable,
             DbErrorKind::ReadOnly,
             DbErrorKind::Conflict,
+            DbErrorKind::InvalidInput,
+            DbErrorKind::Constraint,
             DbErrorKind::NotFound,
             DbErrorKind::Other,
         ] {

@@ -478,3 +478,154 @@ fn a_secret_inside_a_misplaced_mapping_is_not_shown() {
     assert!(message.contains("db.readReplicas"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
 }
+
+/// Property tests over whole documents: any text, and any mix of real keys with values of every
+/// shape, gives a configuration or an error that names a `db` key, never a panic, and never
+/// shows a secret. `PROPTEST_CASES=100000 cargo test --test config props` runs them longer.
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SECRETS: &[&str] = &["password", "signingKey", "previousSigningKey"];
+    const SECRET_VALUE: &str = "hunter2-in-a-property";
+    const VALUES: &[&str] = &[
+        "0",
+        "1",
+        "-1",
+        "2",
+        "65535",
+        "65536",
+        "4294967296",
+        "99999999999999999999",
+        "0.5",
+        "-0.5",
+        "1e400",
+        ".nan",
+        "true",
+        "false",
+        "null",
+        "~",
+        "''",
+        "\"\"",
+        "x",
+        "10s",
+        "250ms",
+        "-5ms",
+        "1h30m",
+        "lsn",
+        "window",
+        "off",
+        "require",
+        "disable",
+        "[]",
+        "[1, 2]",
+        "{}",
+        "{ a: 1 }",
+        "${UNSET}",
+        "${UNSET:-3}",
+        "\"${UNSET:-}\"",
+        "'quoted: value'",
+        "&a 1",
+        "*nope",
+        "!!binary aGk=",
+        "\"\\u0000\"",
+    ];
+
+    /// Every accepted key as `(section, key)`, read from the unknown-key errors.
+    fn keys() -> Vec<(&'static str, &'static str)> {
+        let db_keys = keys_of(&db("  zzz: 1\n"));
+        let replica_keys = keys_of(&db("  readReplicas:\n    - { name: r, host: h, zzz: 1 }\n"));
+        let consistency_keys = keys_of(&db("  consistency:\n    zzz: 1\n"));
+        let sections = [("db", db_keys), ("replica", replica_keys)];
+        sections
+            .into_iter()
+            .chain([("consistency", consistency_keys)])
+            .flat_map(|(section, keys)| keys.iter().map(move |k| (section, *k)))
+            .filter(|(section, key)| {
+                !(*section == "db" && ["host", "consistency", "readReplicas"].contains(key))
+            })
+            .collect()
+    }
+
+    /// A secret written in every shape: plain, quoted, in a list or a mapping, broken YAML.
+    const SECRET_SHAPES: &[&str] = &[
+        "{}",
+        "\"{}\"",
+        "'{}'",
+        "[{}]",
+        "[1, {}]",
+        "{{ k: {} }}",
+        "{}: x",
+        "[{}",
+        "\"{}",
+        "{} # comment",
+        "|\n      {}",
+    ];
+
+    fn document(settings: &[((&str, &str), &str)]) -> String {
+        let value = |key: &str, value: &str| match SECRETS.contains(&key) {
+            true => {
+                let shape = SECRET_SHAPES[value.len() % SECRET_SHAPES.len()];
+                shape
+                    .replace("{}", SECRET_VALUE)
+                    .replace("{{", "{")
+                    .replace("}}", "}")
+            }
+            false => value.to_owned(),
+        };
+        let mut yaml = db("");
+        let mut replica = vec!["name: r".to_owned(), "host: h".to_owned()];
+        let mut consistency = String::new();
+        for ((section, key), v) in settings {
+            match *section {
+                "db" => yaml.push_str(&format!("  {key}: {}\n", value(key, v))),
+                "replica" => replica.push(format!("{key}: {}", value(key, v))),
+                _ => consistency.push_str(&format!("    {key}: {}\n", value(key, v))),
+            }
+        }
+        yaml.push_str(&format!(
+            "  readReplicas:\n    - {{ {} }}\n",
+            replica.join(", ")
+        ));
+        if !consistency.is_empty() {
+            yaml.push_str(&format!("  consistency:\n{consistency}"));
+        }
+        yaml
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_config_or_an_error(text in any::<String>()) {
+            if let Err(error) = Config::from_yaml_with_env(&text, |_| None) {
+                prop_assert!(!error.to_string().is_empty());
+            }
+        }
+
+        #[test]
+        fn any_mix_of_keys_and_values_is_a_config_or_names_a_key(
+            settings in prop::collection::vec(
+                (prop::sample::select(keys()), prop::sample::select(VALUES)),
+                1..6,
+            ),
+        ) {
+            let yaml = document(&settings);
+            let Err(error) = Config::from_yaml_with_env(&yaml, |_| None) else {
+                return Ok(());
+            };
+            let message = error.to_string();
+            prop_assert!(!message.contains(SECRET_VALUE), "{message}");
+            match &error {
+                ConfigError::Invalid { key, .. }
+                | ConfigError::Missing { key, .. }
+                | ConfigError::UnknownKey { key, .. } => {
+                    prop_assert!(key.starts_with("db"), "{key}: {message}");
+                    prop_assert!(message.contains(key.as_str()), "{message}");
+                }
+                ConfigError::Placeholder { placeholder, .. } => {
+                    prop_assert!(message.contains(placeholder.as_str()), "{message}");
+                }
+                _ => prop_assert!(!message.is_empty()),
+            }
+        }
+    }
+}

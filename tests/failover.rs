@@ -1,6 +1,6 @@
 //! Faults injected into a real cluster under a steady mixed load (nine reads to one write,
-//! several clients): replicas stopped, the primary stopped, replay paused, a replica frozen.
-//! Each test prints its report; run with `--nocapture` to see them.
+//! several clients): replicas stopped, the primary stopped, replay paused, a replica frozen;
+//! and the topology changed at runtime (drained, removed, added, reweighted). Each test prints its report; run with `--nocapture` to see them.
 
 mod common;
 
@@ -245,4 +245,104 @@ async fn a_frozen_replica_delays_no_read_past_the_connect_timeout() {
         report.worst_read < CONNECT_TIMEOUT + Duration::from_millis(500),
         "{report}"
     );
+}
+
+/// Sessions that rwsplit holds open on `node` (its pools and its health checker).
+async fn rwsplit_sessions(node: &rwsplit_testkit::Node) -> i64 {
+    let mut admin = node.connect().await.unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rwsplit'")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_and_replicas_change_under_load_without_a_failed_request() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (cluster, registry, app, seed) = setup().await;
+    let (primary, replica1, replica2) = (cluster.primary(), cluster.replica(0), cluster.replica(1));
+    let phase = Duration::from_secs(1);
+
+    // Drain replica1 while reads run on both replicas.
+    let load = Load::start(&app, CLIENTS, false, seed);
+    tokio::time::sleep(phase).await;
+    registry.set_weight("replica1", 0).unwrap();
+    tokio::time::sleep(phase).await;
+    let draining = load.finish().await;
+    print("replica1 drained under load", &draining);
+
+    let load = Load::start(&app, CLIENTS, false, seed);
+    tokio::time::sleep(phase).await;
+    let drained = load.finish().await;
+    print("replica1 at weight 0", &drained);
+
+    // Remove replica2, which now serves every read, in the middle of its reads: the primary
+    // takes them (replica1 is drained), and replica2's pool closes once they are done.
+    let load = Load::start(&app, CLIENTS, false, seed);
+    tokio::time::sleep(phase).await;
+    assert!(rwsplit_sessions(replica2).await > 0);
+    registry.remove_replica("replica2").unwrap();
+    tokio::time::sleep(phase).await;
+    let removing = load.finish().await;
+    print("replica2 removed under load", &removing);
+    let mut left = rwsplit_sessions(replica2).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while left > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = rwsplit_sessions(replica2).await;
+    }
+    assert_eq!(left, 0, "the removed replica's connections were not closed");
+    assert!(
+        registry
+            .status()
+            .replicas
+            .iter()
+            .all(|r| r.name != "replica2")
+    );
+
+    // Add replica2 back and give replica1 weight 2, under load.
+    let load = Load::start(&app, CLIENTS, false, seed);
+    tokio::time::sleep(phase).await;
+    registry
+        .add_replica(
+            rwsplit::ReplicaConfig::new("replica2", "127.0.0.1")
+                .port(replica2.port())
+                .weight(1),
+        )
+        .await
+        .unwrap();
+    registry.set_weight("replica1", 2).unwrap();
+    tokio::time::sleep(phase).await;
+    let adding = load.finish().await;
+    print("replica2 added, replica1 at weight 2, under load", &adding);
+
+    let load = Load::start(&app, CLIENTS, false, seed);
+    tokio::time::sleep(phase * 2).await;
+    let after = load.finish().await;
+    print("after the changes", &after);
+
+    for report in [&draining, &drained, &removing, &adding, &after] {
+        assert_eq!(report.failed_reads(), 0, "{report}");
+        assert_eq!(report.failed_writes(), 0, "{report}");
+        assert!(report.reads > 100, "{report}");
+    }
+    assert_eq!(
+        drained.served_by(replica1),
+        0,
+        "a drained replica served reads: {drained}"
+    );
+    assert_eq!(drained.served_by(primary), 0, "{drained}");
+    assert!(removing.served_by(primary) > 0, "{removing}");
+    assert_eq!(after.served_by(primary), 0, "{after}");
+    let (one, two) = (after.served_by(replica1), after.served_by(replica2));
+    let share = one as f64 / (one + two) as f64;
+    assert!(
+        (share - 2.0 / 3.0).abs() < 0.05,
+        "weights 2:1 gave {one}:{two}"
+    );
+    let mut acked = draining;
+    for report in [drained, removing, adding, after] {
+        acked.acked.extend(report.acked);
+    }
+    assert_nothing_lost(&cluster, &acked).await;
 }

@@ -104,3 +104,78 @@ async fn handler_logs_carry_the_intent_and_the_server_chosen() {
         assert!(line.contains(&field), "{field} in {line}");
     }
 }
+
+#[tokio::test]
+async fn a_demoted_primary_is_logged_counted_and_shown_and_writes_get_503() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let recorder = TestRecorder::new();
+    let _metrics = metrics::set_default_local_recorder(&recorder);
+    let cluster = cluster().await;
+    // The server configured as the primary is a standby, as after a failover that demoted it.
+    let demoted = cluster.replica(0);
+    let config = config(&cluster).port(demoted.port());
+    let registry = Registry::connect(config).await.unwrap();
+    let app = app(registry.clone());
+
+    let status = registry.status().primary;
+    assert!(!status.healthy, "{status:?}");
+    let problem = status.last_error.clone().unwrap_or_default();
+    assert!(problem.contains("is in recovery"), "{problem}");
+    let endpoint = axum::Router::new()
+        .route("/db/status", axum::routing::get(rwsplit::status))
+        .with_state(registry.clone());
+    let response = tower::ServiceExt::oneshot(
+        endpoint,
+        http::Request::get("/db/status")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["primary"]["healthy"], false, "{json}");
+    let shown = json["primary"]["last_error"].as_str().unwrap_or_default();
+    assert!(shown.contains("is in recovery"), "{json}");
+
+    // Writes are refused at once with a clear 503; reads go on from the replicas.
+    let write = call(&app, &cluster, "POST", "/write").await;
+    assert_eq!(write.status, 503, "{}", write.body);
+    assert!(write.body.contains("database_read_only"), "{}", write.body);
+    let read = call(&app, &cluster, "GET", "/whoami").await;
+    assert_eq!(read.status, 200, "{}", read.body);
+
+    // A write that reaches the demoted server anyway (here: on the pool itself) gets
+    // PostgreSQL's read-only error, which `DbError` answers with the same 503.
+    let error = sqlx::query("INSERT INTO items (name) VALUES ('lost')")
+        .execute(registry.primary())
+        .await
+        .unwrap_err();
+    let error = rwsplit::DbError::from(error);
+    assert_eq!(error.kind(), rwsplit::DbErrorKind::ReadOnly, "{error}");
+    let response = axum::response::IntoResponse::into_response(error);
+    assert_eq!(response.status(), 503);
+
+    // Several check rounds later: one error in the log, every round counted as wrong_role.
+    tokio::time::sleep(INTERVAL * 4).await;
+    assert_eq!(
+        logs.count("primary failed its check"),
+        1,
+        "logged once:\n{}",
+        logs.text()
+    );
+    assert!(logs.text().contains("ERROR"), "{}", logs.text());
+    let wrong_role = recorder.value(
+        "rwsplit_health_checks_total",
+        &[("server", "primary"), ("result", "wrong_role")],
+    );
+    assert!(wrong_role.unwrap_or(0.0) >= 3.0, "{wrong_role:?}");
+    assert_eq!(
+        recorder.value("rwsplit_server_healthy", &[("server", "primary")]),
+        Some(0.0)
+    );
+    registry.shutdown().await;
+}

@@ -83,3 +83,61 @@ mod tests {
         assert!(parse_duration("10parsecs").unwrap_err().contains("parsecs"));
     }
 }
+
+/// Property tests: any text gives a duration or a reason, never a panic; what users write
+/// parses to exactly what they meant. `PROPTEST_CASES=100000 cargo test --lib props` runs them
+/// longer.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_gives_a_reason(text in any::<String>()) {
+            if let Err(reason) = parse_duration(&text) {
+                prop_assert!(!reason.is_empty());
+            }
+        }
+
+        #[test]
+        fn duration_shaped_text_parses_or_gives_a_reason(
+            text in "[0-9.]{0,6}(ms|s|sec|m|min|h|x|)[0-9.]{0,4}(ms|s|h|)",
+        ) {
+            if let Err(reason) = parse_duration(&text) {
+                prop_assert!(!reason.is_empty());
+            }
+        }
+
+        #[test]
+        fn combined_units_add_up(
+            h in 0u64..100, m in 0u64..100, s in 0u64..100, ms in 0u64..1000,
+        ) {
+            let text = format!("{h}h{m}m{s}s{ms}ms");
+            let expected = Duration::from_millis(((h * 60 + m) * 60 + s) * 1000 + ms);
+            prop_assert_eq!(parse_duration(&text), Ok(expected));
+        }
+
+        #[test]
+        fn bare_numbers_are_seconds(seconds in 0u64..1_000_000_000) {
+            prop_assert_eq!(
+                parse_duration(&seconds.to_string()),
+                Ok(Duration::from_secs(seconds))
+            );
+        }
+
+        #[test]
+        fn negative_and_non_finite_numbers_are_refused(
+            x in prop_oneof![
+                (1e-300f64..1e300).prop_map(|x| -x),
+                Just(f64::NAN),
+                Just(f64::INFINITY),
+                Just(f64::NEG_INFINITY),
+            ],
+        ) {
+            prop_assert!(parse_duration(&x.to_string()).is_err());
+            let with_unit = format!("{x}s");
+            prop_assert!(parse_duration(&with_unit).is_err());
+        }
+    }
+}

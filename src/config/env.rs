@@ -156,3 +156,58 @@ mod tests {
         assert!(run("a: ${A B}").is_err());
     }
 }
+
+/// Property tests: any text is replaced or refused with a reason, never a panic; text without
+/// placeholders and comment lines pass through unchanged. `PROPTEST_CASES=100000 cargo test
+/// --lib props` runs them longer.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn env(name: &str) -> Option<String> {
+        name.len().is_multiple_of(2).then(|| format!("<{name}>"))
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_replaced_or_refused(text in any::<String>()) {
+            let _ = interpolate(&text, &env);
+        }
+
+        #[test]
+        fn placeholder_shaped_text_is_replaced_or_refused(
+            text in "([a-z: \\n#]|\\$|\\{|\\}|:-|[A-Z_0-9]){0,40}",
+        ) {
+            if let Err(error) = interpolate(&text, &env) {
+                prop_assert!(error.to_string().contains("line"));
+            }
+        }
+
+        #[test]
+        fn text_without_a_dollar_is_unchanged(text in "[^$]*") {
+            prop_assert_eq!(interpolate(&text, &env).unwrap(), text);
+        }
+
+        #[test]
+        fn comment_lines_are_unchanged(comment in "[^\\n]*") {
+            let text = format!("  # {comment}\n");
+            prop_assert_eq!(interpolate(&text, &env).unwrap(), text);
+        }
+
+        #[test]
+        fn placeholders_take_the_value_or_the_default(
+            before in "[^$#\\n]*",
+            name in "[A-Za-z_][A-Za-z0-9_]{0,12}",
+            default in "[^}\\n]*",
+            after in "[^$\\n]*",
+        ) {
+            let text = format!("{before}${{{name}:-{default}}}{after}");
+            let value = env(&name).unwrap_or_else(|| default.clone());
+            prop_assert_eq!(
+                interpolate(&text, &env).unwrap(),
+                format!("{before}{value}{after}")
+            );
+        }
+    }
+}

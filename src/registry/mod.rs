@@ -397,10 +397,12 @@ impl Registry {
     /// fails with [`Error::Config`] if it is invalid or its name is taken.
     pub async fn add_replica(&self, replica: ReplicaConfig) -> Result<(), Error> {
         let shared = &self.shared;
+        // Validated on its own against the primary's settings: the names registered now (not
+        // the ones in the original file, some of which may have been removed) are checked below.
         let mut config = shared.config.clone();
-        config.replicas.push(replica);
+        config.replicas = vec![replica];
         let config = config.validate()?;
-        let added = config.replicas.last().expect("just pushed");
+        let added = &config.replicas[0];
         let server = Server::new(
             &added.name,
             Kind::Replica,

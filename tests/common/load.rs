@@ -22,15 +22,19 @@ const TOKEN_HEADER: &str = "x-db-consistency";
 /// that also runs the health checks (the tests run unoptimized on two cores).
 const THINK: Duration = Duration::from_millis(2);
 
-/// `GET /items/{id}` (404 when the row is not there: a stale read) and `POST /items`.
+/// `GET /items/{id}` (404 when the row is not there: a stale read; the body is the port of the
+/// server that answered) and `POST /items`.
 pub fn app(registry: Registry) -> Router {
     async fn show(db: DbRead, Path(id): Path<i64>) -> Result<Result<String, StatusCode>, DbError> {
-        let name: Option<String> =
-            sqlx::query_scalar("SELECT name FROM items WHERE id = $1 /* load read */")
-                .bind(id)
-                .fetch_optional(&db)
-                .await?;
-        Ok(name.ok_or(StatusCode::NOT_FOUND))
+        let port: Option<i32> = sqlx::query_scalar(
+            "SELECT inet_server_port() FROM items WHERE id = $1 /* load read */",
+        )
+        .bind(id)
+        .fetch_optional(&db)
+        .await?;
+        Ok(port
+            .map(|port| port.to_string())
+            .ok_or(StatusCode::NOT_FOUND))
     }
     async fn create(db: DbWrite) -> Result<String, DbError> {
         let id: i64 = sqlx::query_scalar(
@@ -64,6 +68,8 @@ pub struct Report {
     pub worst_failed_write: Duration,
     /// Ids of acknowledged writes.
     pub acked: Vec<i64>,
+    /// Successful reads by the port of the server that answered them.
+    pub served: BTreeMap<u16, usize>,
 }
 
 impl Report {
@@ -89,6 +95,14 @@ impl Report {
         self.worst_write = self.worst_write.max(other.worst_write);
         self.worst_failed_write = self.worst_failed_write.max(other.worst_failed_write);
         self.acked.extend(other.acked);
+        for (port, n) in other.served {
+            *self.served.entry(port).or_default() += n;
+        }
+    }
+
+    /// Successful reads that `node` answered.
+    pub fn served_by(&self, node: &rwsplit_testkit::Node) -> usize {
+        self.served.get(&node.port()).copied().unwrap_or(0)
     }
 }
 
@@ -99,13 +113,14 @@ impl fmt::Display for Report {
         write!(
             f,
             "sent {sent}, succeeded {}, failed {failed} (reads {:?}, writes {:?}), stale {}, \
-             worst read {:?}, worst write {:?}",
+             worst read {:?}, worst write {:?}, reads by port {:?}",
             sent - failed,
             self.failed_reads,
             self.failed_writes,
             self.stale,
             self.worst_read,
             self.worst_write,
+            self.served,
         )
     }
 }
@@ -198,7 +213,10 @@ async fn client(app: Router, stop: Arc<AtomicBool>, sticky: bool, seed_id: i64) 
             report.reads += 1;
             report.worst_read = report.worst_read.max(took);
             match code {
-                200 => {}
+                200 => {
+                    let port = body.parse().expect("the serving server's port");
+                    *report.served.entry(port).or_default() += 1;
+                }
                 404 => report.stale += 1,
                 _ => *report.failed_reads.entry(code).or_default() += 1,
             }

@@ -11,171 +11,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::Path;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use metrics_exporter_prometheus::PrometheusHandle;
-use rwsplit::{
-    Config, ConsistencyConfig, DbRead, DbWrite, Registry, RouteOverride, RwSplitLayer, Target,
-};
-use serde::{Deserialize, Serialize};
+use rwsplit::{Config, ConsistencyConfig, Registry};
 use tokio::net::TcpListener;
 
-#[derive(Serialize, sqlx::FromRow)]
-struct Item {
-    id: i64,
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct NewItem {
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct Search {
-    q: String,
-}
-
-/// Every error the API answers with, as JSON.
-struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
-    }
-}
-
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        tracing::error!(error = %e, "query failed");
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, "database error".into())
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(e: JsonRejection) -> Self {
-        ApiError(e.status(), e.body_text())
-    }
-}
-
-impl From<PathRejection> for ApiError {
-    fn from(e: PathRejection) -> Self {
-        ApiError(StatusCode::BAD_REQUEST, e.body_text())
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
-
-/// Says why the server was chosen, for the tour (the layer's `x-db-target` says which).
-fn why(target: &Target) -> HeaderMap {
-    let intent = target.intent();
-    let text = format!("{} ({})", intent.role().as_str(), intent.reason().as_str());
-    let mut headers = HeaderMap::new();
-    headers.insert("x-db-reason", HeaderValue::from_str(&text).unwrap());
-    headers
-}
-
-fn not_found() -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, "no such item".into())
-}
-
-async fn list(db: DbRead) -> ApiResult<impl IntoResponse> {
-    let items: Vec<Item> = sqlx::query_as("SELECT id, name FROM items ORDER BY id")
-        .fetch_all(&db)
-        .await?;
-    Ok((why(db.target()), Json(items)))
-}
-
-async fn show(db: DbRead, id: Result<Path<i64>, PathRejection>) -> ApiResult<impl IntoResponse> {
-    let Path(id) = id?;
-    let item: Option<Item> = sqlx::query_as("SELECT id, name FROM items WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&db)
-        .await?;
-    Ok((why(db.target()), Json(item.ok_or_else(not_found)?)))
-}
-
-async fn create(
-    db: DbWrite,
-    body: Result<Json<NewItem>, JsonRejection>,
-) -> ApiResult<impl IntoResponse> {
-    let Json(new) = body?;
-    let item: Item = sqlx::query_as("INSERT INTO items (name) VALUES ($1) RETURNING id, name")
-        .bind(new.name)
-        .fetch_one(&db)
-        .await?;
-    Ok((StatusCode::CREATED, why(db.target()), Json(item)))
-}
-
-async fn update(
-    db: DbWrite,
-    id: Result<Path<i64>, PathRejection>,
-    body: Result<Json<NewItem>, JsonRejection>,
-) -> ApiResult<impl IntoResponse> {
-    let Path(id) = id?;
-    let Json(new) = body?;
-    let item: Option<Item> =
-        sqlx::query_as("UPDATE items SET name = $1 WHERE id = $2 RETURNING id, name")
-            .bind(new.name)
-            .bind(id)
-            .fetch_optional(&db)
-            .await?;
-    Ok((why(db.target()), Json(item.ok_or_else(not_found)?)))
-}
-
-async fn remove(db: DbWrite, id: Result<Path<i64>, PathRejection>) -> ApiResult<impl IntoResponse> {
-    let Path(id) = id?;
-    let deleted = sqlx::query("DELETE FROM items WHERE id = $1")
-        .bind(id)
-        .execute(&db)
-        .await?
-        .rows_affected();
-    if deleted == 0 {
-        return Err(not_found());
-    }
-    Ok((StatusCode::NO_CONTENT, why(db.target())))
-}
-
-async fn search(
-    db: DbRead,
-    body: Result<Json<Search>, JsonRejection>,
-) -> ApiResult<impl IntoResponse> {
-    let Json(search) = body?;
-    let items: Vec<Item> =
-        sqlx::query_as("SELECT id, name FROM items WHERE name ILIKE '%' || $1 || '%' ORDER BY id")
-            .bind(search.q)
-            .fetch_all(&db)
-            .await?;
-    Ok((why(db.target()), Json(items)))
-}
-
-/// The demo's routes. They stay stable: other tools drive them.
-fn app(registry: Registry, metrics: PrometheusHandle) -> Router {
-    Router::new()
-        .route("/metrics", rwsplit::prometheus::metrics_route(metrics))
-        .route("/db/status", get(rwsplit::status))
-        .route("/items", get(list).post(create))
-        .route("/items/{id}", get(show).put(update).delete(remove))
-        .route(
-            "/items/{id}/fresh",
-            get(show).route_layer(RouteOverride::primary()),
-        )
-        .route(
-            "/items/search",
-            post(search).route_layer(RouteOverride::replica()),
-        )
-        .layer(RwSplitLayer::new(registry.clone()).target_header(true))
-        .with_state(registry)
-}
+mod app;
 
 struct Args {
     config: Option<String>,
@@ -278,7 +122,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = listener(args.listen).await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(
-        axum::serve(listener, app(registry.clone(), metrics.clone()))
+        axum::serve(listener, app::app(registry.clone(), metrics.clone()))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })

@@ -1,0 +1,169 @@
+//! The demo's `items` API: plain sqlx queries on `DbRead` / `DbWrite`, JSON errors, and the
+//! status and metrics routes. Its routes stay stable: the tour, the load run and the tests
+//! drive them.
+
+use axum::extract::Path;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use rwsplit::{DbError, DbRead, DbWrite, Registry, RouteOverride, RwSplitLayer, Target};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, sqlx::FromRow)]
+struct Item {
+    id: i64,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct NewItem {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Search {
+    q: String,
+}
+
+/// Every error the API answers with, as JSON: database errors sorted by [`DbError`] (a value
+/// PostgreSQL refuses is a 400, a lost server a 503), bad requests with axum's own text.
+enum ApiError {
+    Db(DbError),
+    Request(StatusCode, String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Db(error) => error.into_response(),
+            ApiError::Request(status, message) => {
+                (status, Json(serde_json::json!({ "error": message }))).into_response()
+            }
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Db(DbError::from(e))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::Request(e.status(), e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::Request(StatusCode::BAD_REQUEST, e.body_text())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Says why the server was chosen, for the tour (the layer's `x-db-target` says which).
+fn why(target: &Target) -> HeaderMap {
+    let intent = target.intent();
+    let text = format!("{} ({})", intent.role().as_str(), intent.reason().as_str());
+    let mut headers = HeaderMap::new();
+    headers.insert("x-db-reason", HeaderValue::from_str(&text).unwrap());
+    headers
+}
+
+fn not_found() -> ApiError {
+    ApiError::Request(StatusCode::NOT_FOUND, "no such item".into())
+}
+
+async fn list(db: DbRead) -> ApiResult<impl IntoResponse> {
+    let items: Vec<Item> = sqlx::query_as("SELECT id, name FROM items ORDER BY id")
+        .fetch_all(&db)
+        .await?;
+    Ok((why(db.target()), Json(items)))
+}
+
+async fn show(db: DbRead, id: Result<Path<i64>, PathRejection>) -> ApiResult<impl IntoResponse> {
+    let Path(id) = id?;
+    let item: Option<Item> = sqlx::query_as("SELECT id, name FROM items WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&db)
+        .await?;
+    Ok((why(db.target()), Json(item.ok_or_else(not_found)?)))
+}
+
+async fn create(
+    db: DbWrite,
+    body: Result<Json<NewItem>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(new) = body?;
+    let item: Item = sqlx::query_as("INSERT INTO items (name) VALUES ($1) RETURNING id, name")
+        .bind(new.name)
+        .fetch_one(&db)
+        .await?;
+    Ok((StatusCode::CREATED, why(db.target()), Json(item)))
+}
+
+async fn update(
+    db: DbWrite,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Json<NewItem>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path(id) = id?;
+    let Json(new) = body?;
+    let item: Option<Item> =
+        sqlx::query_as("UPDATE items SET name = $1 WHERE id = $2 RETURNING id, name")
+            .bind(new.name)
+            .bind(id)
+            .fetch_optional(&db)
+            .await?;
+    Ok((why(db.target()), Json(item.ok_or_else(not_found)?)))
+}
+
+async fn remove(db: DbWrite, id: Result<Path<i64>, PathRejection>) -> ApiResult<impl IntoResponse> {
+    let Path(id) = id?;
+    let deleted = sqlx::query("DELETE FROM items WHERE id = $1")
+        .bind(id)
+        .execute(&db)
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(not_found());
+    }
+    Ok((StatusCode::NO_CONTENT, why(db.target())))
+}
+
+async fn search(
+    db: DbRead,
+    body: Result<Json<Search>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(search) = body?;
+    let items: Vec<Item> =
+        sqlx::query_as("SELECT id, name FROM items WHERE name ILIKE '%' || $1 || '%' ORDER BY id")
+            .bind(search.q)
+            .fetch_all(&db)
+            .await?;
+    Ok((why(db.target()), Json(items)))
+}
+
+/// The demo's routes.
+pub fn app(registry: Registry, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/metrics", rwsplit::prometheus::metrics_route(metrics))
+        .route("/db/status", get(rwsplit::status))
+        .route("/items", get(list).post(create))
+        .route("/items/{id}", get(show).put(update).delete(remove))
+        .route(
+            "/items/{id}/fresh",
+            get(show).route_layer(RouteOverride::primary()),
+        )
+        .route(
+            "/items/search",
+            post(search).route_layer(RouteOverride::replica()),
+        )
+        .layer(RwSplitLayer::new(registry.clone()).target_header(true))
+        .with_state(registry)
+}
