@@ -6,22 +6,16 @@
 //! health loop never runs (its runtime is never driven), so every replica counts as healthy and
 //! nothing here does I/O. Results and the machine they came from: `benches/RESULTS.md`.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::Router;
-use axum::body::Body;
-use axum::routing::get;
+use common::{idle_runtime, ready, registry, request, routers};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use http::Request;
-use rwsplit::{
-    Config, ConsistencyConfig, ConsistencyToken, DbRead, Registry, ReplicaConfig, RwSplitLayer,
-};
+use rwsplit::{ConsistencyConfig, ConsistencyToken};
 use tower::ServiceExt;
 
 /// Counts heap allocations, to show what a request allocates.
@@ -51,78 +45,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Polls a future that completes without waiting (nothing here does I/O).
-fn ready<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the request waited: this benchmark must not do I/O"),
-    }
-}
-
-/// A runtime to build registries in that is never driven, so their health loops never run.
-fn idle_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A registry with `replicas` replicas (none reachable: their health is never checked).
-fn registry(replicas: usize, consistency: ConsistencyConfig) -> Registry {
-    let mut config = Config::new("127.0.0.1")
-        .read_write_separation(true)
-        .health_check_interval(Duration::from_secs(3600))
-        .consistency(consistency);
-    for i in 0..replicas {
-        config = config.replica(
-            ReplicaConfig::new(format!("replica{}", i + 1), "127.0.0.1").port(20_000 + i as u16),
-        );
-    }
-    Registry::connect_lazy(config).expect("a valid configuration")
-}
-
-fn request() -> Request<Body> {
-    Request::get("/items/7").body(Body::empty()).unwrap()
-}
-
-async fn plain() -> &'static str {
-    "ok"
-}
-
-async fn with_db(db: DbRead) -> &'static str {
-    black_box(db.name());
-    "ok"
-}
-
-/// The same route three ways: without rwsplit, with the layer and `DbRead` (defaults: request
-/// metrics on), and with request metrics off.
-fn routers(registry: &Registry) -> [(&'static str, Router); 3] {
-    let bare = Router::new()
-        .route("/items/{id}", get(plain))
-        .with_state(registry.clone());
-    let layered = |layer: RwSplitLayer| {
-        Router::new()
-            .route("/items/{id}", get(with_db))
-            .layer(layer)
-            .with_state(registry.clone())
-    };
-    [
-        ("without rwsplit", bare),
-        (
-            "layer + DbRead",
-            layered(RwSplitLayer::new(registry.clone())),
-        ),
-        (
-            "layer + DbRead, request metrics off",
-            layered(RwSplitLayer::new(registry.clone()).request_metrics(false)),
-        ),
-    ]
-}
 
 fn layer_overhead(c: &mut Criterion) {
     let runtime = idle_runtime();
@@ -154,11 +76,13 @@ fn allocations(c: &mut Criterion) {
         let per_request = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / N as f64;
         counts.push((name, per_request));
     }
-    let base = counts[0].1;
+    let (base, noop) = (counts[0].1, counts[1].1);
     for (name, per_request) in &counts {
         println!(
-            "allocations per request, {name}: {per_request:.2} ({:+.2} against without rwsplit)",
-            per_request - base
+            "allocations per request, {name}: {per_request:.2} ({:+.2} against without rwsplit, \
+             {:+.2} against a layer that does nothing)",
+            per_request - base,
+            per_request - noop
         );
     }
     // Keep criterion's report complete: the selection path alone allocates nothing.

@@ -1,16 +1,20 @@
 //! An end-to-end load run: a local primary with two streaming replicas (weights 2 and 1), the
 //! same `GET /items/{id}` handler through rwsplit and written against one plain sqlx pool
-//! pointed at a replica (the "no router" baseline), driven in turns by a closed-loop load
-//! inside this process. Then a 90/10 read/write mix with read-your-writes on.
+//! pointed at a replica (the "no router" baseline), driven in alternating turns by a
+//! closed-loop load inside this process. Two more pairs separate what routing costs from what
+//! spreading reads over two servers costs on one machine: rwsplit with replica2 drained
+//! against the plain pool, and rwsplit against two plain pools taken 2:1 by a counter. Then a
+//! 90/10 read/write mix with read-your-writes on.
 //!
-//! `cargo run --release --example loadtest [-- --seconds N --clients N]`
+//! `cargo run --release --example loadtest [-- --seconds N --clients N]` (N seconds per
+//! contender in each pair, in 8 turns each, default 8)
 //!
 //! It prints throughput and latency for both, their ratio, the share of reads each server
 //! executed (from the servers' own `pg_stat_statements`) against the weights, and for the mix
 //! the cost of a write's token and the share of reads that stickiness sent to the primary.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -40,6 +44,28 @@ async fn show_plain(State(pool): State<PgPool>, Path(id): Path<i64>) -> Result<S
         sqlx::query_scalar("SELECT name FROM items WHERE id = $1 LIMIT 1 /* baseline read */")
             .bind(id)
             .fetch_one(&pool)
+            .await?;
+    Ok(name)
+}
+
+/// Two plain pools, one per replica, taken in turn 2:1 with a counter: spreading reads over
+/// two servers with no router at all, to tell what spreading costs on this machine (where
+/// both replicas share the same two cores) from what routing costs.
+#[derive(Clone)]
+struct TwoPools(PgPool, PgPool, Arc<AtomicUsize>);
+
+async fn show_two_pools(
+    State(TwoPools(first, second, turn)): State<TwoPools>,
+    Path(id): Path<i64>,
+) -> Result<String, DbError> {
+    let pool = match turn.fetch_add(1, Ordering::Relaxed) % 3 {
+        2 => &second,
+        _ => &first,
+    };
+    let name: String =
+        sqlx::query_scalar("SELECT name FROM items WHERE id = $1 LIMIT 2 /* two pools read */")
+            .bind(id)
+            .fetch_one(pool)
             .await?;
     Ok(name)
 }
@@ -166,6 +192,40 @@ async fn drive(app: &Router, clients: usize, length: Duration, writes_every: Opt
     total
 }
 
+/// Runs `a` and `b` in alternating turns, `PAIRS` of each, `a` first in even pairs and `b`
+/// first in odd ones, so that drift on a noisy machine (another process, a checkpoint) hits
+/// both alike. Returns both runs and the throughput ratio of each pair.
+async fn in_turns(a: &Router, b: &Router, clients: usize, seconds: u64) -> (Run, Run, Vec<f64>) {
+    const PAIRS: u32 = 8;
+    let turn = Duration::from_secs(seconds) / PAIRS;
+    let (mut with, mut without, mut ratios) = (Run::default(), Run::default(), Vec::new());
+    for pair in 0..PAIRS {
+        let (x, y) = if pair % 2 == 0 {
+            let x = drive(a, clients, turn, None).await;
+            (x, drive(b, clients, turn, None).await)
+        } else {
+            let y = drive(b, clients, turn, None).await;
+            (drive(a, clients, turn, None).await, y)
+        };
+        ratios.push(x.throughput() / y.throughput());
+        with.merge(x);
+        without.merge(y);
+    }
+    (with, without, ratios)
+}
+
+/// `min / median / max` of per-turn ratios.
+fn spread(ratios: &[f64]) -> String {
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    format!(
+        "min {:.3} / median {:.3} / max {:.3}",
+        sorted[0],
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1]
+    )
+}
+
 async fn reset_statements(cluster: &Cluster) -> Result<(), Box<dyn std::error::Error>> {
     for node in std::iter::once(cluster.primary()).chain(cluster.replicas()) {
         node.execute("SELECT pg_stat_statements_reset()").await?;
@@ -200,7 +260,7 @@ fn micros(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds = arg("--seconds", 4);
+    let seconds = arg("--seconds", 8);
     let clients = arg("--clients", 16) as usize;
     let turn = Duration::from_secs(seconds) / 2;
 
@@ -242,16 +302,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let baseline = Router::new()
         .route("/items/{id}", get(show_plain))
         .with_state(baseline_pool.clone());
+    let second_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(cluster.replica(1).connect_options())
+        .await?;
+    let two_pools = Router::new()
+        .route("/items/{id}", get(show_two_pools))
+        .with_state(TwoPools(
+            baseline_pool.clone(),
+            second_pool.clone(),
+            Arc::new(AtomicUsize::new(0)),
+        ));
 
     // Warm up both (connections, caches), then take turns so that drift hits both alike.
     drive(&routed, clients, Duration::from_millis(500), None).await;
     drive(&baseline, clients, Duration::from_millis(500), None).await;
     reset_statements(&cluster).await?;
-    let (mut with, mut without, mut with_one) = (Run::default(), Run::default(), Run::default());
-    for _ in 0..2 {
-        with.merge(drive(&routed, clients, turn / 2, None).await);
-        without.merge(drive(&baseline, clients, turn / 2, None).await);
-    }
+    let (with, without, pairs) = in_turns(&routed, &baseline, clients, seconds).await;
     let mut shares = Vec::new();
     let mut total = 0i64;
     for node in std::iter::once(cluster.primary()).chain(cluster.replicas()) {
@@ -262,11 +329,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     reset_statements(&cluster).await?;
     drive(&routed_one, clients, Duration::from_millis(500), None).await;
-    let mut without_again = Run::default();
-    for _ in 0..2 {
-        with_one.merge(drive(&routed_one, clients, turn / 2, None).await);
-        without_again.merge(drive(&baseline, clients, turn / 2, None).await);
-    }
+    let (mut with_one, mut without_again, pairs_one) =
+        in_turns(&routed_one, &baseline, clients, seconds).await;
+    drive(&two_pools, clients, Duration::from_millis(500), None).await;
+    let (mut with_two, mut two, pairs_two) = in_turns(&routed, &two_pools, clients, seconds).await;
+    let (mut with, mut without) = (with, without);
     println!();
     println!(
         "# GET /items/{{id}}, {clients} clients, closed loop, {seconds} s in turns, release build"
@@ -306,9 +373,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         micros(percentile(&mut without_again.reads, 0.99)),
         without_again.failed
     );
+    for (name, run) in [
+        ("rwsplit, again", &mut with_two),
+        (
+            "two plain pools, one per replica, 2:1 by a counter",
+            &mut two,
+        ),
+    ] {
+        println!(
+            "| {name} | {:.0} | {} | {} | {} |",
+            run.throughput(),
+            micros(percentile(&mut run.reads, 0.5)),
+            micros(percentile(&mut run.reads, 0.99)),
+            run.failed
+        );
+    }
+    let ratio_two = with_two.throughput() / two.throughput();
     println!();
-    println!("throughput ratio rwsplit (2 replicas) / plain pool: {ratio:.3} (target >= 0.95)");
-    println!("throughput ratio rwsplit (replica1 only) / plain pool: {ratio_one:.3}");
+    println!(
+        "throughput ratio rwsplit (2 replicas) / two plain pools (2 replicas): {ratio_two:.3}; \
+         turn by turn {}",
+        spread(&pairs_two)
+    );
+    println!(
+        "throughput ratio rwsplit (2 replicas) / plain pool: {ratio:.3} (target >= 0.95); \
+         turn by turn {}",
+        spread(&pairs)
+    );
+    println!(
+        "throughput ratio rwsplit (replica1 only) / plain pool: {ratio_one:.3}; turn by turn {}",
+        spread(&pairs_one)
+    );
     println!();
     println!("| server | reads executed | share | configured |");
     println!("|---|---:|---:|---:|");
@@ -381,5 +476,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     lsn.shutdown().await;
     registry.shutdown().await;
     baseline_pool.close().await;
+    second_pool.close().await;
     Ok(())
 }

@@ -59,7 +59,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::MatchedPath;
 use axum_core::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
@@ -70,7 +70,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::intent::{Reason, RouteIntent};
-use crate::layer::Served;
+use crate::layer::{record_served, spans_enabled};
 use crate::registry::{Registry, Target};
 
 /// A pool to read from, chosen by the request's route intent: a replica in rotation for a
@@ -216,24 +216,38 @@ fn hand_out(parts: &Parts, target: Target, wrote: bool) -> Result<Target, DbReje
     if target.pool().is_closed() {
         return Err(DbRejection::ShutDown);
     }
-    let route = route(parts);
-    crate::metrics::route_decision(target.server(), target.intent(), &route);
+    // The route template, for metrics labels.
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
+    let server = target.server();
+    let metrics = server.routes.get(&server.name, route);
+    metrics.decided(target.intent());
     if target.primary_down() {
         return Err(DbRejection::ReadOnly);
     }
-    tracing::Span::current().record("db.server", target.name());
-    if let Some(served) = parts.extensions.get::<Served>() {
-        served.record(target.server(), wrote && target.is_primary(), route);
+    if spans_enabled() {
+        tracing::Span::current().record("db.server", target.name());
+    }
+    if !record_served(server, wrote && target.is_primary(), metrics) {
+        outside_the_layer();
     }
     Ok(target)
 }
 
-/// The route template, for metrics labels.
-fn route(parts: &Parts) -> Arc<str> {
-    parts
-        .extensions
-        .get::<MatchedPath>()
-        .map_or_else(|| Arc::from(""), |path| Arc::from(path.as_str()))
+/// Warns, once per process, that an extractor ran outside the future of the request the layer
+/// wrapped (in a task of its own): that request gets no consistency token, `x-db-target` or
+/// request metric.
+fn outside_the_layer() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "DbRead or DbWrite was extracted outside the future of the request RwSplitLayer \
+             wrapped (in a spawned task?): that request gets no consistency token, no \
+             x-db-target header and no request metric"
+        );
+    }
 }
 
 /// Why [`DbRead`] or [`DbWrite`] could not be extracted.

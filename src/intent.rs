@@ -71,9 +71,37 @@ impl Role {
             Role::Write => "write",
         }
     }
+
+    /// How many roles there are, for tables indexed by [`index`](Self::index).
+    pub(crate) const COUNT: usize = 2;
+
+    /// A dense index, `0..COUNT`.
+    pub(crate) const fn index(self) -> usize {
+        match self {
+            Role::Read => 0,
+            Role::Write => 1,
+        }
+    }
 }
 
 impl Reason {
+    /// How many reasons there are, for tables indexed by [`index`](Self::index).
+    pub(crate) const COUNT: usize = 8;
+
+    /// A dense index, `0..COUNT`.
+    pub(crate) const fn index(self) -> usize {
+        match self {
+            Reason::Method => 0,
+            Reason::Override => 1,
+            Reason::Policy => 2,
+            Reason::Disabled => 3,
+            Reason::Sticky => 4,
+            Reason::Fallback => 5,
+            Reason::ReadOnly => 6,
+            Reason::Direct => 7,
+        }
+    }
+
     /// The reason as a lowercase label: `method`, `override`, `policy`, `disabled`, `sticky`,
     /// `fallback`, `read_only`, `direct`.
     pub fn as_str(self) -> &'static str {

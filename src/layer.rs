@@ -8,6 +8,14 @@
 //! [`Disabled`](crate::Reason::Disabled). Optionally it names the server that served the
 //! request in a response header (`x-db-target`), which helps when testing a deployment.
 //!
+//! The extractors tell the layer which server they handed out (for the consistency token
+//! after a write, the header and the request metrics) through a task-local of the request's
+//! future, not through the heap: extract [`DbRead`](crate::DbRead) and
+//! [`DbWrite`](crate::DbWrite) while that future runs, as axum handlers and middleware such as
+//! `from_fn`, timeouts or `Buffer` do. An extractor run in a task of its own (a middleware
+//! that spawns the rest of the request) still gets its server, but that request gets no token
+//! and no header, and rwsplit warns once.
+//!
 //! ```
 //! use axum::{Router, routing::get};
 //! use rwsplit::{Config, DbRead, Registry, ReplicaConfig, RwSplitLayer};
@@ -43,23 +51,26 @@
 //! # }
 //! ```
 
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{HeaderName, HeaderValue, Request, Response, header};
 use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing::Instrument;
 use tracing::instrument::Instrumented;
+use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+use tracing::{Instrument, Level, Span};
 
 use crate::consistency::{ConsistencyToken, StickyMode};
 use crate::intent::{MethodPolicy, Reason, RouteIntent, RoutePolicy};
+use crate::metrics::RouteMetrics;
 use crate::registry::{Registry, Server};
 
 /// The default name of the header that names the server behind a response.
@@ -99,8 +110,8 @@ impl<P> RwSplitLayer<P> {
     }
 
     /// Records `rwsplit_request_duration_seconds` by serving server and route. Default on; it
-    /// costs one small allocation per request (the slot in which the extractors note the
-    /// server), so turn it off when the per-server latency is not wanted.
+    /// costs a clock read at each end of the request (no allocation: the histogram handle of
+    /// each server and route is registered once and kept).
     pub fn request_metrics(mut self, enabled: bool) -> Self {
         self.request_metrics = enabled;
         self
@@ -109,7 +120,7 @@ impl<P> RwSplitLayer<P> {
     /// Adds an `x-db-target` header to each response that used the database, naming the
     /// server (`primary` or the replica's name; `primary` when a request used both). Default
     /// off: it tells clients about your topology, which is useful in tests and demos and
-    /// rarely wanted in production. It costs one small allocation per request.
+    /// rarely wanted in production.
     pub fn target_header(mut self, enabled: bool) -> Self {
         self.target_header = enabled.then_some(TARGET_HEADER);
         self
@@ -190,27 +201,26 @@ where
             }
         }
         request.extensions_mut().insert(intent);
-        // A slot in which the extractors note the server they handed out (and whether for a
-        // write), for the token, the header and the request metrics.
         let issues_token = sticky && intent.is_write();
-        let wants_slot =
-            issues_token || self.layer.target_header.is_some() || self.layer.request_metrics;
-        let served = wants_slot.then(|| {
-            let served = Served::default();
-            request.extensions_mut().insert(served.clone());
-            served
-        });
-        let span = tracing::info_span!(
-            "rwsplit",
-            db.role = intent.role().as_str(),
-            db.reason = intent.reason().as_str(),
-            db.server = tracing::field::Empty,
-        );
+        let span = if spans_enabled() {
+            tracing::info_span!(
+                "rwsplit",
+                db.role = intent.role().as_str(),
+                db.reason = intent.reason().as_str(),
+                db.server = tracing::field::Empty,
+            )
+        } else {
+            // No subscriber wants INFO spans: a span without metadata costs nothing to enter.
+            Span::none()
+        };
+        // The extractors note the server they hand out in a slot that lives in this future
+        // (a task-local while the inner future runs): no allocation per request.
+        let inner = SERVED.scope(Served::default(), self.inner.call(request).instrument(span));
         ResponseFuture {
-            inner: self.inner.call(request).instrument(span),
-            served,
+            inner,
             target_header: self.layer.target_header.clone(),
-            registry: issues_token.then(|| registry.clone()),
+            registry: (issues_token || self.layer.request_metrics).then(|| registry.clone()),
+            issues_token,
             started: self.layer.request_metrics.then(Instant::now),
             token: None,
         }
@@ -223,10 +233,10 @@ pin_project! {
     /// The response future of [`RwSplit`].
     pub struct ResponseFuture<F, B> {
         #[pin]
-        inner: Instrumented<F>,
-        served: Option<Served>,
+        inner: TaskLocalFuture<Served, Instrumented<F>>,
         target_header: Option<HeaderName>,
         registry: Option<Registry>,
+        issues_token: bool,
         started: Option<Instant>,
         token: Option<TokenFuture<B>>,
     }
@@ -246,26 +256,34 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         if let Some(token) = this.token.as_mut() {
             return Poll::Ready(Ok(ready!(token.as_mut().poll(cx))));
         }
-        let mut response = ready!(this.inner.poll(cx))?;
-        let Some(served) = this.served.take() else {
-            return Poll::Ready(Ok(response));
-        };
+        let mut response = ready!(this.inner.as_mut().poll(cx))?;
+        let served = this
+            .inner
+            .take_value()
+            .map(|served| served.0.into_inner())
+            .unwrap_or_default();
         if let Some(started) = this.started.take() {
-            served.record_duration(started.elapsed());
+            let took = started.elapsed();
+            match (&served.metrics, this.registry.as_ref()) {
+                (Some(metrics), _) => metrics.served(took),
+                (None, Some(registry)) => registry.unserved_duration().record(took.as_secs_f64()),
+                (None, None) => {}
+            }
         }
         if let Some(name) = this.target_header.take()
-            && let Some(value) = served.header_value()
+            && let Some(value) = served.server.as_ref().and_then(|s| s.header_value.clone())
         {
             response.headers_mut().insert(name, value);
         }
         let status = response.status();
-        if let Some(registry) = this.registry.take()
-            && served.wrote()
+        if *this.issues_token
+            && served.wrote
             && (status.is_success() || status.is_redirection())
+            && let Some(registry) = this.registry.take()
         {
             let mut token = Box::pin(attach_token(registry, response));
             return match token.as_mut().poll(cx) {
@@ -310,46 +328,41 @@ async fn attach_token<B>(registry: Registry, mut response: Response<B>) -> Respo
     response
 }
 
-/// What the extractors handed out during one request, shared between the layer (which reads
-/// it when the response is ready) and the extractors (which write it).
-#[derive(Clone, Default)]
-pub(crate) struct Served(Arc<ServedInner>);
-
-#[derive(Default)]
-pub(crate) struct ServedInner {
-    server: Mutex<Option<(Arc<Server>, Arc<str>)>>,
-    wrote: AtomicBool,
+/// Whether a subscriber may want the request span (INFO): one atomic load.
+pub(crate) fn spans_enabled() -> bool {
+    Level::INFO <= STATIC_MAX_LEVEL && Level::INFO <= LevelFilter::current()
 }
 
-impl Served {
-    /// Notes that `server` was handed out, and whether for writing. The primary, once noted,
-    /// stays: a request that wrote is reported as served by the primary.
-    pub(crate) fn record(&self, server: &Arc<Server>, wrote: bool, route: Arc<str>) {
-        if wrote {
-            self.0.wrote.store(true, Ordering::Relaxed);
-        }
-        let mut slot = self.0.server.lock().unwrap_or_else(|e| e.into_inner());
-        let keep = slot.as_ref().is_some_and(|(s, _)| s.is_primary());
-        if !keep {
-            *slot = Some((Arc::clone(server), route));
-        }
-    }
+tokio::task_local! {
+    /// What the extractors handed out during the request whose future is running.
+    static SERVED: Served;
+}
 
-    fn record_duration(&self, took: Duration) {
-        let slot = self.0.server.lock().unwrap_or_else(|e| e.into_inner());
-        let (server, route) = match slot.as_ref() {
-            Some((server, route)) => (Some(&**server), Some(route)),
-            None => (None, None),
-        };
-        crate::metrics::request_duration(server, route, took);
-    }
+/// What the extractors handed out during one request: the layer reads it when the response
+/// is ready, for the token, the header and the request metrics.
+#[derive(Default)]
+struct Served(RefCell<Handed>);
 
-    fn wrote(&self) -> bool {
-        self.0.wrote.load(Ordering::Relaxed)
-    }
+#[derive(Default)]
+struct Handed {
+    server: Option<Arc<Server>>,
+    metrics: Option<Arc<RouteMetrics>>,
+    wrote: bool,
+}
 
-    fn header_value(&self) -> Option<HeaderValue> {
-        let slot = self.0.server.lock().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref().and_then(|(s, _)| s.header_value.clone())
-    }
+/// Notes, for the layer around the running request, that `server` was handed out (and
+/// whether for writing), with the route's metrics. The primary, once noted, stays: a request
+/// that wrote is reported as served by the primary. Returns `false` outside the future of a
+/// request that passed through the layer (an extractor run in a task of its own).
+pub(crate) fn record_served(server: &Arc<Server>, wrote: bool, metrics: Arc<RouteMetrics>) -> bool {
+    SERVED
+        .try_with(|served| {
+            let mut handed = served.0.borrow_mut();
+            handed.wrote |= wrote;
+            if !handed.server.as_ref().is_some_and(|s| s.is_primary()) {
+                handed.server = Some(Arc::clone(server));
+                handed.metrics = Some(metrics);
+            }
+        })
+        .is_ok()
 }

@@ -3,6 +3,11 @@
 //! `prometheus` feature has a helper) to collect them. Labels stay low-cardinality: server
 //! names, roles, reasons, results and axum route templates, never a raw URL or an id.
 //!
+//! The per-request metrics (`rwsplit_route_decisions_total`, `rwsplit_request_duration_seconds`)
+//! are registered with the recorder the first time a server serves a route, and their handles
+//! are kept, so that a request records them without allocating: install the recorder before
+//! serving requests, and do not give it an idle timeout that drops series.
+//!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
 //! | `rwsplit_route_decisions_total` | counter | `server`, `role`, `reason`, `route` | servers handed to handlers: the read/write distribution |
@@ -47,15 +52,19 @@
 //! assert!(rejected);
 //! ```
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
 };
 
 use crate::consistency::TokenRejection;
-use crate::intent::RouteIntent;
+use crate::intent::{Reason, Role, RouteIntent};
 use crate::registry::Server;
 
 pub(crate) const ROUTE_DECISIONS: &str = "rwsplit_route_decisions_total";
@@ -178,21 +187,114 @@ pub(crate) fn describe() {
     }
 }
 
-pub(crate) fn route_decision(server: &Server, intent: RouteIntent, route: &Arc<str>) {
-    counter!(
-        ROUTE_DECISIONS,
-        "server" => Arc::clone(&server.name),
-        "role" => intent.role().as_str(),
-        "reason" => intent.reason().as_str(),
-        "route" => Arc::clone(route),
-    )
-    .increment(1);
+/// One server's per-request metrics by route template: registered with the recorder the first
+/// time a route uses the server, then reused, so that a request records them without an
+/// allocation or a lookup in the recorder. Route templates are few (one per axum route), so the
+/// table stays small; a new route copies it once.
+///
+/// Handles bind to the recorder installed when they are registered: install the recorder
+/// before serving requests (and without an idle timeout that would drop these series).
+#[derive(Default)]
+pub(crate) struct RouteTable {
+    routes: ArcSwap<HashMap<Box<str>, Arc<RouteMetrics>, BuildFnv>>,
+    grow: Mutex<()>,
 }
 
-pub(crate) fn request_duration(server: Option<&Server>, route: Option<&Arc<str>>, took: Duration) {
-    let server = server.map_or_else(|| Arc::from("none"), |s| Arc::clone(&s.name));
-    let route = route.map_or_else(|| Arc::from(""), Arc::clone);
-    histogram!(REQUEST_DURATION, "server" => server, "route" => route).record(took.as_secs_f64());
+impl RouteTable {
+    /// The metrics of `route` on `server`.
+    pub(crate) fn get(&self, server: &Arc<str>, route: &str) -> Arc<RouteMetrics> {
+        if let Some(metrics) = self.routes.load().get(route) {
+            return Arc::clone(metrics);
+        }
+        let _guard = self.grow.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.routes.load();
+        if let Some(metrics) = current.get(route) {
+            return Arc::clone(metrics);
+        }
+        let metrics = Arc::new(RouteMetrics::new(server, route));
+        let mut next = HashMap::clone(&current);
+        next.insert(route.into(), Arc::clone(&metrics));
+        self.routes.store(Arc::new(next));
+        metrics
+    }
+}
+
+/// `rwsplit_route_decisions_total` (one counter per role and reason, registered when first
+/// used) and `rwsplit_request_duration_seconds` for one server and route.
+pub(crate) struct RouteMetrics {
+    server: Arc<str>,
+    route: Arc<str>,
+    duration: Histogram,
+    decisions: [OnceLock<Counter>; Role::COUNT * Reason::COUNT],
+}
+
+impl RouteMetrics {
+    fn new(server: &Arc<str>, route: &str) -> RouteMetrics {
+        let route: Arc<str> = Arc::from(route);
+        RouteMetrics {
+            duration: histogram!(
+                REQUEST_DURATION,
+                "server" => Arc::clone(server),
+                "route" => Arc::clone(&route),
+            ),
+            server: Arc::clone(server),
+            route,
+            decisions: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Counts a server handed out for `intent`.
+    pub(crate) fn decided(&self, intent: RouteIntent) {
+        let (role, reason) = (intent.role(), intent.reason());
+        self.decisions[role.index() * Reason::COUNT + reason.index()]
+            .get_or_init(|| {
+                counter!(
+                    ROUTE_DECISIONS,
+                    "server" => Arc::clone(&self.server),
+                    "role" => role.as_str(),
+                    "reason" => reason.as_str(),
+                    "route" => Arc::clone(&self.route),
+                )
+            })
+            .increment(1);
+    }
+
+    /// Records a request that this server served, from the layer's start to its response.
+    pub(crate) fn served(&self, took: Duration) {
+        self.duration.record(took.as_secs_f64());
+    }
+}
+
+/// `rwsplit_request_duration_seconds` for requests that used no database (`server="none"`).
+pub(crate) fn unserved_duration() -> Histogram {
+    histogram!(REQUEST_DURATION, "server" => "none", "route" => "")
+}
+
+/// FNV-1a: route templates are short, and this hash is a few times cheaper than SipHash on
+/// them. The keys come from the application's own route table, not from clients.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct BuildFnv;
+
+pub(crate) struct Fnv(u64);
+
+impl BuildHasher for BuildFnv {
+    type Hasher = Fnv;
+
+    fn build_hasher(&self) -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Records what a health check found and the server's state after it.

@@ -35,8 +35,8 @@ mod server;
 mod target;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -44,7 +44,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 
 use self::lag::{Lag, PrimaryHistory, settled_position};
-use self::select::Schedule;
+use self::select::{Schedule, Tickets};
 use self::server::Kind;
 pub(crate) use self::server::Server;
 pub use self::target::Target;
@@ -75,7 +75,7 @@ pub(crate) struct Shared {
     /// The validated configuration: thresholds and switches, and the defaults of replicas
     /// added at runtime.
     config: Config,
-    ticket: AtomicUsize,
+    tickets: Tickets,
     history: Mutex<PrimaryHistory>,
     rebuild: Mutex<()>,
     falling_back: AtomicBool,
@@ -83,6 +83,9 @@ pub(crate) struct Shared {
     /// When the primary's position (`primary.position()`) was last sampled, in Unix ms.
     primary_sampled_ms: AtomicU64,
     stop: watch::Sender<bool>,
+    /// `rwsplit_request_duration_seconds` for requests that used no database, registered on
+    /// first use.
+    unserved_duration: OnceLock<metrics::Histogram>,
 }
 
 /// The replicas in rotation, with their weights, and their pick order (indices into
@@ -178,15 +181,19 @@ impl Registry {
             primary,
             replicas: ArcSwap::from_pointee(replicas),
             rotation: ArcSwap::from_pointee(Rotation::default()),
-            ticket: AtomicUsize::new(0),
+            tickets: Tickets::default(),
             history: Mutex::new(PrimaryHistory::default()),
             rebuild: Mutex::new(()),
             falling_back: AtomicBool::new(false),
             sticky: Sticky::new(&config.consistency, config.lag_threshold),
             primary_sampled_ms: AtomicU64::new(0),
             stop,
+            unserved_duration: OnceLock::new(),
             config,
         });
+        for server in shared.servers() {
+            server.join(&shared);
+        }
         shared.refresh_rotation();
         Ok(Registry { shared })
     }
@@ -291,6 +298,13 @@ impl Registry {
         }
     }
 
+    /// `rwsplit_request_duration_seconds{server="none"}`: requests that used no database.
+    pub(crate) fn unserved_duration(&self) -> &metrics::Histogram {
+        self.shared
+            .unserved_duration
+            .get_or_init(crate::metrics::unserved_duration)
+    }
+
     pub(crate) fn sticky(&self) -> &Sticky {
         &self.shared.sticky
     }
@@ -314,7 +328,7 @@ impl Registry {
                 {
                     if let Some(server) = shared.pick_replica() {
                         let intent = intent.with(Role::Read, Reason::ReadOnly);
-                        return Target::new(shared, server, intent);
+                        return Target::new(server, intent);
                     }
                     None
                 }
@@ -324,7 +338,7 @@ impl Registry {
             },
         };
         match picked {
-            Some(server) => Target::new(shared, server, intent),
+            Some(server) => Target::new(server, intent),
             None => Target::primary(shared, intent.with(Role::Read, Reason::Fallback)),
         }
     }
@@ -412,6 +426,7 @@ impl Registry {
         );
         // Out of rotation until it passes a check.
         server.eject("not checked yet".to_owned());
+        server.join(shared);
         {
             let _guard = shared.rebuild.lock().unwrap_or_else(|e| e.into_inner());
             let current = shared.replicas.load();
@@ -489,7 +504,7 @@ impl Shared {
     #[inline]
     fn pick_replica(&self) -> Option<Arc<Server>> {
         let rotation = self.rotation.load();
-        let ticket = self.ticket.fetch_add(1, Ordering::Relaxed);
+        let ticket = self.tickets.next();
         let index = rotation.schedule.pick(ticket)?;
         Some(Arc::clone(&rotation.members[index].0))
     }
@@ -498,7 +513,7 @@ impl Shared {
     /// so that the replicas a read may use still share the load by weight.
     fn pick_where(&self, accept: impl Fn(&Arc<Server>) -> bool) -> Option<Arc<Server>> {
         let rotation = self.rotation.load();
-        let ticket = self.ticket.fetch_add(1, Ordering::Relaxed);
+        let ticket = self.tickets.next();
         rotation
             .schedule
             .candidates(ticket)

@@ -7,13 +7,52 @@
 //! schedule's length holds each replica exactly its weight's share. Picking costs the same for
 //! 1 or 64 replicas and takes no lock.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 /// Most slots a schedule holds; larger weight sums are scaled down to fit.
 const MAX_SLOTS: u32 = 4096;
+
+/// How many pick counters a registry keeps; threads are spread over them.
+const COUNTERS: usize = 16;
+
+/// The tickets that index the schedule: one counter per group of threads, each on a cache line
+/// of its own, so that threads picking at the same moment do not all increment one shared
+/// word. Each counter walks the schedule on its own, so the picks made through any one counter
+/// follow the weights exactly over whole rounds, and so does their sum.
+#[derive(Debug)]
+pub(crate) struct Tickets([Counter; COUNTERS]);
+
+#[derive(Debug)]
+#[repr(align(128))]
+struct Counter(AtomicUsize);
+
+impl Default for Tickets {
+    fn default() -> Tickets {
+        // Counters start apart, so that threads starting together start on different slots.
+        Tickets(std::array::from_fn(|i| Counter(AtomicUsize::new(i * 7))))
+    }
+}
+
+impl Tickets {
+    /// The next ticket for the calling thread.
+    #[inline]
+    pub(crate) fn next(&self) -> usize {
+        static THREADS: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static COUNTER: usize = THREADS.fetch_add(1, Ordering::Relaxed) % COUNTERS;
+        }
+        let counter = COUNTER.with(|c| *c);
+        self.0[counter].0.fetch_add(1, Ordering::Relaxed)
+    }
+}
 
 /// A precomputed pick order over replica indices.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Schedule {
     slots: Box<[u16]>,
+    /// `ceil(2^64 / slots.len())`, for a remainder by multiplication (a division costs more
+    /// than the rest of a pick): see [`slot`](Self::slot).
+    magic: u64,
 }
 
 impl Schedule {
@@ -39,8 +78,18 @@ impl Schedule {
             slots.push(weights[best].0 as u16);
         }
         Schedule {
+            magic: (u64::MAX / slots.len() as u64).wrapping_add(1),
             slots: slots.into_boxed_slice(),
         }
+    }
+
+    /// `ticket % len` for 32 bits of the ticket, without a division (Lemire, Kaser and Kurz,
+    /// "Faster remainder by direct computation", 2019). The tickets wrap at 2^32: the rotation
+    /// then skips ahead once, every four billion picks.
+    #[inline]
+    fn slot(&self, ticket: usize) -> usize {
+        let low = self.magic.wrapping_mul(u64::from(ticket as u32));
+        ((u128::from(low) * self.slots.len() as u128) >> 64) as usize
     }
 
     /// Whether no replica can be picked.
@@ -54,7 +103,7 @@ impl Schedule {
         if self.slots.is_empty() {
             return None;
         }
-        Some(usize::from(self.slots[ticket % self.slots.len()]))
+        Some(usize::from(self.slots[self.slot(ticket)]))
     }
 
     /// The replica indices from the `ticket`th pick on, each at most once, in schedule order.
@@ -104,6 +153,19 @@ mod tests {
             counts[schedule.pick(ticket).unwrap()] += 1;
         }
         counts
+    }
+
+    #[test]
+    fn the_remainder_without_division_is_the_remainder() {
+        for len in (1..=64).chain([100, 999, 4095, 4096]) {
+            let schedule = Schedule {
+                slots: vec![0; len].into_boxed_slice(),
+                magic: (u64::MAX / len as u64).wrapping_add(1),
+            };
+            for ticket in (0..10_000).chain([u32::MAX as usize - 1, u32::MAX as usize]) {
+                assert_eq!(schedule.slot(ticket), ticket % len, "{ticket} % {len}");
+            }
+        }
     }
 
     #[test]

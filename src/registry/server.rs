@@ -4,16 +4,18 @@
 use std::fmt;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use super::Shared;
 use super::lag::Lag;
 use crate::config::PoolConfig;
 use crate::consistency::unix_ms;
+use crate::metrics::RouteTable;
 
 /// Whether a server is the primary or a replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +56,11 @@ pub(crate) struct Server {
     last_error: Mutex<Option<String>>,
     /// The health checker's own connection, so checks never wait behind application traffic.
     pub(crate) check_conn: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+    /// This server's per-request metrics, by route.
+    pub(crate) routes: RouteTable,
+    /// The registry that owns this server, for targets that fail over; set once when the
+    /// server joins it. Weak: a server never keeps its registry alive.
+    registry: OnceLock<Weak<Shared>>,
 }
 
 impl Server {
@@ -91,7 +98,19 @@ impl Server {
             last_ok_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
             check_conn: tokio::sync::Mutex::new(None),
+            routes: RouteTable::default(),
+            registry: OnceLock::new(),
         })
+    }
+
+    /// Records the registry this server belongs to (once).
+    pub(crate) fn join(&self, registry: &Arc<Shared>) {
+        let _ = self.registry.set(Arc::downgrade(registry));
+    }
+
+    /// The registry this server belongs to, while any handle to it exists.
+    pub(crate) fn registry(&self) -> Option<Arc<Shared>> {
+        self.registry.get()?.upgrade()
     }
 
     /// Closes idle connections beyond `maxIdleConns`. Run by the health loop: sqlx has no

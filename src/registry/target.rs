@@ -24,9 +24,10 @@ use crate::intent::{Role, RouteIntent};
 /// [`DbWrite`](crate::DbWrite) extractors.
 #[derive(Clone)]
 pub struct Target {
+    // The registry is reached through the server (`Server::registry`) when failing over, so
+    // that handing out a target touches one reference count, not two.
     server: Arc<Server>,
     intent: RouteIntent,
-    shared: Arc<Shared>,
 }
 
 /// A connection and the server it belongs to.
@@ -42,16 +43,18 @@ impl fmt::Debug for Target {
 }
 
 impl Target {
-    pub(super) fn new(shared: &Arc<Shared>, server: Arc<Server>, intent: RouteIntent) -> Target {
-        Target {
-            server,
-            intent,
-            shared: Arc::clone(shared),
-        }
+    pub(super) fn new(server: Arc<Server>, intent: RouteIntent) -> Target {
+        Target { server, intent }
     }
 
-    pub(super) fn primary(shared: &Arc<Shared>, intent: RouteIntent) -> Target {
-        Target::new(shared, Arc::clone(&shared.primary), intent)
+    pub(super) fn primary(shared: &Shared, intent: RouteIntent) -> Target {
+        Target::new(Arc::clone(&shared.primary), intent)
+    }
+
+    /// The registry this target came from, for failover; `None` once every handle to it is
+    /// gone (the target's own server still serves, without failover).
+    fn shared(&self) -> Option<Arc<Shared>> {
+        self.server.registry()
     }
 
     /// The server's name: `primary`, or the replica's configured name.
@@ -141,12 +144,11 @@ impl Target {
         mut server: Arc<Server>,
         tried: &mut Vec<Arc<Server>>,
     ) -> Result<Checkout, (Arc<Server>, sqlx::Error)> {
-        let shared = &self.shared;
+        let exhaustion_failover = self
+            .shared()
+            .is_some_and(|shared| shared.config.failover_on_pool_exhausted);
         loop {
-            if shared.config.failover_on_pool_exhausted
-                && !server.is_primary()
-                && server.exhausted()
-            {
+            if exhaustion_failover && !server.is_primary() && server.exhausted() {
                 // Another replica only: a busy replica's overflow must not land on the primary.
                 if let Some(next) = self.next_replica(&server, tried) {
                     crate::metrics::failover(&server, "exhausted");
@@ -217,8 +219,11 @@ impl Target {
             "timeout" if server.full() => "exhausted",
             cause => cause,
         };
-        if cause != "exhausted" && cause != "closed" {
-            self.shared.eject(server, cause, error);
+        if cause != "exhausted"
+            && cause != "closed"
+            && let Some(shared) = self.shared()
+        {
+            shared.eject(server, cause, error);
         }
         Some(cause)
     }
@@ -229,7 +234,9 @@ impl Target {
     pub(crate) fn lost(&self, server: &Arc<Server>, error: sqlx::Error) -> (sqlx::Error, bool) {
         match connection_failure(&error) {
             Some(cause) => {
-                self.shared.eject(server, cause, &error);
+                if let Some(shared) = self.shared() {
+                    shared.eject(server, cause, &error);
+                }
                 (error, true)
             }
             None => (error, false),
@@ -245,7 +252,7 @@ impl Target {
         cause: &'static str,
     ) -> Option<Arc<Server>> {
         tried.push(Arc::clone(failed));
-        let next = self.shared.next_read(self.intent, tried)?;
+        let next = self.shared()?.next_read(self.intent, tried)?;
         crate::metrics::failover(failed, cause);
         tracing::debug!(from = %failed.name, to = %next.name, cause, "read failed over");
         Some(next)
@@ -260,8 +267,8 @@ impl Target {
     ) -> Option<Arc<Server>> {
         tried.push(Arc::clone(busy));
         let next = self
-            .shared
-            .next_read(self.intent, tried)
+            .shared()
+            .and_then(|shared| shared.next_read(self.intent, tried))
             .filter(|s| !s.is_primary());
         if next.is_none() {
             tried.pop();
