@@ -341,39 +341,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!("| | requests/s | p50 | p99 | failed |");
     println!("|---|---:|---:|---:|---:|");
+    let ratio = with.throughput() / without.throughput();
+    let ratio_one = with_one.throughput() / without_again.throughput();
     for (name, run) in [
         ("rwsplit", &mut with),
         ("plain pool at replica1", &mut without),
-    ] {
-        let throughput = run.throughput();
-        let (p50, p99) = (
-            percentile(&mut run.reads, 0.5),
-            percentile(&mut run.reads, 0.99),
-        );
-        println!(
-            "| {name} | {throughput:.0} | {} | {} | {} |",
-            micros(p50),
-            micros(p99),
-            run.failed
-        );
-    }
-    let ratio = with.throughput() / without.throughput();
-    let ratio_one = with_one.throughput() / without_again.throughput();
-    println!(
-        "| rwsplit, replica2 drained (reads on replica1 only) | {:.0} | {} | {} | {} |",
-        with_one.throughput(),
-        micros(percentile(&mut with_one.reads, 0.5)),
-        micros(percentile(&mut with_one.reads, 0.99)),
-        with_one.failed
-    );
-    println!(
-        "| plain pool at replica1, again | {:.0} | {} | {} | {} |",
-        without_again.throughput(),
-        micros(percentile(&mut without_again.reads, 0.5)),
-        micros(percentile(&mut without_again.reads, 0.99)),
-        without_again.failed
-    );
-    for (name, run) in [
+        (
+            "rwsplit, replica2 drained (reads on replica1 only)",
+            &mut with_one,
+        ),
+        ("plain pool at replica1, again", &mut without_again),
         ("rwsplit, again", &mut with_two),
         (
             "two plain pools, one per replica, 2:1 by a counter",

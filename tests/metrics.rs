@@ -135,3 +135,78 @@ async fn routing_health_lag_and_pool_metrics_follow_the_cluster() {
     assert!(lagging.unwrap() >= 1.0);
     cluster.replica(0).resume_replay().await.unwrap();
 }
+
+/// Sends four reads (two pick each replica) and returns, per read, the serving node and how
+/// long it took.
+async fn four_reads(
+    app: &axum::Router,
+    cluster: &rwsplit_testkit::Cluster,
+) -> Vec<(String, Duration)> {
+    let mut reads = Vec::new();
+    for _ in 0..4 {
+        let start = std::time::Instant::now();
+        let answer = call(app, cluster, "GET", "/whoami").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        reads.push((answer.node.unwrap(), start.elapsed()));
+    }
+    reads
+}
+
+#[tokio::test]
+async fn an_exhausted_replica_pool_is_counted_and_reads_move_on() {
+    let recorder = TestRecorder::new();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let cluster = cluster().await;
+    let acquire_timeout = Duration::from_millis(500);
+    // replica1's pool has one connection, held below, so it is exhausted.
+    let yaml = cluster
+        .config_yaml()
+        .replace("name: replica1,", "name: replica1, maxConnections: 1,");
+    assert!(yaml.contains("maxConnections: 1"), "{yaml}");
+    let config = rwsplit::Config::from_yaml(&yaml)
+        .unwrap()
+        .health_check_interval(INTERVAL)
+        .connect_timeout(acquire_timeout);
+
+    for failover in [false, true] {
+        let registry = Registry::connect(config.clone().failover_on_pool_exhausted(failover))
+            .await
+            .unwrap();
+        let app = app(registry.clone());
+        let held = loop {
+            let target = registry.read();
+            if target.name() == "replica1" {
+                break target.acquire().await.unwrap();
+            }
+        };
+        let reads = four_reads(&app, &cluster).await;
+        let slowest = reads.iter().map(|(_, took)| *took).max().unwrap();
+        assert!(
+            reads.iter().all(|(node, _)| node == "replica2"),
+            "every read served by the replica with a free connection: {reads:?} {:?} {:?}",
+            registry.status(),
+            recorder.value("rwsplit_read_failovers_total", &[])
+        );
+        if failover {
+            // The full pool is passed over at once.
+            assert!(slowest < acquire_timeout, "{reads:?}");
+            let moved = recorder.value(
+                "rwsplit_read_failovers_total",
+                &[("server", "replica1"), ("cause", "exhausted")],
+            );
+            assert!(moved.unwrap_or(0.0) >= 2.0, "{moved:?}");
+        } else {
+            // Reads wait for the pool until the acquire timeout, which is counted, then move.
+            assert!(slowest >= acquire_timeout, "{reads:?}");
+            let timeouts = recorder.value(
+                "rwsplit_pool_acquire_timeouts_total",
+                &[("server", "replica1")],
+            );
+            assert!(timeouts.unwrap_or(0.0) >= 2.0, "{timeouts:?}");
+        }
+        // A full pool is the app's load, not the server's failure: it stays in rotation.
+        assert!(in_rotation(&registry, "replica1"));
+        drop(held);
+        registry.shutdown().await;
+    }
+}

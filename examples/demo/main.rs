@@ -88,7 +88,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut cluster = None;
     let config = match &args.config {
-        Some(file) => Config::from_file(file)?,
+        Some(file) => Config::from_file(file).unwrap_or_else(|e| {
+            // The error names the key and the value (never a secret's).
+            eprintln!("{file}: {e}");
+            std::process::exit(2)
+        }),
         None => {
             println!("starting a local primary and two streaming replicas...");
             let started = rwsplit_testkit::Cluster::start(2).await?;

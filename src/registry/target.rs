@@ -258,22 +258,28 @@ impl Target {
         Some(next)
     }
 
-    /// As [`next_after`](Self::next_after) for a replica whose pool is full, but never the
-    /// primary; `tried` is left as it was when there is no other replica.
+    /// As [`next_after`](Self::next_after) for a replica whose pool is full: the next replica
+    /// in rotation with a free connection, never the primary. When every other replica is full
+    /// too, `None`, and `tried` is left as it was: the read then waits for its first choice.
     fn next_replica(
         &self,
         busy: &Arc<Server>,
         tried: &mut Vec<Arc<Server>>,
     ) -> Option<Arc<Server>> {
+        let shared = self.shared()?;
+        let before = tried.len();
         tried.push(Arc::clone(busy));
-        let next = self
-            .shared()
-            .and_then(|shared| shared.next_read(self.intent, tried))
-            .filter(|s| !s.is_primary());
-        if next.is_none() {
-            tried.pop();
+        while let Some(next) = shared
+            .next_read(self.intent, tried)
+            .filter(|s| !s.is_primary())
+        {
+            if !next.exhausted() {
+                return Some(next);
+            }
+            tried.push(next);
         }
-        next
+        tried.truncate(before);
+        None
     }
 }
 
