@@ -157,7 +157,7 @@ async fn an_exhausted_replica_pool_is_counted_and_reads_move_on() {
     let recorder = TestRecorder::new();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let cluster = cluster().await;
-    let acquire_timeout = Duration::from_millis(500);
+    let acquire_timeout = Duration::from_secs(1);
     // replica1's pool has one connection, held below, so it is exhausted.
     let yaml = cluster
         .config_yaml()
@@ -173,10 +173,17 @@ async fn an_exhausted_replica_pool_is_counted_and_reads_move_on() {
             .await
             .unwrap();
         let app = app(registry.clone());
+        // Open a connection to each replica first, so that no read below waits for one to be
+        // opened (which, on a busy machine, can take longer than the acquire timeout).
+        four_reads(&app, &cluster).await;
+        wait_for("both replicas in rotation", INTERVAL * 20, || {
+            in_rotation(&registry, "replica1") && in_rotation(&registry, "replica2")
+        })
+        .await;
         let held = loop {
             let target = registry.read();
             if target.name() == "replica1" {
-                break target.acquire().await.unwrap();
+                break target.pool().acquire().await.unwrap();
             }
         };
         let reads = four_reads(&app, &cluster).await;

@@ -44,7 +44,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 
 use self::lag::{Lag, PrimaryHistory, settled_position};
-use self::select::{Schedule, Tickets};
+use self::select::{PickTable, Schedule, Tickets};
 use self::server::Kind;
 pub(crate) use self::server::Server;
 pub use self::target::Target;
@@ -76,6 +76,10 @@ pub(crate) struct Shared {
     /// added at runtime.
     config: Config,
     tickets: Tickets,
+    /// Unique among the registries of this process, for the threads' snapshots.
+    id: u64,
+    /// Bumped after each new rotation.
+    version: AtomicU64,
     history: Mutex<PrimaryHistory>,
     rebuild: Mutex<()>,
     falling_back: AtomicBool,
@@ -94,6 +98,8 @@ pub(crate) struct Shared {
 struct Rotation {
     members: Vec<(Arc<Server>, u32)>,
     schedule: Schedule,
+    /// The same, as the threads that pick keep it.
+    table: Arc<PickTable>,
 }
 
 impl Rotation {
@@ -182,6 +188,11 @@ impl Registry {
             replicas: ArcSwap::from_pointee(replicas),
             rotation: ArcSwap::from_pointee(Rotation::default()),
             tickets: Tickets::default(),
+            id: {
+                static REGISTRIES: AtomicU64 = AtomicU64::new(0);
+                REGISTRIES.fetch_add(1, Ordering::Relaxed)
+            },
+            version: AtomicU64::new(0),
             history: Mutex::new(PrimaryHistory::default()),
             rebuild: Mutex::new(()),
             falling_back: AtomicBool::new(false),
@@ -503,8 +514,16 @@ impl Shared {
 
     #[inline]
     fn pick_replica(&self) -> Option<Arc<Server>> {
+        let version = self.version.load(Ordering::Acquire);
+        if let Some(picked) = select::pick_from_snapshot(self.id, version) {
+            return picked;
+        }
+        // This thread's first pick here, or the rotation changed: a new snapshot, whose
+        // ticket starts from the shared counters (threads that alternate between registries
+        // take this path every time and still share each one's load by weight).
         let rotation = self.rotation.load();
         let ticket = self.tickets.next();
+        select::keep_snapshot(self.id, version, &rotation.table, ticket.wrapping_add(1));
         let index = rotation.schedule.pick(ticket)?;
         Some(Arc::clone(&rotation.members[index].0))
     }
@@ -590,8 +609,14 @@ impl Shared {
         let weights: Vec<(usize, u32)> = members.iter().map(|(_, w)| *w).enumerate().collect();
         let schedule = Schedule::new(&weights);
         let empty = schedule.is_empty();
-        self.rotation
-            .store(Arc::new(Rotation { members, schedule }));
+        let table = Arc::new(PickTable::new(&schedule, &members));
+        self.rotation.store(Arc::new(Rotation {
+            members,
+            schedule,
+            table,
+        }));
+        // After the store: a thread that sees the new version finds the new rotation.
+        self.version.fetch_add(1, Ordering::Release);
         self.log_fallback(empty);
     }
 
@@ -752,5 +777,61 @@ impl ServerStatus {
             pool_idle: idle.min(size),
             pool_max: server.max_connections,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A registry whose health loop never runs (the test never yields to it): every replica
+    /// stays in rotation and nothing is connected.
+    fn lazy(weights: &[u32]) -> Registry {
+        let mut config = Config::new("127.0.0.1")
+            .read_write_separation(true)
+            .health_check_interval(Duration::from_secs(3600));
+        for (i, weight) in weights.iter().enumerate() {
+            let name = format!("r{}", i + 1);
+            config = config.replica(
+                ReplicaConfig::new(name, "127.0.0.1")
+                    .port(1)
+                    .weight(*weight),
+            );
+        }
+        Registry::connect_lazy(config).unwrap()
+    }
+
+    fn tally(counts: &mut BTreeMap<String, usize>, target: &Target) {
+        *counts.entry(target.name().to_owned()).or_default() += 1;
+    }
+
+    #[tokio::test]
+    async fn picks_follow_the_weights_alone_in_turns_and_after_a_change() {
+        let (a, b) = (lazy(&[2, 1]), lazy(&[1, 1]));
+        // One thread picking from two registries in turn: each still splits by its weights.
+        let (mut on_a, mut on_b) = (BTreeMap::new(), BTreeMap::new());
+        for _ in 0..300 {
+            tally(&mut on_a, &a.read());
+            tally(&mut on_b, &b.read());
+        }
+        assert_eq!(on_a["r1"], 200, "{on_a:?}");
+        assert_eq!(on_a["r2"], 100, "{on_a:?}");
+        assert_eq!(on_b["r1"], 150, "{on_b:?}");
+        assert_eq!(on_b["r2"], 150, "{on_b:?}");
+
+        // One registry alone, from the thread's snapshot.
+        let mut alone = BTreeMap::new();
+        for _ in 0..300 {
+            tally(&mut alone, &a.read());
+        }
+        assert_eq!((alone["r1"], alone["r2"]), (200, 100), "{alone:?}");
+
+        // A change of weights reaches the next pick.
+        a.set_weight("r1", 0).unwrap();
+        assert!((0..30).all(|_| a.read().name() == "r2"));
+        a.set_weight("r2", 0).unwrap();
+        assert!((0..30).all(|_| a.read().is_primary()));
     }
 }

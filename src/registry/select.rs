@@ -1,13 +1,19 @@
 //! Which replica serves the next read: a smooth weighted round-robin schedule, computed once
-//! whenever the set of healthy replicas or their weights change, and read with one atomic
-//! increment and one index per pick.
+//! whenever the set of healthy replicas or their weights change, and read by each thread from
+//! its own snapshot with its own ticket: a pick is a version check, an index and the server's
+//! reference count.
 //!
 //! The schedule is the sequence nginx's smooth weighted round-robin produces, laid out in
 //! advance: weights 2 and 1 give `a b a a b a ...` rather than `a a b`, and any window of the
-//! schedule's length holds each replica exactly its weight's share. Picking costs the same for
-//! 1 or 64 replicas and takes no lock.
+//! schedule's length holds each replica exactly its weight's share, so every thread's picks,
+//! and their sum, follow the weights. Picking costs the same for 1 or 64 replicas and takes no
+//! lock.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use super::Server;
 
 /// Most slots a schedule holds; larger weight sums are scaled down to fit.
 const MAX_SLOTS: u32 = 4096;
@@ -44,6 +50,71 @@ impl Tickets {
         let counter = COUNTER.with(|c| *c);
         self.0[counter].0.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// What a thread keeps of a registry's rotation between picks: the schedule, and the servers
+/// as weak references (a snapshot kept by an idle thread never keeps a removed server, or its
+/// pool, alive).
+#[derive(Debug, Default)]
+pub(crate) struct PickTable {
+    schedule: Schedule,
+    members: Box<[Weak<Server>]>,
+}
+
+impl PickTable {
+    pub(crate) fn new(schedule: &Schedule, members: &[(Arc<Server>, u32)]) -> PickTable {
+        PickTable {
+            schedule: schedule.clone(),
+            members: members.iter().map(|(s, _)| Arc::downgrade(s)).collect(),
+        }
+    }
+}
+
+/// This thread's snapshot of the rotation of the registry it picked from last, and its own
+/// ticket for it.
+struct Snapshot {
+    registry: u64,
+    version: u64,
+    table: Arc<PickTable>,
+    ticket: usize,
+}
+
+thread_local! {
+    static SNAPSHOT: RefCell<Option<Snapshot>> = const { RefCell::new(None) };
+}
+
+/// The next pick from this thread's snapshot when it is of `registry`'s rotation at
+/// `version`: no shared counter, no reference count but the server's. `None` when the
+/// snapshot is missing or old (or names a server removed since): take a new one with
+/// [`keep_snapshot`].
+#[inline]
+pub(crate) fn pick_from_snapshot(registry: u64, version: u64) -> Option<Option<Arc<Server>>> {
+    SNAPSHOT.with(|snapshot| {
+        let mut snapshot = snapshot.borrow_mut();
+        let snapshot = snapshot
+            .as_mut()
+            .filter(|s| s.registry == registry && s.version == version)?;
+        let table = &snapshot.table;
+        let Some(index) = table.schedule.pick(snapshot.ticket) else {
+            return Some(None);
+        };
+        let server = table.members[index].upgrade()?;
+        snapshot.ticket = snapshot.ticket.wrapping_add(1);
+        Some(Some(server))
+    })
+}
+
+/// Keeps `table` (`registry`'s rotation at `version`) as this thread's snapshot, its next
+/// pick at `ticket`.
+pub(crate) fn keep_snapshot(registry: u64, version: u64, table: &Arc<PickTable>, ticket: usize) {
+    SNAPSHOT.with(|snapshot| {
+        *snapshot.borrow_mut() = Some(Snapshot {
+            registry,
+            version,
+            table: Arc::clone(table),
+            ticket,
+        });
+    });
 }
 
 /// A precomputed pick order over replica indices.
