@@ -115,10 +115,7 @@ impl DbError {
     fn message(&self) -> &'static str {
         match self.kind {
             DbErrorKind::Unavailable => "the database is unavailable for now; try again",
-            DbErrorKind::ReadOnly => {
-                "the database is read-only for now (the primary is unreachable); reads still \
-                 work, writes can be retried later"
-            }
+            DbErrorKind::ReadOnly => READ_ONLY,
             DbErrorKind::Conflict => {
                 "the database cancelled the request after a conflict; try again"
             }
@@ -129,6 +126,11 @@ impl DbError {
         }
     }
 }
+
+/// What a write is told while the primary is down or demoted: by [`DbError`] and by
+/// [`DbRejection::ReadOnly`](crate::DbRejection::ReadOnly).
+pub(crate) const READ_ONLY: &str = "the database is read-only for now (the primary is \
+     unreachable); reads still work, writes can be retried later";
 
 /// Sorts a sqlx error by kind.
 pub(crate) fn classify(error: &sqlx::Error) -> DbErrorKind {

@@ -30,7 +30,7 @@ use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo}
 use sqlx::{Describe, Either, Execute, Executor, Postgres, SqlStr};
 
 use crate::extract::{DbRead, DbWrite};
-use crate::registry::{Server, Target};
+use crate::registry::{Checkout, Server, Target};
 
 type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
 
@@ -44,20 +44,18 @@ impl<'c> Executor<'c> for &'c Target {
     {
         let target = self.clone();
         Box::pin(Yielding::new(move |out: Sender| async move {
-            let mut query = match Query::new(&target, query) {
-                Ok(query) => query,
+            let mut run = match Run::new(&target, query) {
+                Ok(run) => run,
                 Err(error) => return out.send(Err(error)).await,
             };
-            let mut tried = Vec::new();
-            let mut server = Arc::clone(target.server());
             loop {
-                let (mut conn, used) = match target.checkout_from(server, &mut tried).await {
+                let (mut conn, used) = match run.checkout().await {
                     Ok(checked_out) => checked_out,
-                    Err((_, error)) => return out.send(Err(error)).await,
+                    Err(error) => return out.send(Err(error)).await,
                 };
                 let mut sent_any = false;
-                let mut rows = conn.fetch_many(query.attempt());
-                let next = loop {
+                let mut rows = conn.fetch_many(run.query.attempt());
+                loop {
                     match futures_util::StreamExt::next(&mut rows).await {
                         None => return,
                         Some(Ok(item)) => {
@@ -65,16 +63,12 @@ impl<'c> Executor<'c> for &'c Target {
                             out.send(Ok(item)).await;
                         }
                         // Nothing handed out yet: the read can start over elsewhere.
-                        Some(Err(error)) => {
-                            let replays = query.replays() && !sent_any;
-                            match again(&target, &used, error, &mut tried, replays) {
-                                Ok(next) => break next,
-                                Err(error) => return out.send(Err(error)).await,
-                            }
-                        }
+                        Some(Err(error)) => match run.failed(&used, error, sent_any) {
+                            Ok(()) => break,
+                            Err(error) => return out.send(Err(error)).await,
+                        },
                     }
-                };
-                server = next;
+                }
             }
         }))
     }
@@ -89,19 +83,12 @@ impl<'c> Executor<'c> for &'c Target {
     {
         let target = self.clone();
         Box::pin(async move {
-            let mut query = Query::new(&target, query)?;
-            let mut tried = Vec::new();
-            let mut server = Arc::clone(target.server());
+            let mut run = Run::new(&target, query)?;
             loop {
-                let (mut conn, used) = target
-                    .checkout_from(server, &mut tried)
-                    .await
-                    .map_err(|(_, e)| e)?;
-                match conn.fetch_optional(query.attempt()).await {
+                let (mut conn, used) = run.checkout().await?;
+                match conn.fetch_optional(run.query.attempt()).await {
                     Ok(row) => return Ok(row),
-                    Err(error) => {
-                        server = again(&target, &used, error, &mut tried, query.replays())?;
-                    }
+                    Err(error) => run.failed(&used, error, false)?,
                 }
             }
         })
@@ -138,20 +125,56 @@ impl<'c> Executor<'c> for &'c Target {
     }
 }
 
-/// After `error` on `used`'s connection: the server to run the read on again, when the error
-/// says the connection was lost and the read may run again (`replays`); otherwise the error.
-fn again(
-    target: &Target,
-    used: &Arc<Server>,
-    error: sqlx::Error,
-    tried: &mut Vec<Arc<Server>>,
-    replays: bool,
-) -> Result<Arc<Server>, sqlx::Error> {
-    let (error, lost) = target.lost(used, error);
-    if !(lost && replays) {
-        return Err(error);
+/// One query on a target, run on the target's server and, each time its connection is lost
+/// before it returned anything, again on the next server in rotation.
+struct Run<'t, E> {
+    target: &'t Target,
+    query: Query<E>,
+    /// Where the next attempt runs.
+    server: Arc<Server>,
+    /// The servers that failed this query so far.
+    tried: Vec<Arc<Server>>,
+}
+
+impl<'t, 'q, E: Execute<'q, Postgres>> Run<'t, E> {
+    fn new(target: &'t Target, query: E) -> Result<Self, sqlx::Error> {
+        Ok(Run {
+            target,
+            query: Query::new(target, query)?,
+            server: Arc::clone(target.server()),
+            tried: Vec::new(),
+        })
     }
-    target.next_after(used, tried, "lost").ok_or(error)
+
+    /// A connection for the next attempt (failing over as [`Target::acquire`] does), with the
+    /// server it belongs to.
+    async fn checkout(&mut self) -> Result<Checkout, sqlx::Error> {
+        let server = Arc::clone(&self.server);
+        self.target
+            .checkout_from(server, &mut self.tried)
+            .await
+            .map_err(|(_, error)| error)
+    }
+
+    /// After `error` on `used`'s connection: `Ok` when the query is to run again on the next
+    /// server (the connection was lost, the query may run again and, `sent_any` false, no row
+    /// has gone out yet); otherwise the error, for the caller.
+    fn failed(
+        &mut self,
+        used: &Arc<Server>,
+        error: sqlx::Error,
+        sent_any: bool,
+    ) -> Result<(), sqlx::Error> {
+        let (error, lost) = self.target.lost(used, error);
+        if !(lost && self.query.replays() && !sent_any) {
+            return Err(error);
+        }
+        self.server = self
+            .target
+            .next_after(used, &mut self.tried, "lost")
+            .ok_or(error)?;
+        Ok(())
+    }
 }
 
 /// A query as an executor gets it, kept so that a read can run again on another server when its

@@ -296,10 +296,7 @@ impl DbRejection {
                  `.layer(..)`, outside any `RouteOverride`) before using DbRead or DbWrite"
             }
             DbRejection::ShutDown => "the database connection pools are shut down",
-            DbRejection::ReadOnly => {
-                "the database is read-only for now (the primary is unreachable); reads still \
-                 work, writes can be retried later"
-            }
+            DbRejection::ReadOnly => crate::db_error::READ_ONLY,
         }
     }
 }

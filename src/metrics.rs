@@ -324,7 +324,7 @@ pub(crate) fn server_state(server: &Server, in_rotation: bool) {
         .min(size);
     gauge!(POOL_CONNECTIONS, "server" => name(), "state" => "idle").set(f64::from(idle));
     gauge!(POOL_CONNECTIONS, "server" => name(), "state" => "in_use").set(f64::from(size - idle));
-    gauge!(POOL_MAX, "server" => name()).set(f64::from(server.max_connections));
+    gauge!(POOL_MAX, "server" => name()).set(f64::from(server.max_connections()));
     if server.is_primary() {
         return;
     }

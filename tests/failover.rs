@@ -77,9 +77,7 @@ async fn a_replica_stopped_and_restarted_fails_no_read() {
     // The next check after its restart, once it has replayed the writes it missed.
     assert!(back < INTERVAL * 5, "back only after {back:?}");
     for report in [&report, &plain] {
-        assert_eq!(report.failed_reads(), 0, "{report}");
-        assert_eq!(report.failed_writes(), 0, "{report}");
-        assert_eq!(report.stale, 0, "{report}");
+        report.assert_clean();
         assert!(report.reads > 200, "{report}");
     }
     report.acked.extend(plain.acked);
@@ -111,9 +109,7 @@ async fn both_replicas_stopped_the_primary_serves_every_read() {
     let report = load.finish().await;
     print("both replicas down", &report);
     assert!(empty.is_some() && back.is_some(), "{empty:?} {back:?}");
-    assert_eq!(report.failed_reads(), 0, "{report}");
-    assert_eq!(report.failed_writes(), 0, "{report}");
-    assert_eq!(report.stale, 0, "{report}");
+    report.assert_clean();
     assert_nothing_lost(&cluster, &report).await;
 }
 
@@ -186,9 +182,7 @@ async fn a_paused_replica_leaves_and_returns_without_a_stale_read() {
     print("replica1 paused", &report);
     println!("replica1 out after {out:?}, back {back:?} after resume");
     assert!(out.is_some() && back.is_some(), "{out:?} {back:?}");
-    assert_eq!(report.failed_reads(), 0, "{report}");
-    assert_eq!(report.failed_writes(), 0, "{report}");
-    assert_eq!(report.stale, 0, "{report}");
+    report.assert_clean();
     assert_nothing_lost(&cluster, &report).await;
 }
 

@@ -136,8 +136,7 @@ async fn routing_health_lag_and_pool_metrics_follow_the_cluster() {
     cluster.replica(0).resume_replay().await.unwrap();
 }
 
-/// Sends four reads (two pick each replica) and returns, per read, the serving node and how
-/// long it took.
+/// Sends four reads and returns, per read, the serving node and how long it took.
 async fn four_reads(
     app: &axum::Router,
     cluster: &rwsplit_testkit::Cluster,

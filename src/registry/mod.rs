@@ -47,6 +47,7 @@ use self::lag::{Lag, PrimaryHistory, settled_position};
 use self::select::{PickTable, Schedule, Tickets};
 use self::server::Kind;
 pub(crate) use self::server::Server;
+pub(crate) use self::target::Checkout;
 pub use self::target::Target;
 use crate::config::{Config, ConfigError, PRIMARY_NAME, ReplicaConfig};
 use crate::consistency::{CLOCK_SKEW_MS, ConsistencyToken, Sticky, StickyMode, TokenRejection};
@@ -775,7 +776,7 @@ impl ServerStatus {
             last_error: server.last_error(),
             pool_size: size,
             pool_idle: idle.min(size),
-            pool_max: server.max_connections,
+            pool_max: server.max_connections(),
         }
     }
 }

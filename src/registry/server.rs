@@ -32,7 +32,6 @@ pub(crate) struct Server {
     pub(crate) pool: PgPool,
     pub(crate) header_value: Option<HeaderValue>,
     pub(crate) options: PgConnectOptions,
-    pub(crate) max_connections: u32,
     max_idle: Option<u32>,
     pub(crate) weight: AtomicU32,
     pub(crate) healthy: AtomicBool,
@@ -83,7 +82,6 @@ impl Server {
             pool: pool_options.connect_lazy_with(options.clone()),
             header_value: HeaderValue::from_str(name).ok(),
             options,
-            max_connections: pool_config.max_connections,
             max_idle: pool_config.max_idle,
             weight: AtomicU32::new(weight),
             // Until checked, a server counts as healthy: `Registry::connect` checks before it
@@ -181,9 +179,14 @@ impl Server {
         was
     }
 
+    /// The most connections the pool may open.
+    pub(crate) fn max_connections(&self) -> u32 {
+        self.pool.options().get_max_connections()
+    }
+
     /// Whether the pool has opened all the connections it may.
     pub(crate) fn full(&self) -> bool {
-        self.pool.size() >= self.max_connections
+        self.pool.size() >= self.max_connections()
     }
 
     /// Whether the pool has no connection to give without waiting: all open, none idle.

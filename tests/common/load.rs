@@ -100,6 +100,13 @@ impl Report {
         }
     }
 
+    /// Asserts that no read or write failed and no read was stale.
+    pub fn assert_clean(&self) {
+        assert_eq!(self.failed_reads(), 0, "{self}");
+        assert_eq!(self.failed_writes(), 0, "{self}");
+        assert_eq!(self.stale, 0, "{self}");
+    }
+
     /// Successful reads that `node` answered.
     pub fn served_by(&self, node: &rwsplit_testkit::Node) -> usize {
         self.served.get(&node.port()).copied().unwrap_or(0)
