@@ -257,7 +257,8 @@ pub(crate) struct Sticky {
 }
 
 impl Sticky {
-    pub(crate) fn new(config: &ConsistencyConfig, lag_threshold: Duration) -> Sticky {
+    /// `detection`: the least a token is honoured (see `ConsistencyConfig::max_pin`).
+    pub(crate) fn new(config: &ConsistencyConfig, detection: Duration) -> Sticky {
         let signer = match &config.signing_key {
             Some(key) => Signer::new(
                 key.0.as_bytes(),
@@ -265,7 +266,7 @@ impl Sticky {
             ),
             None => Signer::random(),
         };
-        let pin_limit = config.pin_limit(lag_threshold);
+        let pin_limit = config.pin_limit(detection);
         let max_age = pin_limit.as_secs() + u64::from(pin_limit.subsec_nanos() > 0);
         let mut cookie_attributes = format!(
             "; Max-Age={}; Path={}; HttpOnly; SameSite=Lax",

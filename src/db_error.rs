@@ -35,6 +35,8 @@ use std::fmt;
 use axum_core::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::fault::{Fault, Phase, fault};
+
 /// What kind of failure a [`DbError`] is. See the [module docs](crate::DbError).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -134,46 +136,27 @@ pub(crate) const READ_ONLY: &str = "the database is read-only for now (the prima
 
 /// Sorts a sqlx error by kind.
 pub(crate) fn classify(error: &sqlx::Error) -> DbErrorKind {
-    match error {
-        sqlx::Error::RowNotFound => DbErrorKind::NotFound,
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("25006") => {
-            // read_only_sql_transaction: a write on a standby.
-            DbErrorKind::ReadOnly
-        }
-        // serialization_failure (also raised for conflicts with recovery), deadlock.
-        sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")) => {
-            DbErrorKind::Conflict
-        }
-        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
-            DbErrorKind::InvalidInput
-        }
-        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("23")) => {
-            DbErrorKind::Constraint
-        }
-        error if connection_failure(error).is_some() => DbErrorKind::Unavailable,
-        _ => DbErrorKind::Other,
-    }
-}
-
-/// Whether `error` says that a server could not be reached or a connection was lost (as
-/// opposed to an error in the query itself), and how: the cause that ejects a server and
-/// labels `rwsplit_server_ejections_total`.
-pub(crate) fn connection_failure(error: &sqlx::Error) -> Option<&'static str> {
-    match error {
-        sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => Some("unreachable"),
-        sqlx::Error::PoolTimedOut => Some("timeout"),
-        sqlx::Error::PoolClosed => Some("closed"),
-        sqlx::Error::Tls(_) => Some("tls"),
-        sqlx::Error::Protocol(_) => Some("protocol"),
-        sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some(code) if code.starts_with("28") => Some("authentication"),
-            Some(code) if code.starts_with("08") => Some("unreachable"),
-            // admin_shutdown, crash_shutdown, cannot_connect_now (starting or stopping),
-            // too_many_connections.
-            Some(code) if code.starts_with("57P") || code == "53300" => Some("shutting_down"),
-            _ => None,
-        },
+    let code = match error {
+        sqlx::Error::RowNotFound => return DbErrorKind::NotFound,
+        sqlx::Error::Database(db) => db.code(),
         _ => None,
+    };
+    match code.as_deref() {
+        // read_only_sql_transaction: a write on a standby.
+        Some("25006") => return DbErrorKind::ReadOnly,
+        Some(class) if class.starts_with("22") => return DbErrorKind::InvalidInput,
+        Some(class) if class.starts_with("23") => return DbErrorKind::Constraint,
+        _ => {}
+    }
+    // Where the error came from is not known here: whatever would have kept a connection from
+    // being given or used is the server being unavailable. A protocol error is sqlx refusing
+    // the query itself (too many arguments), which no server would take.
+    match fault(error, Phase::Connect) {
+        Fault::Conflict => DbErrorKind::Conflict,
+        _ if matches!(error, sqlx::Error::Protocol(_)) => DbErrorKind::Other,
+        found if found.unavailable() => DbErrorKind::Unavailable,
+        _ if fault(error, Phase::Query).unavailable() => DbErrorKind::Unavailable,
+        _ => DbErrorKind::Other,
     }
 }
 
@@ -259,6 +242,18 @@ mod tests {
             assert!(error.is_retryable());
             assert_eq!(error.status(), 503);
         }
+    }
+
+    #[test]
+    fn a_query_sqlx_refuses_is_a_500_not_an_outage() {
+        let error = DbError::from(sqlx::Error::Protocol(
+            "too many arguments for query: 70000".into(),
+        ));
+        assert_eq!(error.kind(), DbErrorKind::Other);
+        assert_eq!(error.status(), 500);
+        assert!(!error.is_retryable());
+        let lost = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(DbError::from(sqlx::Error::Io(lost)).status(), 503);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! Each query takes its connection through [`Target::acquire`], so a read whose replica cannot
 //! give a connection fails over to the next replica in rotation, or the primary, and the
-//! replica leaves rotation at once (passive ejection). An error during the query that says the
-//! connection or the server went away takes the server out of service too, and is returned to
-//! the handler: the query is not retried, because rows may already have been handed out. See
+//! replica leaves rotation at once. A read whose session is lost before it returned a row, or
+//! that a replica cancels for a conflict with recovery, runs again on another server; the
+//! server that lost the session is only suspected until a probe decides. An error that is the
+//! statement's own goes to the handler untouched and never takes a server out. See
 //! [`DbError`](crate::DbError) for what a handler can retry.
 //!
 //! Queries run on the pool behind them (`&*db`) still work, without failover.
@@ -30,7 +31,7 @@ use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo}
 use sqlx::{Describe, Either, Execute, Executor, Postgres, SqlStr};
 
 use crate::extract::{DbRead, DbWrite};
-use crate::registry::{Checkout, Server, Target};
+use crate::registry::{Attempts, Checkout, Server, Target};
 
 type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
 
@@ -104,10 +105,10 @@ impl<'c> Executor<'c> for &'c Target {
     {
         let target = self.clone();
         Box::pin(async move {
-            let (mut conn, server) = target.checkout().await.map_err(|(_, e)| e)?;
-            conn.prepare_with(sql, parameters)
-                .await
-                .map_err(|error| target.lost(&server, error).0)
+            let mut attempts = Attempts::new(&target);
+            let (mut conn, server) = attempts.checkout().await?;
+            let prepared = conn.prepare_with(sql, parameters).await;
+            prepared.map_err(|error| attempts.settle(&server, error))
         })
     }
 
@@ -117,63 +118,48 @@ impl<'c> Executor<'c> for &'c Target {
     {
         let target = self.clone();
         Box::pin(async move {
-            let (mut conn, server) = target.checkout().await.map_err(|(_, e)| e)?;
-            conn.describe(sql)
-                .await
-                .map_err(|error| target.lost(&server, error).0)
+            let mut attempts = Attempts::new(&target);
+            let (mut conn, server) = attempts.checkout().await?;
+            let described = conn.describe(sql).await;
+            described.map_err(|error| attempts.settle(&server, error))
         })
     }
 }
 
 /// One query on a target, run on the target's server and, each time its connection is lost
-/// before it returned anything, again on the next server in rotation.
+/// before it returned anything (or a replica cancelled it for a conflict with recovery), again
+/// on the next server: its [`Attempts`] decide where.
 struct Run<'t, E> {
-    target: &'t Target,
+    attempts: Attempts<'t>,
     query: Query<E>,
-    /// Where the next attempt runs.
-    server: Arc<Server>,
-    /// The servers that failed this query so far.
-    tried: Vec<Arc<Server>>,
 }
 
 impl<'t, 'q, E: Execute<'q, Postgres>> Run<'t, E> {
     fn new(target: &'t Target, query: E) -> Result<Self, sqlx::Error> {
+        let attempts = Attempts::new(target);
         Ok(Run {
-            target,
-            query: Query::new(target, query)?,
-            server: Arc::clone(target.server()),
-            tried: Vec::new(),
+            query: Query::new(attempts.fails_over(), query)?,
+            attempts,
         })
     }
 
     /// A connection for the next attempt (failing over as [`Target::acquire`] does), with the
     /// server it belongs to.
     async fn checkout(&mut self) -> Result<Checkout, sqlx::Error> {
-        let server = Arc::clone(&self.server);
-        self.target
-            .checkout_from(server, &mut self.tried)
-            .await
-            .map_err(|(_, error)| error)
+        self.attempts.checkout().await
     }
 
     /// After `error` on `used`'s connection: `Ok` when the query is to run again on the next
-    /// server (the connection was lost, the query may run again and, `sent_any` false, no row
-    /// has gone out yet); otherwise the error, for the caller.
+    /// server (it may run again and, `sent_any` false, no row has gone out yet); otherwise the
+    /// error, for the caller.
     fn failed(
         &mut self,
         used: &Arc<Server>,
         error: sqlx::Error,
         sent_any: bool,
     ) -> Result<(), sqlx::Error> {
-        let (error, lost) = self.target.lost(used, error);
-        if !(lost && self.query.replays() && !sent_any) {
-            return Err(error);
-        }
-        self.server = self
-            .target
-            .next_after(used, &mut self.tried, "lost")
-            .ok_or(error)?;
-        Ok(())
+        let may_retry = self.query.replays() && !sent_any;
+        self.attempts.failed(used, error, may_retry)
     }
 }
 
@@ -200,8 +186,9 @@ enum Attempt<E> {
 }
 
 impl<'q, E: Execute<'q, Postgres>> Query<E> {
-    fn new(target: &Target, mut query: E) -> Result<Self, sqlx::Error> {
-        if !target.retries() || query.statement().is_some() {
+    /// `replayable`: the work may move to another server.
+    fn new(replayable: bool, mut query: E) -> Result<Self, sqlx::Error> {
+        if !replayable || query.statement().is_some() {
             return Ok(Query::Once(Some(query)));
         }
         let arguments = query.take_arguments().map_err(sqlx::Error::Encode)?;

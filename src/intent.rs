@@ -61,6 +61,10 @@ pub enum Reason {
     /// Asked for directly through [`Registry::read`](crate::Registry::read) or
     /// [`Registry::write`](crate::Registry::write), outside any request.
     Direct,
+    /// A read that nothing in service could serve (no replica in rotation, the primary
+    /// down), tried on a replica out of service for being unreachable rather than refused
+    /// untried.
+    LastResort,
 }
 
 impl Role {
@@ -86,7 +90,7 @@ impl Role {
 
 impl Reason {
     /// How many reasons there are, for tables indexed by [`index`](Self::index).
-    pub(crate) const COUNT: usize = 8;
+    pub(crate) const COUNT: usize = 9;
 
     /// A dense index, `0..COUNT`.
     pub(crate) const fn index(self) -> usize {
@@ -99,11 +103,12 @@ impl Reason {
             Reason::Fallback => 5,
             Reason::ReadOnly => 6,
             Reason::Direct => 7,
+            Reason::LastResort => 8,
         }
     }
 
     /// The reason as a lowercase label: `method`, `override`, `policy`, `disabled`, `sticky`,
-    /// `fallback`, `read_only`, `direct`.
+    /// `fallback`, `read_only`, `direct`, `last_resort`.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Method => "method",
@@ -114,6 +119,7 @@ impl Reason {
             Reason::Fallback => "fallback",
             Reason::ReadOnly => "read_only",
             Reason::Direct => "direct",
+            Reason::LastResort => "last_resort",
         }
     }
 }

@@ -86,6 +86,7 @@ mod db_error;
 mod error;
 mod executor;
 mod extract;
+mod fault;
 mod intent;
 mod layer;
 mod metrics;

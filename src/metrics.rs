@@ -84,6 +84,10 @@ pub(crate) const POOL_ACQUIRE_DURATION: &str = "rwsplit_pool_acquire_duration_se
 pub(crate) const POOL_ACQUIRE_TIMEOUTS: &str = "rwsplit_pool_acquire_timeouts_total";
 pub(crate) const EJECTIONS: &str = "rwsplit_server_ejections_total";
 pub(crate) const FAILOVERS: &str = "rwsplit_read_failovers_total";
+pub(crate) const SUSPICIONS: &str = "rwsplit_server_suspicions_total";
+pub(crate) const PROBES: &str = "rwsplit_server_probes_total";
+pub(crate) const PROBE_DURATION: &str = "rwsplit_server_probe_duration_seconds";
+pub(crate) const READMISSIONS: &str = "rwsplit_server_readmissions_total";
 pub(crate) const TOKENS_ISSUED: &str = "rwsplit_consistency_tokens_issued_total";
 pub(crate) const TOKENS_HONOURED: &str = "rwsplit_consistency_tokens_honoured_total";
 pub(crate) const TOKENS_REJECTED: &str = "rwsplit_consistency_tokens_rejected_total";
@@ -107,6 +111,18 @@ pub(crate) fn describe() {
         (
             FAILOVERS,
             "Reads moved to another server because their first choice could not serve.",
+        ),
+        (
+            SUSPICIONS,
+            "Servers suspected after a session on them was lost; a probe decides.",
+        ),
+        (
+            PROBES,
+            "Probes of suspected or out-of-service servers on a fresh connection, by result.",
+        ),
+        (
+            READMISSIONS,
+            "Servers put back in service, by what found them well (probe, check or poll).",
         ),
         (TOKENS_ISSUED, "Consistency tokens issued after writes."),
         (
@@ -177,6 +193,7 @@ pub(crate) fn describe() {
             "Requests through the layer, by serving server and route.",
         ),
         (HEALTH_CHECK_DURATION, "Health check duration."),
+        (PROBE_DURATION, "Probe duration, connecting included."),
         (
             POOL_ACQUIRE_DURATION,
             "Time to get a connection from a pool, through rwsplit.",
@@ -354,6 +371,19 @@ pub(crate) fn acquire_timeout(server: &Server) {
 
 pub(crate) fn ejected(server: &Server, cause: &'static str) {
     counter!(EJECTIONS, "server" => Arc::clone(&server.name), "cause" => cause).increment(1);
+}
+
+pub(crate) fn suspected(server: &Arc<str>, cause: &'static str) {
+    counter!(SUSPICIONS, "server" => Arc::clone(server), "cause" => cause).increment(1);
+}
+
+pub(crate) fn probed(server: &Arc<str>, result: &'static str, took: Duration) {
+    counter!(PROBES, "server" => Arc::clone(server), "result" => result).increment(1);
+    histogram!(PROBE_DURATION, "server" => Arc::clone(server)).record(took.as_secs_f64());
+}
+
+pub(crate) fn readmitted(server: &Arc<str>, by: &'static str) {
+    counter!(READMISSIONS, "server" => Arc::clone(server), "by" => by).increment(1);
 }
 
 pub(crate) fn failover(from: &Server, cause: &'static str) {

@@ -31,7 +31,7 @@
 //!   "primary": { "name": "primary", "address": "10.0.0.10:5432", "healthy": true, ... },
 //!   "replicas": [
 //!     { "name": "replica1", "address": "10.0.0.11:5432", "weight": 2, "healthy": true,
-//!       "in_rotation": true, "lag_seconds": 0.0, "lag_bytes": 0,
+//!       "state": "serving", "in_rotation": true, "lag_seconds": 0.0, "lag_bytes": 0,
 //!       "last_check": "2026-11-22T07:00:00.123Z", "last_success": "...", "last_error": null,
 //!       "pool": { "size": 4, "idle": 3, "in_use": 1, "max": 10 } }
 //!   ]
@@ -74,6 +74,7 @@ fn server(s: &ServerStatus) -> Value {
         "address": s.address,
         "weight": s.weight,
         "healthy": s.healthy,
+        "state": s.state,
         "in_rotation": s.in_rotation,
         "lag_seconds": s.lag.filter(|l| l.as_secs() < u64::from(u32::MAX)).map(|l| l.as_secs_f64()),
         "lag_bytes": s.lag_bytes,

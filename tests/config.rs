@@ -629,3 +629,67 @@ mod props {
         }
     }
 }
+
+#[test]
+fn every_duration_has_an_upper_bound_named_with_its_key() {
+    // Durations that would overflow a timer (or that are a unit left out) are refused with
+    // the key and the value, at parse time.
+    for (key, value) in [
+        ("healthCheckInterval", "1e19"),
+        ("healthCheckTimeout", "48h"),
+        ("replicaLagThreshold", "100000"),
+        ("connectTimeout", "25h"),
+        ("connMaxLifetime", "1e12"),
+        ("connMaxIdleTime", "90000"),
+    ] {
+        let message = error(&db(&format!("  {key}: {value}\n")));
+        assert!(message.contains(&format!("db.{key}")), "{message}");
+        assert!(message.contains("at most"), "{message}");
+    }
+    for (key, value) in [
+        ("waitForReplica", "1e19"),
+        ("waitForReplica", "2m"),
+        ("maxPin", "1e19"),
+        ("pollInterval", "1e10"),
+        ("window", "48h"),
+    ] {
+        let message = error(&db(&format!("  consistency:\n    {key}: {value}\n")));
+        assert!(
+            message.contains(&format!("db.consistency.{key}")),
+            "{message}"
+        );
+        assert!(message.contains("at most"), "{message}");
+    }
+    let replica = "  readReplicas:\n    - { name: r1, host: h, connectTimeout: 1e9 }\n";
+    let message = error(&db(replica));
+    assert!(
+        message.contains("db.readReplicas[0].connectTimeout"),
+        "{message}"
+    );
+    // The longest accepted: a day (a minute for waitForReplica).
+    parse(&db(
+        "  healthCheckInterval: 24h\n  consistency:\n    waitForReplica: 60s\n",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn a_max_pin_shorter_than_lag_detection_is_raised_with_a_warning() {
+    let config = parse(&db(
+        "  replicaLagThreshold: 10s\n  healthCheckTimeout: 5s\n  consistency:\n    maxPin: 3s\n",
+    ))
+    .unwrap();
+    let warnings = config.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("db.consistency.maxPin") && w.contains("15.2s")),
+        "{warnings:?}"
+    );
+    let long_enough = parse(&db("  consistency:\n    maxPin: 16s\n")).unwrap();
+    assert!(
+        !long_enough.warnings().iter().any(|w| w.contains("maxPin")),
+        "{:?}",
+        long_enough.warnings()
+    );
+}

@@ -43,6 +43,10 @@ pub struct ConsistencyConfig {
 /// The shortest signing key accepted, in bytes: HMAC-SHA256 wants at least its output size.
 pub(crate) const MIN_KEY_LEN: usize = 32;
 
+/// The longest a read may wait for a replica to catch up (`waitForReplica`): a request
+/// held longer than that is better served by the primary.
+const MAX_WAIT_FOR_REPLICA: Duration = Duration::from_secs(60);
+
 impl Default for ConsistencyConfig {
     fn default() -> Self {
         ConsistencyConfig::lsn()
@@ -104,8 +108,13 @@ impl ConsistencyConfig {
     }
 
     /// Longest time a token keeps a client's reads off lagging replicas, counted from the
-    /// write; also the cookie's `Max-Age`. Default: the replica lag threshold, since a replica
-    /// further behind than that is out of rotation anyway. (In window mode, the window.)
+    /// write; also the cookie's `Max-Age`. (In window mode, the window.)
+    ///
+    /// A token must be honoured until every replica that lacks its write is out of rotation.
+    /// A replica that stops replaying leaves rotation at the first position poll that finds
+    /// its lag past `replicaLagThreshold`: at most the threshold, two poll intervals and one
+    /// health-check timeout after the write (15.2 s with the defaults). That is the default
+    /// and the least the registry uses: a shorter `max_pin` is raised to it, with a warning.
     pub fn max_pin(mut self, max_pin: Duration) -> Self {
         self.max_pin = Some(max_pin);
         self
@@ -161,7 +170,7 @@ impl ConsistencyConfig {
         self
     }
 
-    pub(crate) fn validate(&self, lag_threshold: Duration) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, value: &str, reason: &str| ConfigError::Invalid {
             key: format!("db.consistency.{key}"),
             value: value.to_owned(),
@@ -184,10 +193,26 @@ impl ConsistencyConfig {
                 ));
             }
         }
+        for (key, duration, max) in [
+            ("window", Some(self.window), super::MAX_DURATION),
+            ("maxPin", self.max_pin, super::MAX_DURATION),
+            (
+                "pollInterval",
+                Some(self.poll_interval),
+                super::MAX_DURATION,
+            ),
+            (
+                "waitForReplica",
+                Some(self.wait_for_replica),
+                MAX_WAIT_FOR_REPLICA,
+            ),
+        ] {
+            super::at_most(&format!("db.consistency.{key}"), duration, max)?;
+        }
         if self.mode == StickyMode::Window && self.window.is_zero() {
             return Err(invalid("window", "0", "must be more than 0"));
         }
-        if self.pin_limit(lag_threshold).is_zero() {
+        if self.max_pin.is_some_and(|pin| pin.is_zero()) {
             return Err(invalid("maxPin", "0", "must be more than 0"));
         }
         if self.poll_interval < Duration::from_millis(10) {
@@ -224,11 +249,25 @@ impl ConsistencyConfig {
         Ok(())
     }
 
-    /// The pin limit in force: `max_pin`, or the lag threshold.
-    pub(crate) fn pin_limit(&self, lag_threshold: Duration) -> Duration {
+    /// The pin limit in force: `max_pin`, raised to `detection` (the longest a replica that
+    /// lacks a write can stay in rotation; see [`max_pin`](Self::max_pin)).
+    pub(crate) fn pin_limit(&self, detection: Duration) -> Duration {
         match self.mode {
             StickyMode::Window => self.window,
-            _ => self.max_pin.unwrap_or(lag_threshold),
+            _ => self.max_pin.unwrap_or(detection).max(detection),
         }
+    }
+
+    /// The longest a replica that lacks a write stays in rotation after it, when positions
+    /// are polled: the lag threshold, then up to two polls, the last one as slow as a check
+    /// may be.
+    pub(crate) fn detection_delay(
+        &self,
+        lag_threshold: Duration,
+        check_timeout: Duration,
+    ) -> Duration {
+        lag_threshold
+            .saturating_add(self.poll_interval.saturating_mul(2))
+            .saturating_add(check_timeout)
     }
 }

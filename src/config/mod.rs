@@ -122,6 +122,26 @@ pub(crate) struct PoolOverrides {
     pub(crate) connect_timeout: Option<Duration>,
 }
 
+/// The longest any duration in the configuration may be. Longer is a mistake (a unit left
+/// out, a number in milliseconds read as seconds), and would overflow the timers it sets.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Refuses `duration` at `key` when it is longer than `max`.
+pub(crate) fn at_most(
+    key: &str,
+    duration: Option<Duration>,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    match duration {
+        Some(duration) if duration > max => Err(ConfigError::Invalid {
+            key: key.to_owned(),
+            value: format!("{duration:?}"),
+            reason: format!("must be at most {max:?}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A password: usable to connect, never shown by `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Secret(pub(crate) String);
@@ -337,6 +357,13 @@ impl Config {
         self.health_check_interval
     }
 
+    /// The longest a replica that lacks a write stays in rotation after it, when positions
+    /// are polled; tokens are honoured at least that long.
+    pub(crate) fn detection_delay(&self) -> Duration {
+        self.consistency
+            .detection_delay(self.lag_threshold, self.health_check_timeout)
+    }
+
     /// Checks the settings, returning the configuration unchanged when they hold together.
     pub fn validate(self) -> Result<Config, ConfigError> {
         let invalid = |key: &str, value: &dyn fmt::Display, reason: &str| ConfigError::Invalid {
@@ -384,7 +411,35 @@ impl Config {
         if self.primary.pool.connect_timeout.is_zero() {
             return Err(invalid("db.connectTimeout", &"0", "must be more than 0"));
         }
-        self.consistency.validate(self.lag_threshold)?;
+        let pool = &self.primary.pool;
+        let mut durations = vec![
+            (
+                "db.replicaLagThreshold".to_owned(),
+                Some(self.lag_threshold),
+            ),
+            (
+                "db.healthCheckInterval".to_owned(),
+                Some(self.health_check_interval),
+            ),
+            (
+                "db.healthCheckTimeout".to_owned(),
+                Some(self.health_check_timeout),
+            ),
+            ("db.connectTimeout".to_owned(), Some(pool.connect_timeout)),
+            ("db.connMaxLifetime".to_owned(), pool.max_lifetime),
+            ("db.connMaxIdleTime".to_owned(), pool.idle_timeout),
+        ];
+        for (i, replica) in self.replicas.iter().enumerate() {
+            let key = |field: &str| format!("db.readReplicas[{i}].{field}");
+            let pool = &replica.pool;
+            durations.push((key("connectTimeout"), pool.connect_timeout));
+            durations.push((key("connMaxLifetime"), pool.max_lifetime.flatten()));
+            durations.push((key("connMaxIdleTime"), pool.idle_timeout.flatten()));
+        }
+        for (key, duration) in durations {
+            at_most(&key, duration, MAX_DURATION)?;
+        }
+        self.consistency.validate()?;
         for (i, replica) in self.replicas.iter().enumerate() {
             let key = |field: &str| format!("db.readReplicas[{i}].{field}");
             if replica.name.trim().is_empty() {
@@ -441,6 +496,17 @@ impl Config {
     /// What is legal but probably not meant: logged as warnings when a registry starts.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
+        let detection = self.detection_delay();
+        if let Some(pin) = self.consistency.max_pin
+            && self.consistency.mode == crate::consistency::StickyMode::Lsn
+            && pin < detection
+        {
+            warnings.push(format!(
+                "db.consistency.maxPin is {pin:?}, shorter than a lagging replica may stay in \
+                 rotation (replicaLagThreshold + 2 x pollInterval + healthCheckTimeout = \
+                 {detection:?}): tokens are honoured for {detection:?}"
+            ));
+        }
         if self.separation && self.replicas.is_empty() {
             warnings.push(
                 "enableReadWriteSeparation is true but readReplicas is empty: every read goes \

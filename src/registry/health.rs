@@ -1,6 +1,8 @@
 //! The background health loop: every interval it asks the primary for its WAL position and each
 //! replica whether it is a standby and how far it has replayed, turns that into lag (see
-//! [`lag`](super::lag)), and takes replicas out of rotation or puts them back.
+//! [`lag`](super::lag)), and takes replicas out of rotation or puts them back. The verdicts
+//! here are shared with the probes that re-try servers out of service (see
+//! [`probe`](super::probe)).
 //!
 //! The loop holds only a `Weak` reference between rounds, so it never keeps the registry alive,
 //! and it ends as soon as the registry is shut down or dropped.
@@ -13,9 +15,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use super::Shared;
-use super::lag::{Lag, ReplicaPosition, settled_position};
-use super::server::Server;
+use super::lag::{Lag, PrimaryHistory, ReplicaPosition, settled_position};
+use super::server::{Server, State};
+use super::{Shared, probe};
 use crate::consistency::unix_ms;
 use crate::metrics;
 
@@ -32,8 +34,6 @@ const PRIMARY_QUERY: &str = "SELECT pg_is_in_recovery(), \
 const PRIMARY_POSITION: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8, \
      current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size'))";
 
-const REPLICA_POSITION: &str = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8";
-
 const REPLICA_QUERY: &str = "SELECT pg_is_in_recovery(), \
      pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::int8, \
      pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8, \
@@ -42,7 +42,10 @@ const REPLICA_QUERY: &str = "SELECT pg_is_in_recovery(), \
 /// Starts the loop. With `check_first`, the first full round runs at once; otherwise after
 /// one interval (the caller has just run a round itself). Between full rounds, when
 /// read-your-writes compares tokens with replay positions, the loop refreshes those positions
-/// every poll interval.
+/// every poll interval, and takes a replica out at the poll that finds it lagging.
+///
+/// Each round runs as a task of its own: a round that panics is logged and the loop goes on,
+/// so servers taken out are never left out for good.
 pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool, mut stop: watch::Receiver<bool>) {
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let interval = shared.config.health_check_interval;
@@ -51,9 +54,13 @@ pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool, mut stop: watch::Re
         false => interval,
     };
     let now = tokio::time::Instant::now();
-    let mut next_check = if check_first { now } else { now + interval };
+    let mut next_check = if check_first {
+        now
+    } else {
+        after(now, interval)
+    };
     tokio::spawn(async move {
-        let first_tick = if check_first { now } else { now + tick };
+        let first_tick = if check_first { now } else { after(now, tick) };
         let mut ticker = tokio::time::interval_at(first_tick, tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -63,44 +70,252 @@ pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool, mut stop: watch::Re
                 _ = stop.changed() => break,
             }
             let Some(shared) = weak.upgrade() else { break };
-            if tokio::time::Instant::now() >= next_check {
-                check_all(&shared).await;
-                next_check = tokio::time::Instant::now() + interval;
-            } else {
-                poll_positions(&shared).await;
+            let full = tokio::time::Instant::now() >= next_check;
+            supervised("health check", async move {
+                if full {
+                    check_all(&shared).await;
+                } else {
+                    poll_positions(&shared).await;
+                }
+            })
+            .await;
+            if full {
+                next_check = after(tokio::time::Instant::now(), interval);
             }
         }
         tracing::debug!("rwsplit health loop stopped");
     });
 }
 
-/// Refreshes the primary's and every replica's WAL position, concurrently. Failures are left
-/// to the full checks.
+/// `at + delay`, or far in the future when that overflows.
+pub(super) fn after(at: tokio::time::Instant, delay: Duration) -> tokio::time::Instant {
+    at.checked_add(delay)
+        .unwrap_or_else(|| at + Duration::from_secs(86_400 * 365))
+}
+
+/// Runs `work` as a task of its own and waits for it. A panic in it (a bug) is logged, and
+/// the caller goes on: the work is lost, the loop that runs it is not. Returns whether the
+/// work finished.
+pub(super) async fn supervised(
+    task: &'static str,
+    work: impl Future<Output = ()> + Send + 'static,
+) -> bool {
+    match tokio::spawn(work).await {
+        Ok(()) => true,
+        Err(error) => {
+            if let Ok(panic) = error.try_into_panic() {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(task, panic = %message, "rwsplit background task panicked; it goes on");
+            }
+            false
+        }
+    }
+}
+
+/// What one look at a server found.
+#[derive(Debug)]
+pub(super) struct Verdict {
+    /// Why it cannot serve, and the state that puts it in; `None`: it can.
+    pub(super) problem: Option<(State, String)>,
+    /// Its replication lag, when known.
+    pub(super) lag: Option<Lag>,
+    /// `ok`, `unreachable`, `wrong_role` or `lagging`, for the metrics.
+    pub(super) result: &'static str,
+}
+
+impl Verdict {
+    fn unreachable(error: String) -> Verdict {
+        Verdict {
+            problem: Some((State::Unreachable, error)),
+            lag: None,
+            result: "unreachable",
+        }
+    }
+}
+
+/// The verdict on the primary from its answer, and its position when it is one.
+pub(super) fn primary_verdict(
+    answer: Result<(bool, Option<u64>), String>,
+) -> (Verdict, Option<u64>) {
+    match answer {
+        Ok((false, Some(position))) => {
+            let verdict = Verdict {
+                problem: None,
+                lag: Some(Lag::ZERO),
+                result: "ok",
+            };
+            (verdict, Some(position))
+        }
+        Ok(_) => {
+            let verdict = Verdict {
+                problem: Some((State::WrongRole, NOT_PRIMARY.to_owned())),
+                lag: Some(Lag::ZERO),
+                result: "wrong_role",
+            };
+            (verdict, None)
+        }
+        Err(error) => (Verdict::unreachable(error), None),
+    }
+}
+
+/// The verdict on a replica from its answer, given the primary's position sampled just
+/// before it (`None`: unknown). Records the replica's replay position.
+pub(super) fn replica_verdict(
+    shared: &Shared,
+    server: &Server,
+    answer: Result<(bool, ReplicaPosition), String>,
+    primary: Option<u64>,
+    history: &PrimaryHistory,
+) -> Verdict {
+    match answer {
+        Err(error) => Verdict::unreachable(error),
+        Ok((false, _)) => Verdict {
+            problem: Some((State::WrongRole, NOT_STANDBY.to_owned())),
+            lag: None,
+            result: "wrong_role",
+        },
+        Ok((true, position)) => {
+            if let Some(replayed) = position.replayed {
+                server.set_position(replayed);
+            }
+            let lag = history.lag(primary, position, Instant::now());
+            let problem = shared.lag_problem(lag);
+            let result = if problem.is_some() { "lagging" } else { "ok" };
+            Verdict {
+                problem: problem.map(|p| (State::Lagging, p)),
+                lag: Some(lag),
+                result,
+            }
+        }
+    }
+}
+
+/// Where a verdict came from, for the logs and the re-admission metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Source {
+    Check,
+    Poll,
+    Probe,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Check => "check",
+            Source::Poll => "poll",
+            Source::Probe => "probe",
+        }
+    }
+}
+
+/// Records `verdict` on `server`, logs a change of service once, and starts re-probing a
+/// server that is out. The caller refreshes the rotation.
+pub(super) fn apply(shared: &Arc<Shared>, server: &Arc<Server>, verdict: &Verdict, by: Source) {
+    let Verdict { problem, lag, .. } = verdict;
+    let reason = problem.as_ref().map(|(_, text)| text.as_str());
+    let lag_seconds = lag.map(|l| l.time.as_secs_f64()).filter(|s| s.is_finite());
+    let lag_bytes = lag.and_then(|l| l.bytes);
+    let by_label = by.as_str();
+    match (server.record(problem.clone(), *lag), server.is_primary()) {
+        (Some(false), true) => tracing::error!(
+            server = %server.name,
+            address = %server.address,
+            reason = reason.unwrap_or_default(),
+            by = by_label,
+            "primary failed its check"
+        ),
+        (Some(true), true) => {
+            metrics::readmitted(&server.name, by_label);
+            tracing::info!(
+                server = %server.name,
+                address = %server.address,
+                by = by_label,
+                "primary healthy again"
+            );
+        }
+        (Some(false), false) => tracing::warn!(
+            replica = %server.name,
+            address = %server.address,
+            reason = reason.unwrap_or_default(),
+            lag_seconds,
+            lag_bytes,
+            by = by_label,
+            "replica removed from rotation"
+        ),
+        (Some(true), false) => {
+            metrics::readmitted(&server.name, by_label);
+            tracing::info!(
+                replica = %server.name,
+                address = %server.address,
+                lag_seconds,
+                lag_bytes,
+                by = by_label,
+                "replica back in rotation"
+            );
+        }
+        (None, _) => {}
+    }
+    if !server.is_healthy() {
+        probe::start(shared, server, false);
+    }
+}
+
+/// Refreshes the primary's and every replica's WAL position, and takes out at once a replica
+/// found lagging past a threshold or no longer a standby. A replica whose poll fails is
+/// suspected (a probe decides), or out when it gave no answer in time. Servers out of
+/// service come back through their probes and the full checks.
 async fn poll_positions(shared: &Arc<Shared>) {
     let timeout = shared.config.health_check_timeout;
     let all = shared.replicas.load_full();
     if all.is_empty() {
         return;
     }
-    let mut replicas = JoinSet::new();
-    for server in all.iter() {
-        let server = Arc::clone(server);
-        replicas.spawn(async move {
-            let replayed = run_check(&server, timeout, |conn| {
-                Box::pin(async move {
-                    let position: Option<i64> =
-                        sqlx::query_scalar(REPLICA_POSITION).fetch_one(conn).await?;
-                    Ok(position)
-                })
-            })
-            .await;
-            if let Ok(Some(position)) = replayed {
-                server.set_position(position as u64);
-            }
-        });
-    }
     let sampled_at = Instant::now();
-    let primary = run_check(&shared.primary, timeout, |conn| {
+    let primary = sample_primary(shared, timeout).await;
+    if let Some(position) = primary {
+        let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+        history.record(sampled_at, position);
+    }
+    let mut replicas = JoinSet::new();
+    for (index, server) in all.iter().enumerate() {
+        let server = Arc::clone(server);
+        replicas.spawn(async move { (index, check_replica(&server, timeout, false).await) });
+    }
+    let results = replicas.join_all().await;
+    let mut changed = false;
+    for (index, answer) in results {
+        let server = &all[index];
+        let in_service = server.is_healthy();
+        let verdict = match answer {
+            Err(failure) if in_service && !failure.timed_out => {
+                changed |= shared.suspect(server, "poll", &failure.message);
+                continue;
+            }
+            answer => {
+                let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+                let answer = answer.map_err(|f| f.message);
+                replica_verdict(shared, server, answer, primary, &history)
+            }
+        };
+        if in_service && verdict.problem.is_some() {
+            metrics::health_check(server, verdict.result, Duration::ZERO);
+            apply(shared, server, &verdict, Source::Poll);
+            changed = true;
+        }
+    }
+    if changed {
+        shared.refresh_rotation();
+    }
+    shared.publish_metrics();
+}
+
+/// The primary's position, from its checker's connection, when it answers.
+pub(super) async fn sample_primary(shared: &Shared, timeout: Duration) -> Option<u64> {
+    let position = run_check(&shared.primary, timeout, false, |conn| {
         Box::pin(async move {
             let (insert, block, segment): (i64, i64, i64) =
                 sqlx::query_as(PRIMARY_POSITION).fetch_one(conn).await?;
@@ -111,14 +326,10 @@ async fn poll_positions(shared: &Arc<Shared>) {
             ))
         })
     })
-    .await;
-    if let Ok(position) = primary {
-        shared.observe_primary(position, unix_ms(SystemTime::now()));
-        let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
-        history.record(sampled_at, position);
-    }
-    replicas.join_all().await;
-    shared.publish_metrics();
+    .await
+    .ok()?;
+    shared.observe_primary(position, unix_ms(SystemTime::now()));
+    Some(position)
 }
 
 /// Runs one round of checks over every server and updates the rotation.
@@ -126,7 +337,7 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
     let timeout = shared.config.health_check_timeout;
     let mut replicas = JoinSet::new();
     let start = Instant::now();
-    let primary = check_primary(&shared.primary, timeout).await;
+    let primary = check_primary(&shared.primary, timeout, false).await;
     let sampled_at = Instant::now();
     let primary_took = sampled_at - start;
     let all = shared.replicas.load_full();
@@ -134,86 +345,37 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
         let server = Arc::clone(server);
         replicas.spawn(async move {
             let start = Instant::now();
-            let result = check_replica(&server, timeout).await;
+            let result = check_replica(&server, timeout, false).await;
             (index, result, start.elapsed())
         });
     }
 
-    let (primary_position, primary_problem, result) = match primary {
-        Ok((false, Some(position))) => {
-            shared.observe_primary(position, unix_ms(SystemTime::now()));
-            (Some(position), None, "ok")
-        }
-        Ok(_) => (None, Some(NOT_PRIMARY.to_owned()), "wrong_role"),
-        Err(error) => (None, Some(error), "unreachable"),
-    };
-    metrics::health_check(&shared.primary, result, primary_took);
-    let server = &shared.primary;
-    match server.record(primary_problem.clone(), Some(Lag::ZERO)) {
-        Some(false) => tracing::error!(
-            server = %server.name,
-            address = %server.address,
-            reason = primary_problem.as_deref().unwrap_or_default(),
-            "primary failed its check"
-        ),
-        Some(true) => tracing::info!(
-            server = %server.name,
-            address = %server.address,
-            "primary healthy again"
-        ),
-        None => {}
+    let (verdict, primary_position) = primary_verdict(primary.map_err(|f| f.message));
+    if let Some(position) = primary_position {
+        shared.observe_primary(position, unix_ms(SystemTime::now()));
     }
+    metrics::health_check(&shared.primary, verdict.result, primary_took);
+    apply(shared, &shared.primary, &verdict, Source::Check);
 
     let results = replicas.join_all().await;
-    let outcomes: Vec<_> = {
+    let verdicts: Vec<_> = {
         let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(position) = primary_position {
             history.record(sampled_at, position);
         }
         results
             .into_iter()
-            .map(|(index, result, took)| match result {
-                Err(error) => {
-                    metrics::health_check(&all[index], "unreachable", took);
-                    (index, Some(error), None)
-                }
-                Ok((false, _)) => {
-                    metrics::health_check(&all[index], "wrong_role", took);
-                    (index, Some(NOT_STANDBY.to_owned()), None)
-                }
-                Ok((true, position)) => {
-                    if let Some(replayed) = position.replayed {
-                        all[index].set_position(replayed);
-                    }
-                    let lag = history.lag(primary_position, position, Instant::now());
-                    let problem = shared.lag_problem(lag);
-                    let result = if problem.is_some() { "lagging" } else { "ok" };
-                    metrics::health_check(&all[index], result, took);
-                    (index, problem, Some(lag))
-                }
+            .map(|(index, answer, took)| {
+                let answer = answer.map_err(|f| f.message);
+                let verdict =
+                    replica_verdict(shared, &all[index], answer, primary_position, &history);
+                metrics::health_check(&all[index], verdict.result, took);
+                (index, verdict)
             })
             .collect()
     };
-    for (index, problem, lag) in outcomes {
-        let server = &all[index];
-        match server.record(problem.clone(), lag) {
-            Some(false) => tracing::warn!(
-                replica = %server.name,
-                address = %server.address,
-                reason = problem.as_deref().unwrap_or_default(),
-                lag_seconds = lag.map(|l| l.time.as_secs_f64()).filter(|s| s.is_finite()),
-                lag_bytes = lag.and_then(|l| l.bytes),
-                "replica removed from rotation"
-            ),
-            Some(true) => tracing::info!(
-                replica = %server.name,
-                address = %server.address,
-                lag_seconds = lag.map(|l| l.time.as_secs_f64()),
-                lag_bytes = lag.and_then(|l| l.bytes),
-                "replica back in rotation"
-            ),
-            None => {}
-        }
+    for (index, verdict) in verdicts {
+        apply(shared, &all[index], &verdict, Source::Check);
     }
     shared.refresh_rotation();
     for server in shared.servers() {
@@ -222,8 +384,12 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
     shared.publish_metrics();
 }
 
-async fn check_primary(server: &Server, timeout: Duration) -> Result<(bool, Option<u64>), String> {
-    run_check(server, timeout, |conn| {
+pub(super) async fn check_primary(
+    server: &Server,
+    timeout: Duration,
+    fresh: bool,
+) -> Result<(bool, Option<u64>), Failure> {
+    run_check(server, timeout, fresh, |conn| {
         Box::pin(async move {
             let (in_recovery, insert, block, segment): (bool, Option<i64>, i64, i64) =
                 sqlx::query_as(PRIMARY_QUERY).fetch_one(conn).await?;
@@ -234,11 +400,12 @@ async fn check_primary(server: &Server, timeout: Duration) -> Result<(bool, Opti
     .await
 }
 
-async fn check_replica(
+pub(super) async fn check_replica(
     server: &Server,
     timeout: Duration,
-) -> Result<(bool, ReplicaPosition), String> {
-    run_check(server, timeout, |conn| {
+    fresh: bool,
+) -> Result<(bool, ReplicaPosition), Failure> {
+    run_check(server, timeout, fresh, |conn| {
         Box::pin(async move {
             let (in_recovery, received, replayed, age): (
                 bool,
@@ -260,13 +427,40 @@ async fn check_replica(
 type CheckFuture<'c, T> =
     std::pin::Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
 
+/// Why a check got no answer.
+#[derive(Debug)]
+pub(super) struct Failure {
+    pub(super) message: String,
+    /// No answer within the timeout (rather than an error).
+    pub(super) timed_out: bool,
+}
+
 /// Runs `query` on the checker's own connection to `server`, opening it if needed, within
 /// `timeout`. A failed or timed-out check drops the connection so the next one starts fresh.
+/// With `fresh` (a probe), the query runs on a new connection, which then becomes the
+/// checker's: a server passes a probe only if it accepts new connections.
 async fn run_check<T>(
     server: &Server,
     timeout: Duration,
+    fresh: bool,
     query: impl for<'c> FnOnce(&'c mut PgConnection) -> CheckFuture<'c, T>,
-) -> Result<T, String> {
+) -> Result<T, Failure> {
+    let options = || server.options.clone().disable_statement_logging();
+    if fresh {
+        let attempt = async {
+            let mut conn = PgConnection::connect_with(&options()).await?;
+            let value = query(&mut conn).await?;
+            Ok::<_, sqlx::Error>((value, conn))
+        };
+        let (value, conn) = answer(tokio::time::timeout(timeout, attempt).await, timeout)?;
+        if let Ok(mut slot) = server.check_conn.try_lock() {
+            *slot = Some(conn);
+            server
+                .fresh_check
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
+        return Ok(value);
+    }
     let mut slot = server.check_conn.lock().await;
     if server
         .fresh_check
@@ -276,17 +470,12 @@ async fn run_check<T>(
     }
     let attempt = async {
         if slot.is_none() {
-            let options = server.options.clone().disable_statement_logging();
-            *slot = Some(PgConnection::connect_with(&options).await?);
+            *slot = Some(PgConnection::connect_with(&options()).await?);
         }
         let conn = slot.as_mut().expect("connection was just opened");
         query(conn).await
     };
-    let result = match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("no answer within {timeout:?}")),
-    };
+    let result = answer(tokio::time::timeout(timeout, attempt).await, timeout);
     if result.is_err() {
         // Closing politely could hang on a stalled server; dropping just closes the socket.
         drop(slot.take());
@@ -294,9 +483,39 @@ async fn run_check<T>(
     result
 }
 
+fn answer<T>(
+    result: Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed>,
+    timeout: Duration,
+) -> Result<T, Failure> {
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(Failure {
+            message: error.to_string(),
+            timed_out: false,
+        }),
+        Err(_) => Err(Failure {
+            message: format!("no answer within {timeout:?}"),
+            timed_out: true,
+        }),
+    }
+}
+
 /// Closes the checker's connection to `server`.
 pub(super) async fn close(server: &Server) {
     if let Some(conn) = server.check_conn.lock().await.take() {
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_round_is_caught_and_the_next_one_runs() {
+        assert!(!supervised("test", async { panic!("a bug in a check") }).await);
+        let (done, ran) = tokio::sync::oneshot::channel();
+        assert!(supervised("test", async move { done.send(()).unwrap() }).await);
+        assert!(ran.await.is_ok());
     }
 }

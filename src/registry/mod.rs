@@ -28,8 +28,11 @@
 //! # }
 //! ```
 
+mod attempt;
 mod health;
 mod lag;
+mod probe;
+mod route;
 mod select;
 mod server;
 mod target;
@@ -43,7 +46,9 @@ use arc_swap::ArcSwap;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 
+pub(crate) use self::attempt::Attempts;
 use self::lag::{Lag, PrimaryHistory, settled_position};
+use self::route::{Ask, Decision, Seen};
 use self::select::{PickTable, Schedule, Tickets};
 use self::server::Kind;
 pub(crate) use self::server::Server;
@@ -197,7 +202,7 @@ impl Registry {
             history: Mutex::new(PrimaryHistory::default()),
             rebuild: Mutex::new(()),
             falling_back: AtomicBool::new(false),
-            sticky: Sticky::new(&config.consistency, config.lag_threshold),
+            sticky: Sticky::new(&config.consistency, config.detection_delay()),
             primary_sampled_ms: AtomicU64::new(0),
             stop,
             unserved_duration: OnceLock::new(),
@@ -321,37 +326,30 @@ impl Registry {
         &self.shared.sticky
     }
 
-    /// The server for an intent: this is where a read becomes a replica or the primary.
+    /// The server for an intent, as [`route`](route) decides it. A request nobody can serve
+    /// now gets the primary with the reason it would have had: the extractors refuse it with a
+    /// 503 (the primary is down), and direct users get the primary's error.
     pub(crate) fn resolve(&self, intent: RouteIntent) -> Target {
         let shared = &self.shared;
-        if !shared.config.separation {
-            return Target::primary(shared, RouteIntent::write(Reason::Disabled));
-        }
-        if intent.role() == Role::Write {
-            return Target::primary(shared, intent);
-        }
-        let picked = match intent.min_position() {
-            None => shared.pick_replica(),
-            Some(position) => match shared.pick_where(|s| s.position() >= position) {
-                Some(server) => Some(server),
-                None if shared.rotation.load().schedule.is_empty() => None,
-                None if !shared.primary.is_healthy()
-                    && shared.config.consistency.stale_reads_when_read_only =>
-                {
-                    if let Some(server) = shared.pick_replica() {
-                        let intent = intent.with(Role::Read, Reason::ReadOnly);
-                        return Target::new(server, intent);
-                    }
-                    None
-                }
-                None => {
-                    return Target::primary(shared, intent.with(Role::Read, Reason::Sticky));
-                }
-            },
-        };
-        match picked {
-            Some(server) => Target::new(server, intent),
-            None => Target::primary(shared, intent.with(Role::Read, Reason::Fallback)),
+        match shared.route(intent, &[]) {
+            Decision::Replica(server, reason) => {
+                Target::new(server, intent.with(Role::Read, reason))
+            }
+            Decision::Refuse(reason) => {
+                shared.wanted(intent);
+                let role = match reason {
+                    Reason::Disabled => Role::Write,
+                    _ => intent.role(),
+                };
+                Target::primary(shared, intent.with(role, reason))
+            }
+            Decision::Primary(reason) => {
+                let role = match reason {
+                    Reason::Disabled => Role::Write,
+                    _ => intent.role(),
+                };
+                Target::primary(shared, intent.with(role, reason))
+            }
         }
     }
 
@@ -363,7 +361,7 @@ impl Registry {
         if wait.is_zero() || target.intent().reason() != Reason::Sticky {
             return target;
         }
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = health::after(tokio::time::Instant::now(), wait);
         let step = (self.shared.sticky.poll_interval / 4).max(Duration::from_millis(1));
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(step).await;
@@ -529,19 +527,6 @@ impl Shared {
         Some(Arc::clone(&rotation.members[index].0))
     }
 
-    /// The first replica in rotation, in schedule order from the next pick on, that `accept`s:
-    /// so that the replicas a read may use still share the load by weight.
-    fn pick_where(&self, accept: impl Fn(&Arc<Server>) -> bool) -> Option<Arc<Server>> {
-        let rotation = self.rotation.load();
-        let ticket = self.tickets.next();
-        rotation
-            .schedule
-            .candidates(ticket)
-            .map(|index| &rotation.members[index].0)
-            .find(|server| accept(server))
-            .cloned()
-    }
-
     /// Whether reads compare tokens with replay positions, which then need polling.
     fn polls_positions(&self) -> bool {
         self.config.separation && self.sticky.mode == StickyMode::Lsn
@@ -665,31 +650,110 @@ impl Shared {
         .into()
     }
 
-    /// The next server for a read whose earlier choices (`tried`) failed: a replica in rotation
-    /// (caught up, if the read needs a position), else the primary while it is up.
-    fn next_read(&self, intent: RouteIntent, tried: &[Arc<Server>]) -> Option<Arc<Server>> {
-        let fresh = |s: &Arc<Server>| !tried.iter().any(|t| Arc::ptr_eq(t, s));
-        let primary_up = self.primary.is_healthy();
-        let replica = match intent.min_position() {
-            None => self.pick_where(fresh),
-            Some(position) => self
-                .pick_where(|s| fresh(s) && s.position() >= position)
-                .or_else(|| {
-                    (!primary_up && self.config.consistency.stale_reads_when_read_only)
-                        .then(|| self.pick_where(fresh))
-                        .flatten()
-                }),
+    /// Where `intent`'s work goes, the servers in `tried` having failed it: the registry's
+    /// current state handed to [`route::decide`], replicas in service first in schedule order
+    /// (the calling thread's next pick first), then those out of service.
+    pub(super) fn route(
+        &self,
+        intent: RouteIntent,
+        tried: &[Arc<Server>],
+    ) -> Decision<Arc<Server>> {
+        let was_tried = |s: &Arc<Server>| tried.iter().any(|t| Arc::ptr_eq(t, s));
+        let ask = Ask {
+            intent,
+            separation: self.config.separation,
+            stale_reads_when_read_only: self.config.consistency.stale_reads_when_read_only,
+            primary: self.primary.state(),
+            primary_tried: was_tried(&self.primary),
         };
-        replica.or_else(|| (primary_up && fresh(&self.primary)).then(|| Arc::clone(&self.primary)))
+        let seen = |server: Arc<Server>| {
+            let seen = Seen {
+                state: server.state(),
+                position: server.position(),
+                tried: was_tried(&server),
+            };
+            (server, seen)
+        };
+        // A plain read's first choice comes from this thread's snapshot of the rotation; the
+        // rest is looked at only when that one will not do.
+        let first = match (intent.role(), intent.min_position(), tried.is_empty()) {
+            (Role::Read, None, true) if self.config.separation => self.pick_replica(),
+            _ => None,
+        };
+        let rest = std::iter::once_with(|| {
+            let rotation = self.rotation.load_full();
+            let ticket = self.tickets.next();
+            let in_rotation: Vec<Arc<Server>> = rotation
+                .schedule
+                .candidates(ticket)
+                .map(|index| Arc::clone(&rotation.members[index].0))
+                .collect();
+            let out: Vec<Arc<Server>> = self
+                .replicas
+                .load()
+                .iter()
+                .filter(|s| s.weight() > 0 && !rotation.contains(s))
+                .cloned()
+                .collect();
+            in_rotation.into_iter().chain(out)
+        })
+        .flatten();
+        route::decide(ask, first.into_iter().chain(rest).map(seen))
     }
 
-    /// Takes `server` out of rotation at once because using it failed, without waiting for
-    /// the next check; the health loop puts it back once it passes a check. Returns whether it
-    /// was in service until now.
-    fn eject(&self, server: &Arc<Server>, cause: &'static str, error: &dyn fmt::Display) -> bool {
+    /// Wakes the probes of the servers that could have done `intent`'s work, which was refused
+    /// for want of them: the primary, and for a read the replicas out of service too.
+    pub(super) fn wanted(&self, intent: RouteIntent) {
+        self.primary.wanted.notify_one();
+        if intent.is_read() {
+            for replica in self.replicas.load().iter().filter(|s| !s.is_healthy()) {
+                replica.wanted.notify_one();
+            }
+        }
+    }
+
+    /// Whether `server` is one of this registry's servers now (not removed).
+    pub(super) fn owns(&self, server: &Arc<Server>) -> bool {
+        Arc::ptr_eq(server, &self.primary)
+            || self.replicas.load().iter().any(|s| Arc::ptr_eq(s, server))
+    }
+
+    /// Suspects `server` after a session on it was lost (`cause`): it stays in service while a
+    /// probe on a fresh connection decides at once. Returns whether it was serving until now.
+    pub(super) fn suspect(
+        self: &Arc<Self>,
+        server: &Arc<Server>,
+        cause: &'static str,
+        error: &dyn fmt::Display,
+    ) -> bool {
+        if !server.suspect() {
+            return false;
+        }
+        crate::metrics::suspected(&server.name, cause);
+        tracing::info!(
+            server = %server.name,
+            address = %server.address,
+            cause,
+            %error,
+            "session lost; probing the server on a fresh connection"
+        );
+        probe::start(self, server, true);
+        true
+    }
+
+    /// Takes `server` out of service at once because it gave no connection, without waiting
+    /// for the next check; its probes put it back once one passes. Returns whether it was in
+    /// service until now.
+    pub(super) fn eject(
+        self: &Arc<Self>,
+        server: &Arc<Server>,
+        cause: &'static str,
+        error: &dyn fmt::Display,
+    ) -> bool {
         let problem = format!("{cause}: {error}");
         let was_healthy = server.eject(problem);
         crate::metrics::ejected(server, cause);
+        probe::start(self, server, false);
         if was_healthy {
             if server.is_primary() {
                 tracing::error!(
@@ -697,7 +761,7 @@ impl Shared {
                     address = %server.address,
                     cause,
                     %error,
-                    "primary unreachable: writes fail fast with 503 until it passes a check"
+                    "primary unreachable: writes fail fast with 503 until it passes a probe"
                 );
             } else {
                 tracing::warn!(
@@ -737,8 +801,12 @@ pub struct ServerStatus {
     pub address: String,
     /// The replica's weight (0 for the primary).
     pub weight: u32,
-    /// Whether the last check passed.
+    /// Whether the server is in service: the last check or probe passed, and no connection to
+    /// it has failed since (a suspect is still in service).
     pub healthy: bool,
+    /// `serving`, `suspect` (a session was lost; a probe is deciding), `unreachable`,
+    /// `lagging` or `wrong_role`.
+    pub state: &'static str,
     /// Whether reads are sent to it now (replicas: healthy with a weight over 0).
     pub in_rotation: bool,
     /// Replication lag in time (`None`: unknown; always zero for the primary).
@@ -768,6 +836,7 @@ impl ServerStatus {
             address: server.address.clone(),
             weight: server.weight(),
             healthy: server.is_healthy(),
+            state: server.state().as_str(),
             in_rotation,
             lag: server.lag(),
             lag_bytes: server.lag_bytes(),

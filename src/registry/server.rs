@@ -1,9 +1,9 @@
-//! One database server: its pool, and its health as the checks last saw it, in atomics that the
-//! request path reads without locking.
+//! One database server: its pool, and its state as the checks, probes and failed connections
+//! last left it, in atomics that the request path reads without locking.
 
 use std::fmt;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +24,51 @@ pub(crate) enum Kind {
     Replica,
 }
 
+/// Where a server stands. `Serving` and `Suspect` are in service; the others are out of it,
+/// each for its own reason, and re-probed on a short backoff until they pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum State {
+    /// In service.
+    Serving = 0,
+    /// In service, but a session on it was lost: a probe on a fresh connection decides.
+    Suspect = 1,
+    /// Out: it gives no connections, or its checks get no answer.
+    Unreachable = 2,
+    /// Out: a replica lagging past a threshold.
+    Lagging = 3,
+    /// Out: a primary in recovery, or a replica that is not a standby.
+    WrongRole = 4,
+}
+
+impl State {
+    fn from_u8(value: u8) -> State {
+        match value {
+            0 => State::Serving,
+            1 => State::Suspect,
+            2 => State::Unreachable,
+            3 => State::Lagging,
+            _ => State::WrongRole,
+        }
+    }
+
+    /// Whether work may be sent to a server in this state.
+    pub(crate) fn in_service(self) -> bool {
+        matches!(self, State::Serving | State::Suspect)
+    }
+
+    /// The state as a lowercase label, for logs, metrics and the status endpoint.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            State::Serving => "serving",
+            State::Suspect => "suspect",
+            State::Unreachable => "unreachable",
+            State::Lagging => "lagging",
+            State::WrongRole => "wrong_role",
+        }
+    }
+}
+
 /// A server, its pool and its last known state.
 pub(crate) struct Server {
     pub(crate) name: Arc<str>,
@@ -34,7 +79,13 @@ pub(crate) struct Server {
     pub(crate) options: PgConnectOptions,
     max_idle: Option<u32>,
     pub(crate) weight: AtomicU32,
-    pub(crate) healthy: AtomicBool,
+    /// A [`State`].
+    state: AtomicU8,
+    /// Whether a probe task is running for this server (at most one is).
+    probing: AtomicBool,
+    /// Woken when work was refused because this server is out of service: its probe task
+    /// then probes without waiting out its backoff (see `probe`).
+    pub(crate) wanted: tokio::sync::Notify,
     /// Set when the server was taken out of service after a failed connection: its next check
     /// must open a new connection, so that it returns only when it accepts new connections
     /// again (the checker's old connection may still work on a server that accepts no more).
@@ -84,9 +135,11 @@ impl Server {
             options,
             max_idle: pool_config.max_idle,
             weight: AtomicU32::new(weight),
-            // Until checked, a server counts as healthy: `Registry::connect` checks before it
+            // Until checked, a server counts as serving: `Registry::connect` checks before it
             // returns, and a failed first check is logged as the server leaving.
-            healthy: AtomicBool::new(true),
+            state: AtomicU8::new(State::Serving as u8),
+            probing: AtomicBool::new(false),
+            wanted: tokio::sync::Notify::new(),
             fresh_check: AtomicBool::new(false),
             left: tokio::sync::Notify::new(),
             lag_micros: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
@@ -130,18 +183,50 @@ impl Server {
         self.kind == Kind::Primary
     }
 
+    /// Whether the server is in service (serving, or suspected while a probe decides).
     pub(crate) fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.state().in_service()
+    }
+
+    pub(crate) fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Marks a serving server suspect. Returns whether it was serving (and so whether a probe
+    /// is due).
+    pub(crate) fn suspect(&self) -> bool {
+        self.state
+            .compare_exchange(
+                State::Serving as u8,
+                State::Suspect as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Claims the right to run this server's probe task; `false` when one is running.
+    pub(crate) fn claim_probe(&self) -> bool {
+        !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Ends this server's probe task, so that another may start.
+    pub(crate) fn release_probe(&self) {
+        self.probing.store(false, Ordering::Release);
     }
 
     pub(crate) fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)
     }
 
-    /// Records what a check found: `problem` is why the server cannot serve (none when it
-    /// can), `lag` its replication lag (none when unknown). Returns the new health when it
-    /// changed.
-    pub(crate) fn record(&self, problem: Option<String>, lag: Option<Lag>) -> Option<bool> {
+    /// Records what a check or a probe found: `problem` is why the server cannot serve, with
+    /// the state that puts it in (none when it can), `lag` its replication lag (none when
+    /// unknown). Returns whether it is in service when that changed.
+    pub(crate) fn record(
+        &self,
+        problem: Option<(State, String)>,
+        lag: Option<Lag>,
+    ) -> Option<bool> {
         let now = unix_ms(SystemTime::now());
         self.last_check_ms.store(now, Ordering::Relaxed);
         let (micros, bytes) = match lag {
@@ -161,22 +246,25 @@ impl Server {
     }
 
     /// Takes the server out of service because using it failed (passive ejection), until a
-    /// check passes. Returns whether it was in service.
+    /// probe or a check passes. Returns whether it was in service.
     pub(crate) fn eject(&self, problem: String) -> bool {
         self.fresh_check.store(true, Ordering::Release);
-        self.set_problem(Some(problem))
+        self.set_problem(Some((State::Unreachable, problem)))
     }
 
-    /// Sets why the server cannot serve (healthy when none), releasing the reads waiting on
-    /// its pool when it leaves service. Returns whether it was healthy before.
-    fn set_problem(&self, problem: Option<String>) -> bool {
-        let healthy = problem.is_none();
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = problem;
-        let was = self.healthy.swap(healthy, Ordering::AcqRel);
-        if !healthy {
+    /// Sets why the server cannot serve (serving when nothing), releasing the reads waiting on
+    /// its pool when it leaves service. Returns whether it was in service before.
+    fn set_problem(&self, problem: Option<(State, String)>) -> bool {
+        let (state, text) = match problem {
+            Some((state, text)) => (state, Some(text)),
+            None => (State::Serving, None),
+        };
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = text;
+        let was = State::from_u8(self.state.swap(state as u8, Ordering::AcqRel));
+        if !state.in_service() {
             self.left.notify_waiters();
         }
-        was
+        was.in_service()
     }
 
     /// The most connections the pool may open.
@@ -238,7 +326,7 @@ impl fmt::Debug for Server {
         f.debug_struct("Server")
             .field("name", &self.name)
             .field("address", &self.address)
-            .field("healthy", &self.is_healthy())
+            .field("state", &self.state())
             .field("weight", &self.weight())
             .finish()
     }

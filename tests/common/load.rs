@@ -51,6 +51,39 @@ pub fn app(registry: Registry) -> Router {
         .with_state(registry)
 }
 
+/// The same routes on two plain sqlx pools, without rwsplit: reads on `replica`, writes on
+/// `primary`. The baseline a fault must not cost more than.
+pub fn plain_app(primary: sqlx::PgPool, replica: sqlx::PgPool) -> Router {
+    use axum::extract::State;
+    type Pools = (sqlx::PgPool, sqlx::PgPool);
+    async fn show(
+        State((_, replica)): State<Pools>,
+        Path(id): Path<i64>,
+    ) -> Result<Result<String, StatusCode>, DbError> {
+        let port: Option<i32> = sqlx::query_scalar(
+            "SELECT inet_server_port() FROM items WHERE id = $1 /* load read */",
+        )
+        .bind(id)
+        .fetch_optional(&replica)
+        .await?;
+        Ok(port
+            .map(|port| port.to_string())
+            .ok_or(StatusCode::NOT_FOUND))
+    }
+    async fn create(State((primary, _)): State<Pools>) -> Result<String, DbError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO items (name) VALUES ('load') RETURNING id /* load write */",
+        )
+        .fetch_one(&primary)
+        .await?;
+        Ok(id.to_string())
+    }
+    Router::new()
+        .route("/items/{id}", get(show))
+        .route("/items", post(create))
+        .with_state((primary, replica))
+}
+
 /// What a load run saw.
 #[derive(Default, Clone)]
 pub struct Report {
@@ -70,6 +103,9 @@ pub struct Report {
     pub acked: Vec<i64>,
     /// Successful reads by the port of the server that answered them.
     pub served: BTreeMap<u16, usize>,
+    /// When each failed read and write ended (hung ones included).
+    pub read_failures: Vec<Instant>,
+    pub write_failures: Vec<Instant>,
 }
 
 impl Report {
@@ -98,6 +134,18 @@ impl Report {
         for (port, n) in other.served {
             *self.served.entry(port).or_default() += n;
         }
+        self.read_failures.extend(other.read_failures);
+        self.write_failures.extend(other.write_failures);
+    }
+
+    /// How long after `since` reads still failed (zero when none did after it).
+    pub fn reads_back_after(&self, since: Instant) -> Duration {
+        last_after(&self.read_failures, since)
+    }
+
+    /// How long after `since` writes still failed (zero when none did after it).
+    pub fn writes_back_after(&self, since: Instant) -> Duration {
+        last_after(&self.write_failures, since)
     }
 
     /// Asserts that no read or write failed and no read was stale.
@@ -130,6 +178,14 @@ impl fmt::Display for Report {
             self.served,
         )
     }
+}
+
+fn last_after(failures: &[Instant], since: Instant) -> Duration {
+    failures
+        .iter()
+        .map(|at| at.saturating_duration_since(since))
+        .max()
+        .unwrap_or_default()
 }
 
 /// A running load; [`finish`](Self::finish) stops it and returns the report.
@@ -215,6 +271,7 @@ async fn client(app: Router, stop: Arc<AtomicBool>, sticky: bool, seed_id: i64) 
             } else {
                 report.worst_failed_write = report.worst_failed_write.max(took);
                 *report.failed_writes.entry(code).or_default() += 1;
+                report.write_failures.push(Instant::now());
             }
         } else {
             report.reads += 1;
@@ -225,7 +282,10 @@ async fn client(app: Router, stop: Arc<AtomicBool>, sticky: bool, seed_id: i64) 
                     *report.served.entry(port).or_default() += 1;
                 }
                 404 => report.stale += 1,
-                _ => *report.failed_reads.entry(code).or_default() += 1,
+                _ => {
+                    *report.failed_reads.entry(code).or_default() += 1;
+                    report.read_failures.push(Instant::now());
+                }
             }
         }
     }

@@ -1,0 +1,235 @@
+//! The attempts of one piece of work (a query, an `acquire`, a `begin`): where each runs, what
+//! a failure says about the server it ran on, and where the next one runs. This file owns
+//! failover; which server comes next is [`route`](super::route)'s to decide.
+//!
+//! - A server that gives no connection (refused, timed out, TLS or authentication failure,
+//!   starting up or shutting down) leaves service at once, and a read moves on.
+//! - A session lost under a query only makes its server suspect (a probe decides); a read
+//!   that had returned nothing yet runs again elsewhere.
+//! - A read on a replica cancelled by a conflict with recovery runs once more elsewhere.
+//! - An error that is the statement's own goes back to the caller as it is: it would fail
+//!   anywhere, and says nothing about the server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
+
+use super::route::Decision;
+use super::{Checkout, Server, Shared, Target};
+use crate::fault::{Fault, Phase, fault};
+use crate::intent::Role;
+
+/// Longest a read waits for a connection from a server out of service, tried as a last resort
+/// because nothing in service could serve it: a refused server answers at once, and sqlx would
+/// otherwise retry it until the pool's acquire timeout.
+const LAST_RESORT_WAIT: Duration = Duration::from_secs(1);
+
+/// One piece of work's attempts so far.
+pub(crate) struct Attempts<'t> {
+    target: &'t Target,
+    shared: Option<Arc<Shared>>,
+    /// Where the next attempt runs.
+    next: Arc<Server>,
+    /// The servers that failed this work so far.
+    tried: Vec<Arc<Server>>,
+    /// Whether a conflict with recovery was retried already (once is enough).
+    conflict_retried: bool,
+}
+
+impl<'t> Attempts<'t> {
+    pub(crate) fn new(target: &'t Target) -> Attempts<'t> {
+        Attempts {
+            target,
+            // `None` once every handle to the registry is gone: the target's own server still
+            // serves, without failover.
+            shared: target.server().registry(),
+            next: Arc::clone(target.server()),
+            tried: Vec::new(),
+            conflict_retried: false,
+        }
+    }
+
+    /// Whether this work may move to another server: reads only (a write may have committed).
+    pub(crate) fn fails_over(&self) -> bool {
+        self.target.intent().role() == Role::Read
+    }
+
+    /// A connection for the next attempt, with its server. A server that cannot give one is
+    /// dealt with by what its error says, and a read moves on to the next server; the error
+    /// is the last server's.
+    pub(crate) async fn checkout(&mut self) -> Result<Checkout, sqlx::Error> {
+        let exhaustion_failover = self
+            .shared
+            .as_ref()
+            .is_some_and(|shared| shared.config.failover_on_pool_exhausted);
+        loop {
+            let server = Arc::clone(&self.next);
+            if exhaustion_failover && !server.is_primary() && server.exhausted() {
+                // Another replica only: a busy replica's overflow must not land on the primary.
+                if let Some(next) = self.next_replica(&server) {
+                    crate::metrics::failover(&server, "exhausted");
+                    self.next = next;
+                    continue;
+                }
+            }
+            let start = Instant::now();
+            let error = match acquire_from(&server).await {
+                Some(Ok(conn)) => {
+                    crate::metrics::acquired(&server, start.elapsed());
+                    return Ok((conn, server));
+                }
+                Some(Err(error)) => error,
+                // The replica left service while this read waited for it.
+                None => match self.move_on(&server, "left") {
+                    true => continue,
+                    false => return Err(sqlx::Error::PoolTimedOut),
+                },
+            };
+            let cause = self.connect_failed(&server, &error);
+            if !(cause.is_some() && self.move_on(&server, cause.unwrap_or_default())) {
+                return Err(error);
+            }
+        }
+    }
+
+    /// Records that `server` gave no connection (`error`): counts a timeout, and takes the
+    /// server out of service when the failure is the server's (not a full pool, not a removed
+    /// replica, not too many connections on the primary). Returns why it failed when that is a
+    /// reason to try another server.
+    pub(crate) fn connect_failed(
+        &self,
+        server: &Arc<Server>,
+        error: &sqlx::Error,
+    ) -> Option<&'static str> {
+        if matches!(error, sqlx::Error::PoolTimedOut) {
+            crate::metrics::acquire_timeout(server);
+        }
+        let cause = match fault(error, Phase::Connect) {
+            Fault::Server("timeout") if server.full() => return Some("exhausted"),
+            // The primary is the only server that can write: refusing every write for a
+            // moment of saturation would cost more than waiting for a connection.
+            Fault::Server("too_many_connections") if server.is_primary() => return None,
+            Fault::Server(cause) => cause,
+            Fault::Pool(cause) => return Some(cause),
+            Fault::Session(_) | Fault::Statement | Fault::Conflict => return None,
+        };
+        if let Some(shared) = &self.shared {
+            shared.eject(server, cause, error);
+        }
+        Some(cause)
+    }
+
+    /// After `error` on a connection from `used`: `Ok` when the work is to run again on the
+    /// next server (`may_retry`: it can run again and nothing has gone out yet), otherwise the
+    /// error, for the caller.
+    pub(crate) fn failed(
+        &mut self,
+        used: &Arc<Server>,
+        error: sqlx::Error,
+        may_retry: bool,
+    ) -> Result<(), sqlx::Error> {
+        match self.blame(used, &error) {
+            Some(cause) if may_retry && self.move_on(used, cause) => Ok(()),
+            _ => Err(error),
+        }
+    }
+
+    /// As [`failed`](Self::failed), for work that runs once: acts on the error and returns it.
+    pub(crate) fn settle(&mut self, used: &Arc<Server>, error: sqlx::Error) -> sqlx::Error {
+        self.blame(used, &error);
+        error
+    }
+
+    /// Acts on what `error` on a connection from `used` says: a lost session makes `used`
+    /// suspect, a server that refuses work leaves service, a conflict with recovery on a
+    /// replica may run once more. Returns the cause when running elsewhere may help.
+    fn blame(&mut self, used: &Arc<Server>, error: &sqlx::Error) -> Option<&'static str> {
+        match fault(error, Phase::Query) {
+            Fault::Session(cause) => {
+                if let Some(shared) = &self.shared {
+                    shared.suspect(used, cause, error);
+                }
+                Some(cause)
+            }
+            Fault::Server(cause) => {
+                if let Some(shared) = &self.shared {
+                    shared.eject(used, cause, error);
+                }
+                Some(cause)
+            }
+            Fault::Conflict if !used.is_primary() && !self.conflict_retried => {
+                self.conflict_retried = true;
+                Some("conflict")
+            }
+            Fault::Conflict | Fault::Statement | Fault::Pool(_) => None,
+        }
+    }
+
+    /// Moves the next attempt of a read off `failed` (for `cause`), counting the failover.
+    /// Returns `false` when the work cannot move (a write) or nobody else can do it.
+    fn move_on(&mut self, failed: &Arc<Server>, cause: &'static str) -> bool {
+        if !self.fails_over() {
+            return false;
+        }
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        self.tried.push(Arc::clone(failed));
+        let next = match shared.route(self.target.intent(), &self.tried) {
+            Decision::Replica(server, _) => server,
+            Decision::Primary(_) => Arc::clone(&shared.primary),
+            Decision::Refuse(_) => return false,
+        };
+        crate::metrics::failover(failed, cause);
+        tracing::debug!(from = %failed.name, to = %next.name, cause, "read failed over");
+        self.next = next;
+        true
+    }
+
+    /// For a replica whose pool is full: the next replica with a free connection, never the
+    /// primary. When every other replica is full too, `None`, and nothing counts as tried: the
+    /// read then waits for its first choice.
+    fn next_replica(&mut self, busy: &Arc<Server>) -> Option<Arc<Server>> {
+        let shared = self.shared.clone()?;
+        let before = self.tried.len();
+        self.tried.push(Arc::clone(busy));
+        while let Decision::Replica(next, _) = shared.route(self.target.intent(), &self.tried) {
+            if !next.is_healthy() {
+                break;
+            }
+            if !next.exhausted() {
+                return Some(next);
+            }
+            self.tried.push(next);
+        }
+        self.tried.truncate(before);
+        None
+    }
+}
+
+/// Waits for a connection from `server`; `None` when a replica leaves service meanwhile
+/// (another read lost its connection, or a check failed): sqlx keeps retrying a refused
+/// server until the acquire timeout, as it may be starting up. A server already out of
+/// service (tried as a last resort) gets [`LAST_RESORT_WAIT`].
+async fn acquire_from(server: &Server) -> Option<Result<PoolConnection<Postgres>, sqlx::Error>> {
+    if !server.is_healthy() {
+        let acquired = tokio::time::timeout(LAST_RESORT_WAIT, server.pool.acquire()).await;
+        return Some(acquired.unwrap_or(Err(sqlx::Error::PoolTimedOut)));
+    }
+    if server.is_primary() {
+        return Some(server.pool.acquire().await);
+    }
+    let left = server.left.notified();
+    tokio::pin!(left);
+    left.as_mut().enable();
+    if !server.is_healthy() {
+        return None;
+    }
+    tokio::select! {
+        biased;
+        result = server.pool.acquire() => Some(result),
+        () = left => None,
+    }
+}

@@ -1,0 +1,181 @@
+//! Re-trying servers out of service, each on its own short backoff, independent of the full
+//! health check: a one-second outage costs about a second, whatever `healthCheckInterval` is.
+//!
+//! A server gets a probe task when it leaves service (a failed connection, a failed check, a
+//! poll that finds it lagging) or is suspected (a session lost under a query). A suspect is
+//! probed at once; a server out of service first after [`FIRST_BACKOFF`], then after twice as
+//! long each time, up to [`MAX_BACKOFF`] (or the health interval, if shorter). Each probe opens
+//! a fresh connection and asks what the full check asks: reachable, the right role, lag under
+//! both thresholds. The first probe that passes puts the server back; a suspect whose probe
+//! fails leaves service. Work refused for want of a server (a write while the primary is
+//! down) wakes its probe early, at most every [`DEMAND_GAP`], so that under traffic a server
+//! is back within about that long of answering again. At most one probe task runs per server,
+//! and it holds the registry only while it probes.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use super::Shared;
+use super::health::{self, Source, apply, check_primary, check_replica, sample_primary};
+use super::server::{Server, State};
+use crate::consistency::unix_ms;
+use crate::metrics;
+
+/// The first wait before re-probing a server that left service.
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The longest wait between probes of a server out of service.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The shortest time between two probes of a server that work is waiting for (a write
+/// refused because the primary is down): its probe runs then instead of after its backoff.
+pub(crate) const DEMAND_GAP: Duration = Duration::from_millis(100);
+
+/// Starts probing `server` unless a probe task for it is running: at once (`at_once`, for a
+/// suspect) or after the first backoff.
+pub(super) fn start(shared: &Arc<Shared>, server: &Arc<Server>, at_once: bool) {
+    if !server.claim_probe() {
+        return;
+    }
+    let weak = Arc::downgrade(shared);
+    let server = Arc::clone(server);
+    let stop = shared.stop.subscribe();
+    let cap = MAX_BACKOFF.min(shared.config.health_check_interval);
+    tokio::spawn(async move {
+        health::supervised(
+            "probe",
+            run(weak.clone(), Arc::clone(&server), at_once, cap, stop),
+        )
+        .await;
+        server.release_probe();
+        // The server may have left service again between the task's last look and the
+        // release: then it needs a probe task again.
+        if let Some(shared) = weak.upgrade()
+            && !*shared.stop.borrow()
+            && shared.owns(&server)
+            && server.state() != State::Serving
+        {
+            start(&shared, &server, server.state() == State::Suspect);
+        }
+    });
+}
+
+/// The probe task: probes until the server is back in service, the server is removed, or the
+/// registry is shut down or dropped.
+async fn run(
+    weak: Weak<Shared>,
+    server: Arc<Server>,
+    at_once: bool,
+    cap: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut wait = if at_once {
+        Duration::ZERO
+    } else {
+        FIRST_BACKOFF
+    };
+    let mut last = tokio::time::Instant::now();
+    loop {
+        if !wait.is_zero() {
+            let due = health::after(last, wait);
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {}
+                // Work was refused for want of this server: probe sooner, but not more often
+                // than every `DEMAND_GAP`.
+                () = server.wanted.notified() => {
+                    tokio::time::sleep_until(health::after(last, DEMAND_GAP).min(due)).await;
+                }
+                _ = stop.changed() => return,
+            }
+        }
+        last = tokio::time::Instant::now();
+        let Some(shared) = weak.upgrade() else { return };
+        if *stop.borrow() || !shared.owns(&server) || server.state() == State::Serving {
+            return;
+        }
+        if probe(&shared, &server).await {
+            return;
+        }
+        wait = next_wait(wait, cap);
+    }
+}
+
+/// The wait after `wait`: the first backoff, then doubling up to `cap`.
+pub(crate) fn next_wait(wait: Duration, cap: Duration) -> Duration {
+    if wait.is_zero() {
+        FIRST_BACKOFF.min(cap)
+    } else {
+        wait.saturating_mul(2).min(cap)
+    }
+}
+
+/// One probe of `server` on a fresh connection. Returns whether it passed (the server is in
+/// service again, or stays in it).
+async fn probe(shared: &Arc<Shared>, server: &Arc<Server>) -> bool {
+    let timeout = shared.config.health_check_timeout;
+    let started = Instant::now();
+    let verdict = if server.is_primary() {
+        let (verdict, position) = health::primary_verdict(
+            check_primary(server, timeout, true)
+                .await
+                .map_err(|f| f.message),
+        );
+        if let Some(position) = position {
+            shared.observe_primary(position, unix_ms(SystemTime::now()));
+            let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+            history.record(started, position);
+        }
+        verdict
+    } else {
+        // Lag is measured against the primary's position now, as in a full check.
+        let primary = match shared.primary.is_healthy() {
+            true => sample_primary(shared, timeout).await,
+            false => None,
+        };
+        let sampled_at = Instant::now();
+        let answer = check_replica(server, timeout, true).await;
+        let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(position) = primary {
+            history.record(sampled_at, position);
+        }
+        health::replica_verdict(
+            shared,
+            server,
+            answer.map_err(|f| f.message),
+            primary,
+            &history,
+        )
+    };
+    metrics::probed(&server.name, verdict.result, started.elapsed());
+    let passed = verdict.problem.is_none();
+    if passed && server.state() == State::Suspect {
+        tracing::debug!(server = %server.name, "suspected server passed its probe; it stays in service");
+    }
+    apply(shared, server, &verdict, Source::Probe);
+    shared.refresh_rotation();
+    shared.publish_metrics();
+    passed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_short_doubles_and_stops_at_the_cap() {
+        let cap = MAX_BACKOFF;
+        let mut wait = Duration::ZERO;
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            wait = next_wait(wait, cap);
+            waits.push(wait.as_millis());
+        }
+        assert_eq!(waits, [250, 500, 1000, 1000, 1000, 1000]);
+        // A health interval shorter than the cap caps the backoff too.
+        let short = Duration::from_millis(200);
+        assert_eq!(next_wait(Duration::ZERO, short), short);
+        assert_eq!(next_wait(short, short), short);
+    }
+}

@@ -1,0 +1,326 @@
+//! The one place that decides which server does a piece of work: from the work's intent and
+//! what is known of each server, a replica, the primary, or nobody. Pure, and unit-tested
+//! without PostgreSQL; the registry feeds it for the first pick, for `DbWrite`, and for every
+//! failover step (see `Shared::route`).
+//!
+//! In order, for a read:
+//!
+//! 1. a replica in service (in schedule order, so that reads follow the weights) that has not
+//!    failed this read yet and has replayed the client's write, if the read carries a token;
+//! 2. the primary, while it is in service: [`Sticky`](Reason::Sticky) when replicas are in
+//!    service but none has the write, [`Fallback`](Reason::Fallback) when none is;
+//! 3. with the primary down and stale reads allowed, a replica in service without the write
+//!    ([`ReadOnly`](Reason::ReadOnly));
+//! 4. a replica out of service for being unreachable (its last known position covering the
+//!    token, if any): rather than refuse without trying ([`LastResort`](Reason::LastResort));
+//!    with stale reads allowed, one out for lag too;
+//! 5. nobody: the request is refused with 503.
+//!
+//! A write (and everything, with separation disabled) goes to the primary while it is in
+//! service, and is refused at once while it is not.
+
+use super::server::State;
+use crate::intent::{Reason, Role, RouteIntent};
+
+/// What the decision needs to know besides the replicas.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ask {
+    pub(crate) intent: RouteIntent,
+    pub(crate) separation: bool,
+    /// `consistency.staleReadsWhenReadOnly`.
+    pub(crate) stale_reads_when_read_only: bool,
+    pub(crate) primary: State,
+    /// The primary already failed this work.
+    pub(crate) primary_tried: bool,
+}
+
+/// One replica as the decision sees it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Seen {
+    pub(crate) state: State,
+    /// Its replayed WAL position, as last known.
+    pub(crate) position: u64,
+    /// It already failed this work.
+    pub(crate) tried: bool,
+}
+
+/// Where the work goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decision<R> {
+    /// This replica, for this reason.
+    Replica(R, Reason),
+    /// The primary, for this reason.
+    Primary(Reason),
+    /// Nobody can do it now; the reason is the one the primary would have served it for.
+    Refuse(Reason),
+}
+
+/// Decides where `ask`'s work goes. `replicas` are the replicas that take reads (weight over
+/// 0), those in service first in schedule order, then the others; the first acceptable one in
+/// service ends the search, so a plain read looks at one replica.
+pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>) -> Decision<R> {
+    let primary_usable = ask.primary.in_service() && !ask.primary_tried;
+    let primary = |reason| match primary_usable {
+        true => Decision::Primary(reason),
+        false => Decision::Refuse(reason),
+    };
+    if !ask.separation {
+        return primary(Reason::Disabled);
+    }
+    let intent = ask.intent;
+    if intent.role() == Role::Write {
+        return primary(intent.reason());
+    }
+    let need = intent.min_position().unwrap_or(0);
+    let stale_ok = ask.stale_reads_when_read_only && !ask.primary.in_service();
+    let mut any_in_service = false;
+    // The first replica of each kind, in order, for when no replica in service will do.
+    let mut stale = None;
+    let mut unreachable_caught_up = None;
+    let mut out = None;
+    for (replica, seen) in replicas {
+        let caught_up = seen.position >= need;
+        any_in_service |= seen.state.in_service();
+        if seen.tried {
+            continue;
+        }
+        match seen.state {
+            state if state.in_service() => {
+                if caught_up {
+                    return Decision::Replica(replica, intent.reason());
+                }
+                stale.get_or_insert(replica);
+            }
+            State::Unreachable if caught_up && unreachable_caught_up.is_none() => {
+                unreachable_caught_up = Some(replica);
+            }
+            State::Unreachable | State::Lagging => {
+                out.get_or_insert(replica);
+            }
+            _ => {}
+        }
+    }
+    let when_primary = match (need, any_in_service) {
+        (0, _) | (_, false) => Reason::Fallback,
+        _ => Reason::Sticky,
+    };
+    if primary_usable {
+        return Decision::Primary(when_primary);
+    }
+    if let Some(replica) = unreachable_caught_up {
+        return Decision::Replica(replica, Reason::LastResort);
+    }
+    if stale_ok && let Some(replica) = stale.or(out) {
+        return Decision::Replica(replica, Reason::ReadOnly);
+    }
+    Decision::Refuse(when_primary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERVING: State = State::Serving;
+    const SUSPECT: State = State::Suspect;
+    const UNREACHABLE: State = State::Unreachable;
+    const LAGGING: State = State::Lagging;
+    const WRONG_ROLE: State = State::WrongRole;
+
+    fn ask(intent: RouteIntent, primary: State) -> Ask {
+        Ask {
+            intent,
+            separation: true,
+            stale_reads_when_read_only: false,
+            primary,
+            primary_tried: false,
+        }
+    }
+
+    fn read() -> RouteIntent {
+        RouteIntent::read(Reason::Method)
+    }
+
+    fn read_after(position: u64) -> RouteIntent {
+        read().requiring(position)
+    }
+
+    /// Replicas named by letter, at `position`, untried.
+    fn replicas(states: &[(State, u64)]) -> Vec<(char, Seen)> {
+        states
+            .iter()
+            .enumerate()
+            .map(|(i, &(state, position))| {
+                let seen = Seen {
+                    state,
+                    position,
+                    tried: false,
+                };
+                (char::from(b'a' + i as u8), seen)
+            })
+            .collect()
+    }
+
+    fn tried(mut replicas: Vec<(char, Seen)>, names: &str) -> Vec<(char, Seen)> {
+        for (name, seen) in &mut replicas {
+            seen.tried = names.contains(*name);
+        }
+        replicas
+    }
+
+    #[test]
+    fn a_plain_read_takes_the_first_replica_in_service() {
+        let all = replicas(&[(SERVING, 0), (SERVING, 0)]);
+        assert_eq!(
+            decide(ask(read(), SERVING), all.clone()),
+            Decision::Replica('a', Reason::Method)
+        );
+        // A suspect is still in service while its probe decides.
+        let suspect = replicas(&[(SUSPECT, 0), (SERVING, 0)]);
+        assert_eq!(
+            decide(ask(read(), SERVING), suspect),
+            Decision::Replica('a', Reason::Method)
+        );
+        // A failover step skips what failed.
+        assert_eq!(
+            decide(ask(read(), SERVING), tried(all, "a")),
+            Decision::Replica('b', Reason::Method)
+        );
+    }
+
+    #[test]
+    fn a_plain_read_looks_at_one_replica_when_it_will_do() {
+        let mut looked = 0;
+        let all = (0..64).map(|i| {
+            looked += 1;
+            let seen = Seen {
+                state: SERVING,
+                position: 0,
+                tried: false,
+            };
+            (i, seen)
+        });
+        assert_eq!(
+            decide(ask(read(), SERVING), all),
+            Decision::Replica(0, Reason::Method)
+        );
+        assert_eq!(looked, 1);
+    }
+
+    #[test]
+    fn with_no_replica_in_service_reads_go_to_the_primary_then_to_unreachable_replicas() {
+        let out = replicas(&[(UNREACHABLE, 0), (LAGGING, 0), (WRONG_ROLE, 0)]);
+        assert_eq!(
+            decide(ask(read(), SERVING), out.clone()),
+            Decision::Primary(Reason::Fallback)
+        );
+        // The primary down too: try the unreachable replica rather than refuse untried.
+        assert_eq!(
+            decide(ask(read(), UNREACHABLE), out.clone()),
+            Decision::Replica('a', Reason::LastResort)
+        );
+        // Once it failed as well: out for lag or role is never tried without stale reads.
+        assert_eq!(
+            decide(ask(read(), UNREACHABLE), tried(out.clone(), "a")),
+            Decision::Refuse(Reason::Fallback)
+        );
+        // With stale reads allowed while the primary is down, the lagging one serves.
+        let stale_ok = Ask {
+            stale_reads_when_read_only: true,
+            ..ask(read(), UNREACHABLE)
+        };
+        assert_eq!(
+            decide(stale_ok, tried(out, "a")),
+            Decision::Replica('b', Reason::ReadOnly)
+        );
+        // The primary failed this read already: the unreachable replica is next.
+        let primary_failed = Ask {
+            primary_tried: true,
+            ..ask(read(), SERVING)
+        };
+        assert_eq!(
+            decide(primary_failed, replicas(&[(UNREACHABLE, 0)])),
+            Decision::Replica('a', Reason::LastResort)
+        );
+    }
+
+    #[test]
+    fn a_read_with_a_token_needs_a_replica_that_has_the_write() {
+        let all = replicas(&[(SERVING, 10), (SERVING, 50)]);
+        assert_eq!(
+            decide(ask(read_after(40), SERVING), all.clone()),
+            Decision::Replica('b', Reason::Method)
+        );
+        assert_eq!(
+            decide(ask(read_after(60), SERVING), all.clone()),
+            Decision::Primary(Reason::Sticky)
+        );
+        // No replica in service at all: a fallback, not stickiness.
+        assert_eq!(
+            decide(ask(read_after(60), SERVING), replicas(&[(LAGGING, 90)])),
+            Decision::Primary(Reason::Fallback)
+        );
+        // Primary down: a replica that lacks the write never serves without stale reads...
+        assert_eq!(
+            decide(ask(read_after(60), UNREACHABLE), all.clone()),
+            Decision::Refuse(Reason::Sticky)
+        );
+        // ... and does with them.
+        let stale_ok = Ask {
+            stale_reads_when_read_only: true,
+            ..ask(read_after(60), UNREACHABLE)
+        };
+        assert_eq!(
+            decide(stale_ok, all),
+            Decision::Replica('a', Reason::ReadOnly)
+        );
+        // An unreachable replica whose last position covers the write is a last resort; one
+        // whose position does not, is not.
+        let out = replicas(&[(UNREACHABLE, 70), (UNREACHABLE, 10)]);
+        assert_eq!(
+            decide(ask(read_after(60), UNREACHABLE), out.clone()),
+            Decision::Replica('a', Reason::LastResort)
+        );
+        assert_eq!(
+            decide(ask(read_after(60), UNREACHABLE), tried(out, "a")),
+            Decision::Refuse(Reason::Fallback)
+        );
+    }
+
+    #[test]
+    fn writes_go_to_the_primary_or_are_refused_at_once() {
+        let write = RouteIntent::write(Reason::Method);
+        let all = replicas(&[(SERVING, 0)]);
+        assert_eq!(
+            decide(ask(write, SERVING), all.clone()),
+            Decision::Primary(Reason::Method)
+        );
+        assert_eq!(
+            decide(ask(write, SUSPECT), all.clone()),
+            Decision::Primary(Reason::Method)
+        );
+        for down in [UNREACHABLE, WRONG_ROLE] {
+            assert_eq!(
+                decide(ask(write, down), all.clone()),
+                Decision::Refuse(Reason::Method)
+            );
+        }
+    }
+
+    #[test]
+    fn with_separation_disabled_everything_is_the_primarys() {
+        let off = Ask {
+            separation: false,
+            ..ask(read(), SERVING)
+        };
+        let all = replicas(&[(SERVING, 0)]);
+        assert_eq!(
+            decide(off, all.clone()),
+            Decision::Primary(Reason::Disabled)
+        );
+        let off_down = Ask {
+            primary: UNREACHABLE,
+            ..off
+        };
+        assert_eq!(decide(off_down, all), Decision::Refuse(Reason::Disabled));
+    }
+}
