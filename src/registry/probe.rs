@@ -31,7 +31,7 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The shortest time between two probes of a server that work is waiting for (a write
 /// refused because the primary is down): its probe runs then instead of after its backoff.
-pub(crate) const DEMAND_GAP: Duration = Duration::from_millis(100);
+pub(crate) const DEMAND_GAP: Duration = Duration::from_millis(50);
 
 /// Starts probing `server` unless a probe task for it is running: at once (`at_once`, for a
 /// suspect) or after the first backoff.

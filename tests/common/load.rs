@@ -117,7 +117,8 @@ impl Report {
         self.failed_writes.values().sum()
     }
 
-    fn merge(&mut self, other: Report) {
+    /// Adds `other`'s counts to this report's.
+    pub fn merge(&mut self, other: Report) {
         self.reads += other.reads;
         self.writes += other.writes;
         for (status, n) in other.failed_reads {
