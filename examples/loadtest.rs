@@ -449,6 +449,61 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         on_primary as f64 / sticky_reads.max(1) as f64 * 100.0
     );
 
+    // Reads on the primary: a `DbRead` there runs each query in a read-only transaction.
+    let disabled = Registry::connect(
+        Config::from_yaml(&yaml)?
+            .max_connections(max_connections)
+            .read_write_separation(false)
+            .consistency(ConsistencyConfig::off()),
+    )
+    .await?;
+    let read_only = rwsplit_app(&disabled);
+    let primary_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(cluster.primary().connect_options())
+        .await?;
+    let on_primary = Router::new()
+        .route("/items/{id}", get(show_plain))
+        .with_state(primary_pool.clone());
+    drive(&read_only, clients, Duration::from_millis(500), None).await;
+    drive(&on_primary, clients, Duration::from_millis(500), None).await;
+    let (mut ro, mut plain_primary, pairs_ro) =
+        in_turns(&read_only, &on_primary, clients, seconds).await;
+    println!();
+    println!(
+        "# reads on the primary: DbRead (read-only transaction) vs a plain pool, {clients} clients"
+    );
+    println!();
+    println!("| | requests/s | p50 | p99 | failed |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, run) in [
+        (
+            "rwsplit DbRead on the primary (separation disabled)",
+            &mut ro,
+        ),
+        ("plain pool at the primary", &mut plain_primary),
+    ] {
+        println!(
+            "| {name} | {:.0} | {} | {} | {} |",
+            run.throughput(),
+            micros(percentile(&mut run.reads, 0.5)),
+            micros(percentile(&mut run.reads, 0.99)),
+            run.failed
+        );
+    }
+    println!();
+    println!(
+        "throughput ratio read-only DbRead on the primary / plain pool: {:.3}; turn by turn {}; \
+         p50 {:+.0} µs",
+        ro.throughput() / plain_primary.throughput(),
+        spread(&pairs_ro),
+        (percentile(&mut ro.reads, 0.5).as_secs_f64()
+            - percentile(&mut plain_primary.reads, 0.5).as_secs_f64())
+            * 1e6
+    );
+
+    disabled.shutdown().await;
+    primary_pool.close().await;
     one.shutdown().await;
     lsn.shutdown().await;
     registry.shutdown().await;

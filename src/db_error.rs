@@ -17,6 +17,7 @@
 //! | [`Conflict`](DbErrorKind::Conflict) | `canceling statement due to conflict with recovery` on a replica (a long read against a replica replaying a vacuum), serialization failure, deadlock | yes: the whole read or transaction, from the start |
 //! | [`InvalidInput`](DbErrorKind::InvalidInput) | a value from the request that PostgreSQL refuses | no: the client must change it |
 //! | [`Constraint`](DbErrorKind::Constraint) | a duplicate key, a missing referenced row | no: the client must change the request |
+//! | [`WriteThroughRead`](DbErrorKind::WriteThroughRead) | an `INSERT`, `SELECT ... FOR UPDATE` or `nextval()` through a `DbRead` (read-only wherever it runs) | no: a bug in the handler, use `DbWrite` |
 //! | [`NotFound`](DbErrorKind::NotFound) | `fetch_one` found no row | no |
 //! | [`Other`](DbErrorKind::Other) | a bug in the query | no |
 //!
@@ -34,6 +35,10 @@ use std::fmt;
 
 use axum_core::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+
+use std::borrow::Cow;
+
+use sqlx::error::{DatabaseError, ErrorKind};
 
 use crate::fault::{Fault, Phase, fault};
 
@@ -54,6 +59,10 @@ pub enum DbErrorKind {
     /// An integrity constraint was violated (SQLSTATE class 23): a duplicate key, a foreign
     /// key to a missing row, a null in a `NOT NULL` column, a failed check.
     Constraint,
+    /// A write (`INSERT`, `UPDATE`, `SELECT ... FOR UPDATE`, `nextval()`, ...) ran through a
+    /// [`DbRead`](crate::DbRead), which is read-only wherever it runs: a programming error in
+    /// the handler (use [`DbWrite`](crate::DbWrite)). Never retryable.
+    WriteThroughRead,
     /// `fetch_one` found no row.
     NotFound,
     /// Anything else: the query's own error.
@@ -86,13 +95,14 @@ impl DbError {
         self.source.as_ref()
     }
 
-    /// The response status: 503, 400, 409, 404 or 500.
+    /// The response status: 503, 400, 409, 404 or 500 (`Other`, `WriteThroughRead`).
     pub fn status(&self) -> StatusCode {
         match self.kind {
             DbErrorKind::Unavailable | DbErrorKind::ReadOnly | DbErrorKind::Conflict => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             DbErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+            DbErrorKind::WriteThroughRead => StatusCode::INTERNAL_SERVER_ERROR,
             DbErrorKind::Constraint => StatusCode::CONFLICT,
             DbErrorKind::NotFound => StatusCode::NOT_FOUND,
             DbErrorKind::Other => StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,14 +110,15 @@ impl DbError {
     }
 
     /// A stable machine-readable code: `database_unavailable`, `database_read_only`,
-    /// `database_conflict`, `invalid_input`, `constraint_violation`, `not_found` or
-    /// `database_error`.
+    /// `database_conflict`, `invalid_input`, `constraint_violation`, `write_through_read`,
+    /// `not_found` or `database_error`.
     pub fn code(&self) -> &'static str {
         match self.kind {
             DbErrorKind::Unavailable => "database_unavailable",
             DbErrorKind::ReadOnly => "database_read_only",
             DbErrorKind::Conflict => "database_conflict",
             DbErrorKind::InvalidInput => "invalid_input",
+            DbErrorKind::WriteThroughRead => "write_through_read",
             DbErrorKind::Constraint => "constraint_violation",
             DbErrorKind::NotFound => "not_found",
             DbErrorKind::Other => "database_error",
@@ -122,6 +133,7 @@ impl DbError {
                 "the database cancelled the request after a conflict; try again"
             }
             DbErrorKind::InvalidInput => "the database refused a value in the request",
+            DbErrorKind::WriteThroughRead => "the database failed the request",
             DbErrorKind::Constraint => "the request conflicts with data already stored",
             DbErrorKind::NotFound => "no such record",
             DbErrorKind::Other => "the database failed the request",
@@ -134,10 +146,52 @@ impl DbError {
 pub(crate) const READ_ONLY: &str = "the database is read-only for now (the primary is \
      unreachable); reads still work, writes can be retried later";
 
+/// PostgreSQL's read-only error (`25006`) from a [`DbRead`](crate::DbRead)'s query: the same
+/// error, marked as a write through a read-only handle.
+#[derive(Debug)]
+pub(crate) struct WriteThroughRead(pub(crate) Box<dyn DatabaseError>);
+
+impl fmt::Display for WriteThroughRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a write through DbRead (read-only): {}", self.0)
+    }
+}
+
+impl std::error::Error for WriteThroughRead {}
+
+impl DatabaseError for WriteThroughRead {
+    fn message(&self) -> &str {
+        self.0.message()
+    }
+
+    fn code(&self) -> Option<Cow<'_, str>> {
+        self.0.code()
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> ErrorKind {
+        self.0.kind()
+    }
+}
+
 /// Sorts a sqlx error by kind.
 pub(crate) fn classify(error: &sqlx::Error) -> DbErrorKind {
     let code = match error {
         sqlx::Error::RowNotFound => return DbErrorKind::NotFound,
+        sqlx::Error::Database(db) if db.try_downcast_ref::<WriteThroughRead>().is_some() => {
+            return DbErrorKind::WriteThroughRead;
+        }
         sqlx::Error::Database(db) => db.code(),
         _ => None,
     };
@@ -199,7 +253,9 @@ impl std::error::Error for DbError {
 impl IntoResponse for DbError {
     fn into_response(self) -> Response {
         match self.kind {
-            DbErrorKind::Other => tracing::error!(error = %self, "database error"),
+            DbErrorKind::Other | DbErrorKind::WriteThroughRead => {
+                tracing::error!(error = %self, "database error")
+            }
             DbErrorKind::NotFound | DbErrorKind::InvalidInput | DbErrorKind::Constraint => {
                 tracing::debug!(error = %self, "database refused the request")
             }
@@ -264,6 +320,7 @@ mod tests {
             DbErrorKind::Conflict,
             DbErrorKind::InvalidInput,
             DbErrorKind::Constraint,
+            DbErrorKind::WriteThroughRead,
             DbErrorKind::NotFound,
             DbErrorKind::Other,
         ] {

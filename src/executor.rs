@@ -1,6 +1,7 @@
-//! Running queries on a [`Target`], [`DbRead`] or [`DbWrite`] directly: `fetch_one(&db)`.
+//! Running queries on a [`DbRead`](crate::DbRead) or [`DbWrite`](crate::DbWrite) directly:
+//! `fetch_one(&db)`. One `Executor` implementation serves both ([`Db`]).
 //!
-//! Each query takes its connection through [`Target::acquire`], so a read whose replica cannot
+//! Each query takes its connection as [`Db::acquire`] does, so a read whose replica cannot
 //! give a connection fails over to the next replica in rotation, or the primary, and the
 //! replica leaves rotation at once. A read whose session is lost before it returned a row, or
 //! that a replica cancels for a conflict with recovery, runs again on another server; the
@@ -8,7 +9,10 @@
 //! statement's own goes to the handler untouched and never takes a server out. See
 //! [`DbError`](crate::DbError) for what a handler can retry.
 //!
-//! Queries run on the pool behind them (`&*db`) still work, without failover.
+//! A `DbRead`'s query on the primary runs in a `BEGIN READ ONLY` transaction (one round trip
+//! more; replicas need none): a write through it fails with
+//! [`DbErrorKind::WriteThroughRead`](crate::DbErrorKind::WriteThroughRead) on every server.
+//! Queries run on the pool behind a `DbWrite` (`&*db`) still work, without failover.
 //!
 //! ```
 //! use rwsplit::{DbError, DbRead};
@@ -28,14 +32,14 @@ use std::task::{Context, Poll};
 use futures_core::future::BoxFuture;
 use futures_core::stream::{BoxStream, Stream};
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
-use sqlx::{Describe, Either, Execute, Executor, Postgres, SqlStr};
+use sqlx::{Connection, Describe, Either, Execute, Executor, PgConnection, Postgres, SqlStr};
 
-use crate::extract::{DbRead, DbWrite};
+use crate::handle::{Access, BEGIN_READ_ONLY, Db};
 use crate::registry::{Attempts, Checkout, Server, Target};
 
 type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
 
-impl<'c> Executor<'c> for &'c Target {
+impl<'c, A: Access> Executor<'c> for &'c Db<A> {
     type Database = Postgres;
 
     fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Item>
@@ -43,9 +47,9 @@ impl<'c> Executor<'c> for &'c Target {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        let target = self.clone();
+        let target = self.target().clone();
         Box::pin(Yielding::new(move |out: Sender| async move {
-            let mut run = match Run::new(&target, query) {
+            let mut run = match Run::new(&target, A::READ_ONLY, query) {
                 Ok(run) => run,
                 Err(error) => return out.send(Err(error)).await,
             };
@@ -54,21 +58,24 @@ impl<'c> Executor<'c> for &'c Target {
                     Ok(checked_out) => checked_out,
                     Err(error) => return out.send(Err(error)).await,
                 };
-                let mut sent_any = false;
-                let mut rows = conn.fetch_many(run.query.attempt());
-                loop {
-                    match futures_util::StreamExt::next(&mut rows).await {
-                        None => return,
-                        Some(Ok(item)) => {
-                            sent_any = true;
-                            out.send(Ok(item)).await;
-                        }
-                        // Nothing handed out yet: the read can start over elsewhere.
-                        Some(Err(error)) => match run.failed(&used, error, sent_any) {
-                            Ok(()) => break,
-                            Err(error) => return out.send(Err(error)).await,
+                let attempt = run.query.attempt();
+                let (error, sent_any) = if run.read_only_on(&used) {
+                    match conn.begin_with(BEGIN_READ_ONLY).await {
+                        Ok(mut tx) => match stream(&mut tx, attempt, &out).await {
+                            None => return,
+                            Some(failed) => failed,
                         },
+                        Err(error) => (error, false),
                     }
+                } else {
+                    match stream(&mut conn, attempt, &out).await {
+                        None => return,
+                        Some(failed) => failed,
+                    }
+                };
+                // Nothing handed out yet: the read can start over elsewhere.
+                if let Err(error) = run.failed(&used, error, sent_any) {
+                    return out.send(Err(error)).await;
                 }
             }
         }))
@@ -82,12 +89,21 @@ impl<'c> Executor<'c> for &'c Target {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        let target = self.clone();
+        let target = self.target().clone();
         Box::pin(async move {
-            let mut run = Run::new(&target, query)?;
+            let mut run = Run::new(&target, A::READ_ONLY, query)?;
             loop {
                 let (mut conn, used) = run.checkout().await?;
-                match conn.fetch_optional(run.query.attempt()).await {
+                let attempt = run.query.attempt();
+                let result = if run.read_only_on(&used) {
+                    match conn.begin_with(BEGIN_READ_ONLY).await {
+                        Ok(mut tx) => tx.fetch_optional(attempt).await,
+                        Err(error) => Err(error),
+                    }
+                } else {
+                    conn.fetch_optional(attempt).await
+                };
+                match result {
                     Ok(row) => return Ok(row),
                     Err(error) => run.failed(&used, error, false)?,
                 }
@@ -103,9 +119,9 @@ impl<'c> Executor<'c> for &'c Target {
     where
         'c: 'e,
     {
-        let target = self.clone();
+        let target = self.target().clone();
         Box::pin(async move {
-            let mut attempts = Attempts::new(&target);
+            let mut attempts = Attempts::new(&target, A::READ_ONLY);
             let (mut conn, server) = attempts.checkout().await?;
             let prepared = conn.prepare_with(sql, parameters).await;
             prepared.map_err(|error| attempts.settle(&server, error))
@@ -116,14 +132,35 @@ impl<'c> Executor<'c> for &'c Target {
     where
         'c: 'e,
     {
-        let target = self.clone();
+        let target = self.target().clone();
         Box::pin(async move {
-            let mut attempts = Attempts::new(&target);
+            let mut attempts = Attempts::new(&target, A::READ_ONLY);
             let (mut conn, server) = attempts.checkout().await?;
             let described = conn.describe(sql).await;
             described.map_err(|error| attempts.settle(&server, error))
         })
     }
+}
+
+/// Runs `query` on `conn`, handing its items to `out`. `None` when it ran to the end; else
+/// the error and whether any item had gone out before it.
+async fn stream<'q, E: Execute<'q, Postgres> + 'q>(
+    conn: &mut PgConnection,
+    query: E,
+    out: &Sender,
+) -> Option<(sqlx::Error, bool)> {
+    let mut sent_any = false;
+    let mut rows = conn.fetch_many(query);
+    while let Some(item) = futures_util::StreamExt::next(&mut rows).await {
+        match item {
+            Ok(item) => {
+                sent_any = true;
+                out.send(Ok(item)).await;
+            }
+            Err(error) => return Some((error, sent_any)),
+        }
+    }
+    None
 }
 
 /// One query on a target, run on the target's server and, each time its connection is lost
@@ -132,18 +169,26 @@ impl<'c> Executor<'c> for &'c Target {
 struct Run<'t, E> {
     attempts: Attempts<'t>,
     query: Query<E>,
+    read_only: bool,
 }
 
 impl<'t, 'q, E: Execute<'q, Postgres>> Run<'t, E> {
-    fn new(target: &'t Target, query: E) -> Result<Self, sqlx::Error> {
-        let attempts = Attempts::new(target);
+    fn new(target: &'t Target, read_only: bool, query: E) -> Result<Self, sqlx::Error> {
+        let attempts = Attempts::new(target, read_only);
         Ok(Run {
             query: Query::new(attempts.fails_over(), query)?,
             attempts,
+            read_only,
         })
     }
 
-    /// A connection for the next attempt (failing over as [`Target::acquire`] does), with the
+    /// Whether an attempt on `server` runs in a read-only transaction: a `DbRead`'s on the
+    /// primary (a replica's sessions are read-only already).
+    fn read_only_on(&self, server: &Server) -> bool {
+        self.read_only && server.is_primary()
+    }
+
+    /// A connection for the next attempt (failing over as [`Db::acquire`] does), with the
     /// server it belongs to.
     async fn checkout(&mut self) -> Result<Checkout, sqlx::Error> {
         self.attempts.checkout().await
@@ -240,58 +285,6 @@ impl<'q, E: Execute<'q, Postgres>> Execute<'q, Postgres> for Attempt<E> {
         }
     }
 }
-
-/// Forwards [`Executor`] to the target inside, for `fetch_one(&db)`.
-macro_rules! forward_executor {
-    ($ty:ty) => {
-        impl<'c> Executor<'c> for &'c $ty {
-            type Database = Postgres;
-
-            fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Item>
-            where
-                'c: 'e,
-                E: 'q + Execute<'q, Postgres>,
-            {
-                self.target().fetch_many(query)
-            }
-
-            fn fetch_optional<'e, 'q: 'e, E>(
-                self,
-                query: E,
-            ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
-            where
-                'c: 'e,
-                E: 'q + Execute<'q, Postgres>,
-            {
-                self.target().fetch_optional(query)
-            }
-
-            fn prepare_with<'e>(
-                self,
-                sql: SqlStr,
-                parameters: &'e [PgTypeInfo],
-            ) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
-            where
-                'c: 'e,
-            {
-                self.target().prepare_with(sql, parameters)
-            }
-
-            fn describe<'e>(
-                self,
-                sql: SqlStr,
-            ) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
-            where
-                'c: 'e,
-            {
-                self.target().describe(sql)
-            }
-        }
-    };
-}
-
-forward_executor!(DbRead);
-forward_executor!(DbWrite);
 
 /// A stream driven by a future that hands out items through a [`Sender`]: the future can own
 /// the connection that the rows borrow from, which a plain stream adapter cannot.

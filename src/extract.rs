@@ -5,16 +5,18 @@
 //! [`RwSplitLayer`](crate::RwSplitLayer) in front of the route. Handlers keep writing plain
 //! sqlx and run queries on the extractor itself (`fetch_one(&db)`): a read whose replica cannot
 //! give a connection then fails over to another server (see [`DbError`](crate::DbError) for
-//! what reaches the handler). Both also deref to the [`sqlx::PgPool`] behind them (`&*db`),
-//! for APIs that need a pool; queries on it get no failover.
+//! what reaches the handler). [`DbWrite`](crate::DbWrite) also derefs to the primary's [`sqlx::PgPool`]
+//! (`&*db`), for APIs that need a pool; queries on it get no failover.
 //!
-//! While the primary is down (or not a primary), extracting [`DbWrite`], or a [`DbRead`] that
+//! While the primary is down (or not a primary), extracting [`DbWrite`](crate::DbWrite), or a [`DbRead`] that
 //! needs the primary, is rejected at once with `503` and `database_read_only`
 //! ([`DbRejection::ReadOnly`]); reads that a replica can serve go on.
 //!
 //! - [`DbRead`] is a replica for a read intent and the primary for a write intent: a POST
-//!   handler that reads through `DbRead` reads from the primary and sees its own writes.
-//! - [`DbWrite`] is always the primary. Begin transactions with it (`db.begin()`).
+//!   handler that reads through `DbRead` reads from the primary and sees its own writes. It is
+//!   read-only wherever it runs (see [`Db`]); `db.begin()` starts a read-only transaction.
+//! - [`DbWrite`](crate::DbWrite) is always the primary. Begin read-write transactions with it (`db.begin()`).
+//!   A request that takes a `DbWrite` gets a consistency token; one that only reads does not.
 //!
 //! ```
 //! use axum::{Json, Router, extract::{FromRef, Path}, routing::get};
@@ -58,7 +60,6 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::MatchedPath;
@@ -66,87 +67,13 @@ use axum_core::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
-use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::handle::{Db, DbRead, ReadOnly, ReadWrite};
 use crate::intent::{Reason, RouteIntent};
 use crate::layer::{record_served, spans_enabled};
 use crate::registry::{Registry, Target};
 
-/// A pool to read from, chosen by the request's route intent: a replica in rotation for a
-/// read, the primary for a write or when no replica can serve.
-///
-/// Run queries on it (`sqlx::query(..).fetch_all(&db)`) for failover; it also derefs to the
-/// chosen [`PgPool`]. See the [module docs](crate::DbRead).
-#[derive(Clone, Debug)]
-pub struct DbRead(Target);
-
-/// The primary's pool, whatever the request's intent. Derefs to [`PgPool`]; transactions
-/// start here (`db.begin()`). See the [module docs](crate::DbRead).
-#[derive(Clone, Debug)]
-pub struct DbWrite(Target);
-
-impl DbRead {
-    /// The server chosen, with its name and the reason it was chosen.
-    pub fn target(&self) -> &Target {
-        &self.0
-    }
-
-    /// `primary` or the replica's name.
-    pub fn name(&self) -> &str {
-        self.0.name()
-    }
-
-    /// The chosen server's pool.
-    pub fn into_pool(self) -> PgPool {
-        self.0.pool().clone()
-    }
-
-    /// Takes a connection from the chosen server, timed in the pool metrics.
-    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, crate::Error> {
-        self.0.acquire().await
-    }
-}
-
-impl DbWrite {
-    /// The primary, with the reason it was chosen.
-    pub fn target(&self) -> &Target {
-        &self.0
-    }
-
-    /// The primary's pool.
-    pub fn into_pool(self) -> PgPool {
-        self.0.pool().clone()
-    }
-
-    /// Takes a connection from the primary, timed in the pool metrics.
-    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, crate::Error> {
-        self.0.acquire().await
-    }
-
-    /// Begins a transaction on the primary, timed in the pool metrics.
-    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, crate::Error> {
-        self.0.begin().await
-    }
-}
-
-impl Deref for DbRead {
-    type Target = PgPool;
-
-    fn deref(&self) -> &PgPool {
-        self.0.pool()
-    }
-}
-
-impl Deref for DbWrite {
-    type Target = PgPool;
-
-    fn deref(&self) -> &PgPool {
-        self.0.pool()
-    }
-}
-
-impl<S> FromRequestParts<S> for DbRead
+impl<S> FromRequestParts<S> for Db<ReadOnly>
 where
     Registry: FromRef<S>,
     S: Send + Sync,
@@ -156,14 +83,12 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let intent = intent(parts)?;
         let target = Registry::from_ref(state).resolve_waiting(intent).await;
-        // A request that writes and reads through `DbRead` reads on the primary: that counts
-        // as using the primary for the write (unless a route override forced it).
-        let wrote = intent.is_write() && intent.reason() != Reason::Override;
-        hand_out(parts, target, wrote).map(DbRead)
+        // A read writes nothing, wherever it runs: no consistency token for it.
+        hand_out(parts, target, false).map(Db::new)
     }
 }
 
-impl<S> FromRequestParts<S> for DbWrite
+impl<S> FromRequestParts<S> for Db<ReadWrite>
 where
     Registry: FromRef<S>,
     S: Send + Sync,
@@ -179,13 +104,13 @@ where
             RouteIntent::write(Reason::Override)
         };
         let target = Registry::from_ref(state).resolve(intent);
-        hand_out(parts, target, true).map(DbWrite)
+        hand_out(parts, target, true).map(Db::new)
     }
 }
 
 /// `Option<DbRead>` is `None` when the [`RwSplitLayer`](crate::RwSplitLayer) is not installed
 /// (or the pools are shut down), for handlers that can do without the database.
-impl<S> OptionalFromRequestParts<S> for DbRead
+impl<S> OptionalFromRequestParts<S> for Db<ReadOnly>
 where
     Registry: FromRef<S>,
     S: Send + Sync,
@@ -250,7 +175,7 @@ fn outside_the_layer() {
     }
 }
 
-/// Why [`DbRead`] or [`DbWrite`] could not be extracted.
+/// Why [`DbRead`] or [`DbWrite`](crate::DbWrite) could not be extracted.
 ///
 /// Each variant has a fixed status code and answers with a small JSON body
 /// `{"error": "<code>", "message": "<text>"}`.

@@ -201,7 +201,9 @@ where
             }
         }
         request.extensions_mut().insert(intent);
-        let issues_token = sticky && intent.is_write();
+        // Whether the response gets a token is decided when it is ready, from what the
+        // request used: a `DbWrite` (a read writes nothing, whatever the method).
+        let issues_token = sticky;
         let span = if spans_enabled() {
             tracing::info_span!(
                 "rwsplit",
@@ -348,6 +350,14 @@ struct Handed {
     server: Option<Arc<Server>>,
     metrics: Option<Arc<RouteMetrics>>,
     wrote: bool,
+}
+
+/// The route template of the request whose future is running, when an extractor noted it.
+pub(crate) fn current_route() -> Option<Arc<str>> {
+    SERVED
+        .try_with(|served| served.0.borrow().metrics.as_ref().map(|m| m.route()))
+        .ok()
+        .flatten()
 }
 
 /// Notes, for the layer around the running request, that `server` was handed out (and

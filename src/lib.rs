@@ -4,8 +4,9 @@
 //! - [`RwSplitLayer`] decides for every request a [`RouteIntent`] (safe methods read, the rest
 //!   write, [`RouteOverride`] and custom [`RoutePolicy`]s where that is not enough) and puts it
 //!   into the request's extensions.
-//! - The [`DbRead`] and [`DbWrite`] extractors hand the handler the [`sqlx::PgPool`] that
-//!   matches: a replica for reads, the primary for writes and transactions.
+//! - The [`DbRead`] and [`DbWrite`] extractors hand the handler the server that matches: a
+//!   replica for reads (read-only wherever they run), the primary for writes and
+//!   transactions. Queries run on them directly (`fetch_one(&db)`).
 //! - The [`Registry`] owns the pools, spreads reads over healthy replicas by weight (a smooth,
 //!   lock-free weighted round-robin), checks every server in the background (reachability,
 //!   role, lag in time and bytes), takes bad replicas out of rotation and back, and sends reads
@@ -87,6 +88,7 @@ mod error;
 mod executor;
 mod extract;
 mod fault;
+mod handle;
 mod intent;
 mod layer;
 mod metrics;
@@ -100,10 +102,11 @@ pub use config::{Config, ConfigError, ConsistencyConfig, ReplicaConfig};
 pub use consistency::{ConsistencyToken, StickyMode, TokenRejection};
 pub use db_error::{DbError, DbErrorKind};
 pub use error::Error;
-pub use extract::{DbRead, DbRejection, DbWrite};
+pub use extract::DbRejection;
+pub use handle::{Access, Db, DbConnection, DbRead, DbWrite, ReadOnly, ReadWrite};
 pub use intent::{MethodPolicy, Reason, Role, RouteIntent, RoutePolicy};
 pub use layer::{ResponseFuture, RwSplit, RwSplitLayer, TARGET_HEADER};
-pub use registry::{Registry, RegistryStatus, ServerStatus, Target};
+pub use registry::{Registry, RegistryStatus, ServerStatus};
 pub use route_override::{RouteOverride, RouteOverrideService};
 /// The TLS modes of [`Config::ssl_mode`], re-exported from sqlx.
 pub use sqlx::postgres::PgSslMode;

@@ -246,6 +246,11 @@ pub(crate) struct RouteMetrics {
 }
 
 impl RouteMetrics {
+    /// The route template these metrics are for.
+    pub(crate) fn route(&self) -> Arc<str> {
+        Arc::clone(&self.route)
+    }
+
     fn new(server: &Arc<str>, route: &str) -> RouteMetrics {
         let route: Arc<str> = Arc::from(route);
         RouteMetrics {

@@ -193,7 +193,7 @@ async fn an_extractor_run_in_another_task_is_warned_about() {
     )
     .unwrap();
     async fn write(db: rwsplit::DbWrite) -> String {
-        db.target().name().to_owned()
+        db.name().to_owned()
     }
     let router = axum::Router::new()
         .route("/write", axum::routing::post(write))
@@ -220,4 +220,33 @@ async fn an_extractor_run_in_another_task_is_warned_about() {
         "{}",
         logs.text()
     );
+}
+
+#[tokio::test]
+async fn a_write_through_db_read_is_logged_as_an_error_with_its_route() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let cluster = cluster().await;
+    let registry = Registry::connect(config(&cluster)).await.unwrap();
+    async fn sneaky(db: rwsplit::DbRead) -> Result<String, rwsplit::DbError> {
+        sqlx::query("INSERT INTO items (name) VALUES ('through a read')")
+            .execute(&db)
+            .await?;
+        Ok(String::new())
+    }
+    let app = axum::Router::new()
+        .route("/sneaky/{id}", axum::routing::get(sneaky))
+        .layer(rwsplit::RwSplitLayer::new(registry.clone()))
+        .with_state(registry);
+    let answer = call(&app, &cluster, "GET", "/sneaky/1").await;
+    assert_eq!(answer.status, 500, "{}", answer.body);
+    let line = logs
+        .text()
+        .lines()
+        .find(|l| l.contains("a write through DbRead"))
+        .unwrap_or_else(|| panic!("not logged:\n{}", logs.text()))
+        .to_owned();
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("route=\"/sneaky/{id}\""), "{line}");
+    assert!(line.contains("server=replica"), "{line}");
 }

@@ -182,7 +182,7 @@ async fn an_exhausted_replica_pool_is_counted_and_reads_move_on() {
         let held = loop {
             let target = registry.read();
             if target.name() == "replica1" {
-                break target.pool().acquire().await.unwrap();
+                break target.acquire().await.unwrap();
             }
         };
         let reads = four_reads(&app, &cluster).await;

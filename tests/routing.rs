@@ -163,7 +163,8 @@ async fn registry_gives_jobs_the_same_choices() {
     tx.commit().await.unwrap();
     assert!(registry.write().is_primary());
     registry.shutdown().await;
-    assert!(registry.read().pool().is_closed());
+    assert!(registry.primary().is_closed());
+    assert!(registry.read().acquire().await.is_err(), "pools are closed");
 }
 
 #[tokio::test]

@@ -19,9 +19,11 @@ async fn tls_cluster() -> Cluster {
 
 /// Whether the server behind `pool` sees this connection as TLS (`pg_stat_ssl`, the server's
 /// own view).
-async fn encrypted(pool: &sqlx::PgPool) -> Result<bool, sqlx::Error> {
+async fn encrypted<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Postgres>,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-        .fetch_one(pool)
+        .fetch_one(db)
         .await
 }
 

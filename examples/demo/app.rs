@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use rwsplit::{DbError, DbRead, DbWrite, Registry, RouteOverride, RwSplitLayer, Target};
+use rwsplit::{Access, Db, DbError, DbRead, DbWrite, Registry, RouteOverride, RwSplitLayer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, sqlx::FromRow)]
@@ -67,8 +67,8 @@ impl From<PathRejection> for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Says why the server was chosen, for the tour (the layer's `x-db-target` says which).
-fn why(target: &Target) -> HeaderMap {
-    let intent = target.intent();
+fn why<A: Access>(db: &Db<A>) -> HeaderMap {
+    let intent = db.intent();
     let text = format!("{} ({})", intent.role().as_str(), intent.reason().as_str());
     let mut headers = HeaderMap::new();
     headers.insert("x-db-reason", HeaderValue::from_str(&text).unwrap());
@@ -83,7 +83,7 @@ async fn list(db: DbRead) -> ApiResult<impl IntoResponse> {
     let items: Vec<Item> = sqlx::query_as("SELECT id, name FROM items ORDER BY id")
         .fetch_all(&db)
         .await?;
-    Ok((why(db.target()), Json(items)))
+    Ok((why(&db), Json(items)))
 }
 
 async fn show(db: DbRead, id: Result<Path<i64>, PathRejection>) -> ApiResult<impl IntoResponse> {
@@ -92,7 +92,7 @@ async fn show(db: DbRead, id: Result<Path<i64>, PathRejection>) -> ApiResult<imp
         .bind(id)
         .fetch_optional(&db)
         .await?;
-    Ok((why(db.target()), Json(item.ok_or_else(not_found)?)))
+    Ok((why(&db), Json(item.ok_or_else(not_found)?)))
 }
 
 async fn create(
@@ -104,7 +104,7 @@ async fn create(
         .bind(new.name)
         .fetch_one(&db)
         .await?;
-    Ok((StatusCode::CREATED, why(db.target()), Json(item)))
+    Ok((StatusCode::CREATED, why(&db), Json(item)))
 }
 
 async fn update(
@@ -120,7 +120,7 @@ async fn update(
             .bind(id)
             .fetch_optional(&db)
             .await?;
-    Ok((why(db.target()), Json(item.ok_or_else(not_found)?)))
+    Ok((why(&db), Json(item.ok_or_else(not_found)?)))
 }
 
 async fn remove(db: DbWrite, id: Result<Path<i64>, PathRejection>) -> ApiResult<impl IntoResponse> {
@@ -133,7 +133,7 @@ async fn remove(db: DbWrite, id: Result<Path<i64>, PathRejection>) -> ApiResult<
     if deleted == 0 {
         return Err(not_found());
     }
-    Ok((StatusCode::NO_CONTENT, why(db.target())))
+    Ok((StatusCode::NO_CONTENT, why(&db)))
 }
 
 async fn search(
@@ -146,7 +146,7 @@ async fn search(
             .bind(search.q)
             .fetch_all(&db)
             .await?;
-    Ok((why(db.target()), Json(items)))
+    Ok((why(&db), Json(items)))
 }
 
 /// The demo's routes.

@@ -567,7 +567,11 @@ impl Config {
         if replica.ssl_root_cert.is_some() {
             server.ssl_root_cert = replica.ssl_root_cert.clone();
         }
-        server.connect_options(&replica.host, replica.port)
+        // Read-only sessions: a replica that is promoted while in rotation still refuses the
+        // writes of a `DbRead`.
+        server
+            .connect_options(&replica.host, replica.port)
+            .options([("default_transaction_read_only", "on")])
     }
 
     pub(crate) fn replica_pool(&self, replica: &ReplicaConfig) -> PoolConfig {

@@ -18,6 +18,7 @@ use sqlx::pool::PoolConnection;
 
 use super::route::Decision;
 use super::{Checkout, Server, Shared, Target};
+use crate::db_error::WriteThroughRead;
 use crate::fault::{Fault, Phase, fault};
 use crate::intent::Role;
 
@@ -36,10 +37,12 @@ pub(crate) struct Attempts<'t> {
     tried: Vec<Arc<Server>>,
     /// Whether a conflict with recovery was retried already (once is enough).
     conflict_retried: bool,
+    /// The work is a `DbRead`'s: a write in it is the caller's mistake.
+    read_only: bool,
 }
 
 impl<'t> Attempts<'t> {
-    pub(crate) fn new(target: &'t Target) -> Attempts<'t> {
+    pub(crate) fn new(target: &'t Target, read_only: bool) -> Attempts<'t> {
         Attempts {
             target,
             // `None` once every handle to the registry is gone: the target's own server still
@@ -48,6 +51,7 @@ impl<'t> Attempts<'t> {
             next: Arc::clone(target.server()),
             tried: Vec::new(),
             conflict_retried: false,
+            read_only,
         }
     }
 
@@ -132,14 +136,35 @@ impl<'t> Attempts<'t> {
     ) -> Result<(), sqlx::Error> {
         match self.blame(used, &error) {
             Some(cause) if may_retry && self.move_on(used, cause) => Ok(()),
-            _ => Err(error),
+            _ => Err(self.mark(used, error)),
         }
     }
 
     /// As [`failed`](Self::failed), for work that runs once: acts on the error and returns it.
     pub(crate) fn settle(&mut self, used: &Arc<Server>, error: sqlx::Error) -> sqlx::Error {
         self.blame(used, &error);
-        error
+        self.mark(used, error)
+    }
+
+    /// A read-only error (`25006`) in a `DbRead`'s work is a write through it, a programming
+    /// error, not a server that cannot write: marked so, and logged once per query.
+    fn mark(&self, used: &Server, error: sqlx::Error) -> sqlx::Error {
+        if !self.read_only {
+            return error;
+        }
+        match error {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("25006") => {
+                let route = crate::layer::current_route();
+                tracing::error!(
+                    server = %used.name,
+                    route = route.as_deref().unwrap_or_default(),
+                    error = %db,
+                    "a write through DbRead, which is read-only wherever it runs: use DbWrite"
+                );
+                sqlx::Error::Database(Box::new(WriteThroughRead(db)))
+            }
+            error => error,
+        }
     }
 
     /// Acts on what `error` on a connection from `used` says: a lost session makes `used`

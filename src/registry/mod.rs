@@ -22,7 +22,7 @@
 //! let write = registry.write(); // always the primary
 //! assert_eq!(read.name(), "replica1");
 //! assert!(write.is_primary());
-//! // Each derefs to a `sqlx::PgPool`:
+//! // Queries run on either (the read one read-only, failing over):
 //! // let rows = sqlx::query("SELECT 1").fetch_all(&read).await?;
 //! # Ok(())
 //! # }
@@ -53,10 +53,11 @@ use self::select::{PickTable, Schedule, Tickets};
 use self::server::Kind;
 pub(crate) use self::server::Server;
 pub(crate) use self::target::Checkout;
-pub use self::target::Target;
+pub(crate) use self::target::Target;
 use crate::config::{Config, ConfigError, PRIMARY_NAME, ReplicaConfig};
 use crate::consistency::{CLOCK_SKEW_MS, ConsistencyToken, Sticky, StickyMode, TokenRejection};
 use crate::error::Error;
+use crate::handle::{Db, DbRead, DbWrite};
 use crate::intent::{Reason, Role, RouteIntent};
 
 /// The primary's insert position after a write. Written unlike the health loop's position
@@ -217,13 +218,13 @@ impl Registry {
 
     /// A server for reading: the next replica in rotation, or the primary when separation is
     /// disabled or no replica can serve.
-    pub fn read(&self) -> Target {
-        self.resolve(RouteIntent::read(Reason::Direct))
+    pub fn read(&self) -> DbRead {
+        Db::new(self.resolve(RouteIntent::read(Reason::Direct)))
     }
 
     /// The primary, for writing (or for reads that must see the latest data).
-    pub fn write(&self) -> Target {
-        self.resolve(RouteIntent::write(Reason::Direct))
+    pub fn write(&self) -> DbWrite {
+        Db::new(self.resolve(RouteIntent::write(Reason::Direct)))
     }
 
     /// The primary's pool: what code written before read/write separation used, and still the
@@ -244,8 +245,9 @@ impl Registry {
 
     /// A server for reading data written before `token` was taken: a replica in rotation that
     /// has replayed the token's position, or the primary.
-    pub fn read_after(&self, token: &ConsistencyToken) -> Target {
-        self.resolve(RouteIntent::read(Reason::Direct).requiring(token.position().max(1)))
+    pub fn read_after(&self, token: &ConsistencyToken) -> DbRead {
+        let intent = RouteIntent::read(Reason::Direct).requiring(token.position().max(1));
+        Db::new(self.resolve(intent))
     }
 
     /// The primary's current WAL position as a token, for code outside HTTP that wrote and
@@ -873,7 +875,7 @@ mod tests {
         Registry::connect_lazy(config).unwrap()
     }
 
-    fn tally(counts: &mut BTreeMap<String, usize>, target: &Target) {
+    fn tally(counts: &mut BTreeMap<String, usize>, target: &DbRead) {
         *counts.entry(target.name().to_owned()).or_default() += 1;
     }
 

@@ -1,30 +1,19 @@
-//! A server chosen for some work: the handle that [`Registry::read`](crate::Registry::read),
-//! [`Registry::write`](crate::Registry::write) and the extractors hand out. Its attempts are
+//! A server chosen for some work: what the [`Db`](crate::Db) handles hold. Its attempts are
 //! [`attempt`](super::attempt)'s.
 
 use std::fmt;
-use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Instant;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres};
 
-use super::attempt::Attempts;
 use super::server::Kind;
 use super::{Server, Shared};
-use crate::error::Error;
 use crate::intent::RouteIntent;
 
-/// A server chosen for some work: derefs to its [`PgPool`], and knows its name and why it was
-/// chosen. Queries run on the target itself (`fetch_one(&target)`) fail over; see
-/// [`acquire`](Self::acquire).
-///
-/// Returned by [`Registry::read`](crate::Registry::read) and
-/// [`Registry::write`](crate::Registry::write), and held by the [`DbRead`](crate::DbRead) and
-/// [`DbWrite`](crate::DbWrite) extractors.
+/// A server chosen for some work, and why it was chosen: what a [`Db`](crate::Db) handle holds.
 #[derive(Clone)]
-pub struct Target {
+pub(crate) struct Target {
     // The registry is reached through the server (`Server::registry`) when failing over, so
     // that handing out a target touches one reference count, not two.
     server: Arc<Server>,
@@ -53,25 +42,24 @@ impl Target {
     }
 
     /// The server's name: `primary`, or the replica's configured name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.server.name
     }
 
     /// Whether this is the primary.
-    pub fn is_primary(&self) -> bool {
+    pub(crate) fn is_primary(&self) -> bool {
         self.server.kind == Kind::Primary
     }
 
-    /// The server's pool. Queries run on it directly take their connection inside sqlx, so
-    /// they get no failover; run them on the target itself (`&target`, `&db`) instead.
-    pub fn pool(&self) -> &PgPool {
+    /// The server's pool.
+    pub(crate) fn pool(&self) -> &PgPool {
         &self.server.pool
     }
 
     /// The intent this server was chosen for. Its reason is
     /// [`Fallback`](crate::Reason::Fallback) when a read went to the primary because no replica could
     /// serve, and [`Disabled`](crate::Reason::Disabled) when separation is off.
-    pub fn intent(&self) -> RouteIntent {
+    pub(crate) fn intent(&self) -> RouteIntent {
         self.intent
     }
 
@@ -82,48 +70,5 @@ impl Target {
     /// Whether this target cannot work now: the primary, known to be down (or not a primary).
     pub(crate) fn primary_down(&self) -> bool {
         self.is_primary() && !self.server.is_healthy()
-    }
-
-    /// Takes a connection for this target's work, timing the wait
-    /// (`rwsplit_pool_acquire_duration_seconds`) and counting timeouts
-    /// (`rwsplit_pool_acquire_timeouts_total`).
-    ///
-    /// For a read this fails over: when the server cannot give a connection (refused, timed
-    /// out, authentication or TLS failure, shutting down) it leaves service at once and the
-    /// next replica in rotation, or the primary, is tried; with `failoverOnPoolExhausted`, a
-    /// replica whose pool is full is passed over for the next one. A primary that gives no
-    /// connection is marked down, so requests that need it get a fast 503 until its next
-    /// probe (at most about a second away).
-    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, Error> {
-        let mut attempts = Attempts::new(self);
-        match attempts.checkout().await {
-            Ok((conn, _)) => Ok(conn),
-            Err(error) => Err(Error::database(&self.server, error)),
-        }
-    }
-
-    /// Begins a transaction on this server (the primary, for a write target), timed as
-    /// [`acquire`](Self::acquire). Transactions do not fail over.
-    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, Error> {
-        let server = &self.server;
-        let start = Instant::now();
-        match server.pool.begin().await {
-            Ok(tx) => {
-                crate::metrics::acquired(server, start.elapsed());
-                Ok(tx)
-            }
-            Err(error) => {
-                Attempts::new(self).connect_failed(server, &error);
-                Err(Error::database(server, error))
-            }
-        }
-    }
-}
-
-impl Deref for Target {
-    type Target = PgPool;
-
-    fn deref(&self) -> &PgPool {
-        &self.server.pool
     }
 }

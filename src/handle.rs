@@ -1,0 +1,261 @@
+//! [`Db`]: the one handle to a chosen server, read-only ([`DbRead`]) or read-write
+//! ([`DbWrite`]). The extractors hand them to handlers; [`Registry::read`](crate::Registry::read)
+//! and [`Registry::write`](crate::Registry::write) hand them to jobs and CLIs.
+//!
+//! Both have the same methods ([`name`](Db::name), [`is_primary`](Db::is_primary),
+//! [`intent`](Db::intent), [`acquire`](Db::acquire), [`begin`](Db::begin)) and both run sqlx
+//! queries directly (`fetch_one(&db)`), with failover for reads.
+//!
+//! A [`DbRead`] is read-only wherever it runs: on a replica (its sessions are opened with
+//! `default_transaction_read_only = on`) and on the primary (each query runs in a
+//! `BEGIN READ ONLY` transaction, which costs one round trip). So a handler that writes
+//! through it by mistake fails the same way in development, with separation disabled, during
+//! a fallback and in production: with [`DbErrorKind::WriteThroughRead`](crate::DbErrorKind),
+//! a 500.
+//!
+//! ```
+//! use rwsplit::{Config, DbRead, DbWrite, Registry};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rwsplit::Error> {
+//! let registry = Registry::connect_lazy(Config::new("127.0.0.1"))?;
+//! let read: DbRead = registry.read();
+//! let write: DbWrite = registry.write();
+//! assert!(read.is_primary() && write.is_primary()); // separation is off by default
+//! // One snapshot for several reads, on whatever server the read got:
+//! // let mut tx = read.begin().await?;   // REPEATABLE READ, READ ONLY
+//! // A read-write transaction, always on the primary:
+//! // let mut tx = write.begin().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::time::Instant;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use crate::error::Error;
+use crate::intent::RouteIntent;
+use crate::registry::{Attempts, Target};
+
+/// The statement that runs a [`DbRead`]'s query, or hands out its connection, on the primary.
+pub(crate) const BEGIN_READ_ONLY: &str = "BEGIN READ ONLY";
+
+/// The statement that starts a [`DbRead`]'s transactions: one snapshot for all their reads
+/// (allowed on a hot standby, unlike `SERIALIZABLE`).
+const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// What a [`Db`] handle may do: [`ReadOnly`] ([`DbRead`]) or [`ReadWrite`] ([`DbWrite`]).
+pub trait Access: Send + Sync + 'static {
+    /// Whether the handle's work is read-only.
+    #[doc(hidden)]
+    const READ_ONLY: bool;
+}
+
+/// The [`Access`] of a [`DbRead`]: every query, connection and transaction is read-only.
+#[derive(Debug)]
+pub enum ReadOnly {}
+
+/// The [`Access`] of a [`DbWrite`]: the primary, read-write.
+#[derive(Debug)]
+pub enum ReadWrite {}
+
+impl Access for ReadOnly {
+    const READ_ONLY: bool = true;
+}
+
+impl Access for ReadWrite {
+    const READ_ONLY: bool = false;
+}
+
+/// A server chosen for some work, with what the work may do. See the
+/// [module docs](crate::Db).
+pub struct Db<A: Access> {
+    target: Target,
+    access: PhantomData<fn() -> A>,
+}
+
+/// A read-only handle: a replica in rotation for a read, the primary for a write intent or
+/// when no replica can serve; read-only on either. See the [module docs](crate::Db).
+pub type DbRead = Db<ReadOnly>;
+
+/// The primary, read-write, whatever the request's intent. Derefs to the primary's
+/// [`PgPool`]. See the [module docs](crate::Db).
+pub type DbWrite = Db<ReadWrite>;
+
+impl<A: Access> Db<A> {
+    pub(crate) fn new(target: Target) -> Db<A> {
+        Db {
+            target,
+            access: PhantomData,
+        }
+    }
+
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// `primary`, or the replica's configured name.
+    pub fn name(&self) -> &str {
+        self.target.name()
+    }
+
+    /// Whether this is the primary.
+    pub fn is_primary(&self) -> bool {
+        self.target.is_primary()
+    }
+
+    /// The intent this server was chosen for. Its reason is
+    /// [`Fallback`](crate::Reason::Fallback) when a read went to the primary because no
+    /// replica could serve, and [`Disabled`](crate::Reason::Disabled) when separation is off.
+    pub fn intent(&self) -> RouteIntent {
+        self.target.intent()
+    }
+
+    /// Takes a connection for this handle's work, timed in the pool metrics
+    /// (`rwsplit_pool_acquire_duration_seconds`, `rwsplit_pool_acquire_timeouts_total`).
+    ///
+    /// For a [`DbRead`] it is read-only: a replica's session (which fails over to the next
+    /// server in rotation when the replica gives no connection), or a `BEGIN READ ONLY`
+    /// transaction on the primary (rolled back when dropped). A write on it fails with
+    /// PostgreSQL's `25006`.
+    pub async fn acquire(&self) -> Result<DbConnection, Error> {
+        let target = &self.target;
+        if A::READ_ONLY && target.is_primary() {
+            return begin(target, target.pool(), Some(BEGIN_READ_ONLY))
+                .await
+                .map(DbConnection::read_only);
+        }
+        let mut attempts = Attempts::new(target, A::READ_ONLY);
+        match attempts.checkout().await {
+            // A read that failed over to the primary: read-only there too.
+            Ok((conn, used)) if A::READ_ONLY && used.is_primary() => {
+                drop(conn);
+                begin(target, &used.pool, Some(BEGIN_READ_ONLY))
+                    .await
+                    .map(DbConnection::read_only)
+            }
+            Ok((conn, _)) => Ok(DbConnection(Conn::Pooled(conn))),
+            Err(error) => Err(Error::database(target.server(), error)),
+        }
+    }
+
+    /// Begins a transaction on this handle's server, timed as [`acquire`](Self::acquire): for
+    /// a [`DbRead`], `BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY` on the replica (or
+    /// primary) the request got, so that several reads see one snapshot; for a [`DbWrite`], a
+    /// read-write transaction on the primary. Transactions do not fail over.
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, Error> {
+        let statement = A::READ_ONLY.then_some(BEGIN_SNAPSHOT);
+        begin(&self.target, self.target.pool(), statement).await
+    }
+}
+
+/// Begins a transaction on `pool` with `statement` (plain `BEGIN` when none).
+async fn begin(
+    target: &Target,
+    pool: &PgPool,
+    statement: Option<&'static str>,
+) -> Result<Transaction<'static, Postgres>, Error> {
+    let server = target.server();
+    let start = Instant::now();
+    let begun = match statement {
+        Some(statement) => pool.begin_with(statement).await,
+        None => pool.begin().await,
+    };
+    match begun {
+        Ok(tx) => {
+            crate::metrics::acquired(server, start.elapsed());
+            Ok(tx)
+        }
+        Err(error) => {
+            Attempts::new(target, statement.is_some()).connect_failed(server, &error);
+            Err(Error::database(server, error))
+        }
+    }
+}
+
+impl Db<ReadWrite> {
+    /// The primary's pool: for APIs that need a pool (migrations, `LISTEN`). Queries run on
+    /// it take their connection inside sqlx, without rwsplit's metrics.
+    pub fn pool(&self) -> &PgPool {
+        self.target.pool()
+    }
+
+    /// The primary's pool.
+    pub fn into_pool(self) -> PgPool {
+        self.target.pool().clone()
+    }
+}
+
+impl Deref for Db<ReadWrite> {
+    type Target = PgPool;
+
+    fn deref(&self) -> &PgPool {
+        self.target.pool()
+    }
+}
+
+impl<A: Access> Clone for Db<A> {
+    fn clone(&self) -> Self {
+        Db::new(self.target.clone())
+    }
+}
+
+impl<A: Access> fmt::Debug for Db<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(if A::READ_ONLY { "DbRead" } else { "DbWrite" })
+            .field("server", &self.name())
+            .field("intent", &self.intent())
+            .finish()
+    }
+}
+
+/// A connection from [`Db::acquire`]: derefs to [`PgConnection`], so queries run on
+/// `&mut *conn`. Returned to its pool when dropped (a read-only transaction on the primary is
+/// rolled back first).
+pub struct DbConnection(Conn);
+
+enum Conn {
+    Pooled(PoolConnection<Postgres>),
+    ReadOnly(Transaction<'static, Postgres>),
+}
+
+impl DbConnection {
+    fn read_only(tx: Transaction<'static, Postgres>) -> DbConnection {
+        DbConnection(Conn::ReadOnly(tx))
+    }
+}
+
+impl Deref for DbConnection {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        match &self.0 {
+            Conn::Pooled(conn) => conn,
+            Conn::ReadOnly(tx) => tx,
+        }
+    }
+}
+
+impl DerefMut for DbConnection {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match &mut self.0 {
+            Conn::Pooled(conn) => conn,
+            Conn::ReadOnly(tx) => tx,
+        }
+    }
+}
+
+impl fmt::Debug for DbConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.0 {
+            Conn::Pooled(_) => "pooled",
+            Conn::ReadOnly(_) => "read-only transaction",
+        };
+        f.debug_tuple("DbConnection").field(&kind).finish()
+    }
+}
