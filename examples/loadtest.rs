@@ -417,6 +417,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(after, before, "reads without tokens went to the primary");
     }
     let on_primary = executed(cluster.primary(), "mix read").await?;
+    let token_queries = executed(cluster.primary(), "rwsplit consistency token").await?;
+    let mut asks = 0;
+    for replica in cluster.replicas() {
+        asks += executed(replica, "rwsplit replay position").await?;
+    }
     let sticky_reads = on.reads.len() as i64;
     let plain_reads = off.reads.len() as i64;
     println!();
@@ -447,6 +452,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "reads sent to the primary by stickiness: {on_primary} of {sticky_reads} token-carrying \
          run reads ({:.1}%); reads without tokens on the primary: 0 of {plain_reads}",
         on_primary as f64 / sticky_reads.max(1) as f64 * 100.0
+    );
+    println!(
+        "token queries: {token_queries} for {} writes ({:.2} per write); replay positions asked \
+         of replicas: {asks} ({:.2} per token-carrying read)",
+        on.writes.len(),
+        token_queries as f64 / on.writes.len().max(1) as f64,
+        asks as f64 / sticky_reads.max(1) as f64
     );
 
     // Reads on the primary: a `DbRead` there runs each query in a read-only transaction.

@@ -478,3 +478,53 @@ async fn a_read_may_wait_for_a_replica_to_catch_up_instead_of_using_the_primary(
         );
     }
 }
+
+#[tokio::test]
+async fn a_read_with_a_token_asks_the_replicas_instead_of_waiting_for_the_next_poll() {
+    let cluster = common::cluster().await;
+    // No check and no poll during the test: the registry knows the replicas' positions only
+    // from its first check, before any of these writes.
+    let long = Duration::from_secs(600);
+    let config = Config::from_yaml(&cluster.config_yaml())
+        .unwrap()
+        .health_check_interval(long)
+        .consistency(lsn().poll_interval(long));
+    let registry = Registry::connect(config).await.unwrap();
+    let app = app(registry);
+
+    let mut served = BTreeMap::<String, usize>::new();
+    for _ in 0..30 {
+        let write = send(&app, "POST", "/items", None).await;
+        assert_eq!(write.status, StatusCode::OK, "{}", write.body);
+        let token = write.token.expect("a token");
+        cluster
+            .wait_caught_up(Duration::from_secs(5))
+            .await
+            .unwrap();
+        let uri = format!("/items/{}", write.body);
+        let read = send(&app, "GET", &uri, Some((&token, Via::Header))).await;
+        assert_eq!(read.status, StatusCode::OK, "the read missed its write");
+        *served.entry(read.target.unwrap_or_default()).or_default() += 1;
+    }
+    // The replicas, asked, had the write: every read stayed off the primary.
+    assert_eq!(served.get("primary"), None, "{served:?}");
+
+    // Replay paused: asked, the replicas lack the write, and the primary serves the read.
+    for replica in cluster.replicas() {
+        replica.pause_replay().await.unwrap();
+    }
+    let write = send(&app, "POST", "/items", None).await;
+    let token = write.token.expect("a token");
+    let read = send(
+        &app,
+        "GET",
+        &format!("/items/{}", write.body),
+        Some((&token, Via::Header)),
+    )
+    .await;
+    assert_eq!(read.status, StatusCode::OK, "the read missed its write");
+    assert_eq!(read.target.as_deref(), Some("primary"));
+    for replica in cluster.replicas() {
+        replica.resume_replay().await.unwrap();
+    }
+}

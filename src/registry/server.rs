@@ -290,6 +290,11 @@ impl Server {
         self.position.store(position, Ordering::Release);
     }
 
+    /// Raises the known position to `position` (a replica's replay only moves forward).
+    pub(crate) fn advance_position(&self, position: u64) {
+        self.position.fetch_max(position, Ordering::AcqRel);
+    }
+
     pub(crate) fn lag(&self) -> Option<Duration> {
         match self.lag_micros.load(Ordering::Relaxed) {
             u64::MAX => None,
