@@ -205,14 +205,14 @@ where
         // request used: a `DbWrite` (a read writes nothing, whatever the method).
         let issues_token = sticky;
         let span = if spans_enabled() {
-            tracing::info_span!(
+            tracing::debug_span!(
                 "rwsplit",
                 db.role = intent.role().as_str(),
                 db.reason = intent.reason().as_str(),
                 db.server = tracing::field::Empty,
             )
         } else {
-            // No subscriber wants INFO spans: a span without metadata costs nothing to enter.
+            // No subscriber wants DEBUG spans: a span without metadata costs nothing to enter.
             Span::none()
         };
         // The extractors note the server they hand out in a slot that lives in this future
@@ -320,7 +320,7 @@ async fn attach_token<B>(registry: Registry, mut response: Response<B>) -> Respo
             if let Ok(value) = HeaderValue::try_from(text) {
                 headers.insert(sticky.header_name.clone(), value);
             }
-            crate::metrics::token_issued();
+            registry.token_issued();
         }
         Err(error) => tracing::warn!(
             %error,
@@ -330,9 +330,10 @@ async fn attach_token<B>(registry: Registry, mut response: Response<B>) -> Respo
     response
 }
 
-/// Whether a subscriber may want the request span (INFO): one atomic load.
+/// Whether a subscriber may want the request span (DEBUG, as libraries' per-request spans
+/// are): one atomic load.
 pub(crate) fn spans_enabled() -> bool {
-    Level::INFO <= STATIC_MAX_LEVEL && Level::INFO <= LevelFilter::current()
+    Level::DEBUG <= STATIC_MAX_LEVEL && Level::DEBUG <= LevelFilter::current()
 }
 
 tokio::task_local! {

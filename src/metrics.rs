@@ -366,7 +366,11 @@ pub(crate) fn replicas_in_rotation(count: usize) {
 }
 
 pub(crate) fn acquired(server: &Server, took: Duration) {
-    histogram!(POOL_ACQUIRE_DURATION, "server" => Arc::clone(&server.name))
+    // Registered once per server and kept: registering on every query costs a lookup (and a
+    // key copy) in the recorder.
+    server
+        .acquire_duration
+        .get_or_init(|| histogram!(POOL_ACQUIRE_DURATION, "server" => Arc::clone(&server.name)))
         .record(took.as_secs_f64());
 }
 
@@ -403,12 +407,25 @@ pub(crate) fn forget(server: &Server) {
     gauge!(REPLICA_WEIGHT, "server" => name()).set(0.0);
 }
 
-pub(crate) fn token_issued() {
-    counter!(TOKENS_ISSUED).increment(1);
+/// A registry's token counters, registered on first use and kept.
+#[derive(Debug, Default)]
+pub(crate) struct TokenCounters {
+    issued: OnceLock<Counter>,
+    honoured: OnceLock<Counter>,
 }
 
-pub(crate) fn token_honoured() {
-    counter!(TOKENS_HONOURED).increment(1);
+impl TokenCounters {
+    pub(crate) fn issued(&self) {
+        self.issued
+            .get_or_init(|| counter!(TOKENS_ISSUED))
+            .increment(1);
+    }
+
+    pub(crate) fn honoured(&self) {
+        self.honoured
+            .get_or_init(|| counter!(TOKENS_HONOURED))
+            .increment(1);
+    }
 }
 
 pub(crate) fn token_rejected(reason: TokenRejection) {

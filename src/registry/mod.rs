@@ -103,6 +103,7 @@ pub(crate) struct Shared {
     stop: watch::Sender<bool>,
     /// Replay positions asked of the replicas in rotation, for reads with a token.
     replay_rounds: Rounds<()>,
+    tokens: crate::metrics::TokenCounters,
     /// `rwsplit_request_duration_seconds` for requests that used no database, registered on
     /// first use.
     unserved_duration: OnceLock<metrics::Histogram>,
@@ -216,6 +217,7 @@ impl Registry {
             primary_sampled_ms: AtomicU64::new(0),
             stop,
             replay_rounds: Rounds::default(),
+            tokens: crate::metrics::TokenCounters::default(),
             unserved_duration: OnceLock::new(),
             config,
         });
@@ -319,7 +321,7 @@ impl Registry {
         };
         match self.verify_token(text) {
             Ok(token) => {
-                crate::metrics::token_honoured();
+                self.shared.tokens.honoured();
                 match sticky.mode {
                     StickyMode::Window => u64::MAX,
                     _ => token.position().max(1),
@@ -334,6 +336,11 @@ impl Registry {
         self.shared
             .unserved_duration
             .get_or_init(crate::metrics::unserved_duration)
+    }
+
+    /// Counts a token issued after a write.
+    pub(crate) fn token_issued(&self) {
+        self.shared.tokens.issued();
     }
 
     pub(crate) fn sticky(&self) -> &Sticky {

@@ -108,6 +108,8 @@ pub(crate) struct Server {
     pub(crate) check_conn: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
     /// This server's per-request metrics, by route.
     pub(crate) routes: RouteTable,
+    /// `rwsplit_pool_acquire_duration_seconds` for this server, registered on first use.
+    pub(crate) acquire_duration: OnceLock<metrics::Histogram>,
     /// The registry that owns this server, for targets that fail over; set once when the
     /// server joins it. Weak: a server never keeps its registry alive.
     registry: OnceLock<Weak<Shared>>,
@@ -150,6 +152,7 @@ impl Server {
             last_error: Mutex::new(None),
             check_conn: tokio::sync::Mutex::new(None),
             routes: RouteTable::default(),
+            acquire_duration: OnceLock::new(),
             registry: OnceLock::new(),
         })
     }
