@@ -245,6 +245,50 @@ async fn executed(node: &Node, needle: &str) -> Result<i64, Box<dyn std::error::
     Ok(calls)
 }
 
+/// CPU time used so far by `node`'s postmaster and its children (the backends), from /proc.
+fn process_cpu(node: &Node) -> Duration {
+    let Ok(pid_file) = std::fs::read_to_string(node.data_dir().join("postmaster.pid")) else {
+        return Duration::ZERO;
+    };
+    let postmaster = pid_file
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let ticks_per_second = 100; // USER_HZ on Linux
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, rest)| rest) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if pid == postmaster || fields.get(1) == Some(&postmaster.as_str()) {
+            // utime and stime: fields 14 and 15 of stat, 12 and 13 after the name.
+            let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+            ticks += utime + stime;
+        }
+    }
+    Duration::from_millis(ticks * 1000 / ticks_per_second)
+}
+
+/// Execution time of every statement on `node` since the last reset, in milliseconds.
+async fn exec_time_ms(node: &Node) -> Result<f64, Box<dyn std::error::Error>> {
+    let mut conn = node.connect().await?;
+    let ms: f64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(total_exec_time), 0)::float8 FROM pg_stat_statements",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    Ok(ms)
+}
+
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -460,6 +504,58 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         token_queries as f64 / on.writes.len().max(1) as f64,
         asks as f64 / sticky_reads.max(1) as f64
     );
+
+    // The checklist's success metrics: the same 90/10 mix with separation off, then on.
+    let off_registry = Registry::connect(
+        Config::from_yaml(&yaml)?
+            .max_connections(max_connections)
+            .read_write_separation(false)
+            .consistency(ConsistencyConfig::lsn().signing_key(key)),
+    )
+    .await?;
+    let separated = mix_app(&lsn);
+    let together = mix_app(&off_registry);
+    drive(&together, clients, Duration::from_millis(500), Some(10)).await;
+    let mut table = Vec::new();
+    for (name, app) in [("separation off", &together), ("separation on", &separated)] {
+        reset_statements(&cluster).await?;
+        let cpu_before = process_cpu(cluster.primary());
+        let mut run = drive(app, clients, Duration::from_secs(seconds), Some(10)).await;
+        let cpu = process_cpu(cluster.primary()).saturating_sub(cpu_before);
+        let exec_ms = exec_time_ms(cluster.primary()).await?;
+        let mut served = Vec::new();
+        for node in std::iter::once(cluster.primary()).chain(cluster.replicas()) {
+            served.push(executed(node, "mix read").await?);
+        }
+        let elapsed = run.elapsed.as_secs_f64();
+        table.push(format!(
+            "| {name} | {:.0} | {:.0} | {:.2} s ({:.0} % of one core) | {:.0} ms | {:.0} / {:.0} / {:.0} | {} | {} | {} |",
+            run.throughput(),
+            run.reads.len() as f64 / elapsed,
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() / elapsed * 100.0,
+            exec_ms,
+            served[0] as f64 / elapsed,
+            served[1] as f64 / elapsed,
+            served[2] as f64 / elapsed,
+            micros(percentile(&mut run.reads, 0.5)),
+            micros(percentile(&mut run.reads, 0.99)),
+            micros(percentile(&mut run.writes, 0.5)),
+        ));
+    }
+    println!();
+    println!(
+        "# success metrics: 90/10 mix, {clients} clients, {seconds} s each, separation off then on"
+    );
+    println!();
+    println!(
+        "| | requests/s | reads/s | primary CPU (its processes) | primary execution time (pg_stat_statements) | reads/s executed by primary / replica1 / replica2 | read p50 | read p99 | write p50 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for line in table {
+        println!("{line}");
+    }
+    off_registry.shutdown().await;
 
     // Reads on the primary: a `DbRead` there runs each query in a read-only transaction.
     let disabled = Registry::connect(

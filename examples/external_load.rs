@@ -1,0 +1,280 @@
+//! End to end with the client outside the measured process: a local primary with two
+//! streaming replicas (weights 2 and 1), the same `GET /items/{id}` handler served over HTTP
+//! by rwsplit (with the Prometheus recorder installed and logs at INFO, as an application runs
+//! it), by two plain sqlx pools taken 2:1 by a counter (the same spread without a router) and
+//! by one plain pool at replica1, driven in alternating rounds by `wrk` (Debian's `wrk`
+//! package).
+//!
+//! `cargo run --release --example external_load [-- --seconds N --rounds N --connections N]`
+//! (defaults: 5 s per contender per round, 4 rounds, 16 connections)
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use rwsplit::{Config, ConsistencyConfig, DbError, DbRead, Registry, RwSplitLayer};
+use rwsplit_testkit::Cluster;
+use sqlx::PgPool;
+
+const ROWS: i64 = 10_000;
+
+/// Picks a random item per request, so that every contender reads the same spread of rows.
+const SCRIPT: &str = r#"
+request = function()
+  return wrk.format("GET", "/items/" .. math.random(1, 10000))
+end
+"#;
+
+async fn show(db: DbRead, Path(id): Path<i64>) -> Result<String, DbError> {
+    let name: String = sqlx::query_scalar("SELECT name FROM items WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db)
+        .await?;
+    Ok(name)
+}
+
+#[derive(Clone)]
+struct Pools(PgPool, PgPool, Arc<AtomicUsize>);
+
+async fn show_pools(
+    State(Pools(first, second, turn)): State<Pools>,
+    Path(id): Path<i64>,
+) -> Result<String, DbError> {
+    let pool = match turn.fetch_add(1, Ordering::Relaxed) % 3 {
+        2 => &second,
+        _ => &first,
+    };
+    let name: String = sqlx::query_scalar("SELECT name FROM items WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
+    Ok(name)
+}
+
+async fn show_pool(State(pool): State<PgPool>, Path(id): Path<i64>) -> Result<String, DbError> {
+    let name: String = sqlx::query_scalar("SELECT name FROM items WHERE id = $1")
+        .bind(id)
+        .fetch_one(&pool)
+        .await?;
+    Ok(name)
+}
+
+/// Serves `app` on a free port of 127.0.0.1; returns its base URL.
+async fn serve(app: Router) -> std::io::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(format!("http://{address}"))
+}
+
+/// What one wrk run reported.
+struct Wrk {
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// Runs wrk against `url` (blocking: wrk is another process, the servers keep running on
+/// this runtime's other threads).
+async fn wrk(url: &str, script: &std::path::Path, seconds: u64, connections: u64) -> Wrk {
+    let output = {
+        let (url, script) = (url.to_owned(), script.to_owned());
+        tokio::task::spawn_blocking(move || {
+            Command::new("wrk")
+                .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
+                .arg("--latency")
+                .arg("-s")
+                .arg(script)
+                .arg(url)
+                .output()
+        })
+        .await
+        .expect("wrk's task")
+        .expect("wrk runs (apt-get install wrk)")
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |prefix: &str| -> Option<&str> {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+    };
+    let millis = |value: Option<&str>| -> f64 {
+        let value = value.unwrap_or("0ms");
+        let (number, unit) = value.split_at(value.find(|c: char| c.is_alphabetic()).unwrap_or(0));
+        let number: f64 = number.parse().unwrap_or(0.0);
+        match unit {
+            "us" => number / 1000.0,
+            "s" => number * 1000.0,
+            _ => number,
+        }
+    };
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Non-2xx or 3xx responses"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    Wrk {
+        requests_per_second: field("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
+        p50_ms: millis(field("50%")),
+        p99_ms: millis(field("99%")),
+        errors,
+    }
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn spread(mut ratios: Vec<f64>) -> String {
+    ratios.sort_by(f64::total_cmp);
+    format!(
+        "min {:.3} / median {:.3} / max {:.3}",
+        ratios[0],
+        ratios[ratios.len() / 2],
+        ratios[ratios.len() - 1]
+    )
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let seconds = arg("--seconds", 5);
+    let rounds = arg("--rounds", 4);
+    let connections = arg("--connections", 16);
+    // As an application runs: logs at INFO (here to nowhere), metrics recorded.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::sink)
+        .init();
+    let _metrics = rwsplit::prometheus::install_recorder()?;
+
+    println!("starting a primary with two streaming replicas on 127.0.0.1 ...");
+    let cluster = Cluster::start(2).await?;
+    let primary = cluster.primary();
+    primary
+        .execute("CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL)")
+        .await?;
+    primary
+        .execute(&format!(
+            "INSERT INTO items (name) SELECT 'item ' || g FROM generate_series(1, {ROWS}) g"
+        ))
+        .await?;
+    cluster.wait_caught_up(Duration::from_secs(30)).await?;
+
+    let max_connections = 16;
+    let registry = Registry::connect(
+        Config::from_yaml(&cluster.config_yaml_weighted(&[2, 1]))?
+            .max_connections(max_connections)
+            .consistency(ConsistencyConfig::off()),
+    )
+    .await?;
+    let pool = |node: &rwsplit_testkit::Node| {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect_lazy_with(node.connect_options())
+    };
+    let (first, second) = (pool(cluster.replica(0)), pool(cluster.replica(1)));
+    let contenders = [
+        (
+            "rwsplit (2 replicas, 2:1)",
+            serve(
+                Router::new()
+                    .route("/items/{id}", get(show))
+                    .layer(RwSplitLayer::new(registry.clone()))
+                    .with_state(registry.clone()),
+            )
+            .await?,
+        ),
+        (
+            "two plain pools (2 replicas, 2:1)",
+            serve(
+                Router::new()
+                    .route("/items/{id}", get(show_pools))
+                    .with_state(Pools(
+                        first.clone(),
+                        second.clone(),
+                        Arc::new(AtomicUsize::new(0)),
+                    )),
+            )
+            .await?,
+        ),
+        (
+            "one plain pool (replica1)",
+            serve(
+                Router::new()
+                    .route("/items/{id}", get(show_pool))
+                    .with_state(first.clone()),
+            )
+            .await?,
+        ),
+    ];
+    let script = std::env::temp_dir().join(format!("rwsplit-wrk-{}.lua", std::process::id()));
+    std::fs::write(&script, SCRIPT)?;
+
+    // Warm up every contender (connections, caches), then alternate: each round runs them all,
+    // in an order rotated by one each round, so that drift hits all alike.
+    for (_, url) in &contenders {
+        wrk(url, &script, 1, connections).await;
+    }
+    let mut results: Vec<Vec<Wrk>> = contenders.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds as usize {
+        for k in 0..contenders.len() {
+            let i = (round + k) % contenders.len();
+            results[i].push(wrk(&contenders[i].1, &script, seconds, connections).await);
+        }
+    }
+    let _ = std::fs::remove_file(&script);
+
+    println!();
+    println!(
+        "# wrk -t2 -c{connections}, GET /items/{{random id}}, {rounds} rounds of {seconds} s each, \
+         release build"
+    );
+    println!();
+    println!("| | requests/s (mean of rounds) | p50 | p99 | non-2xx |");
+    println!("|---|---:|---:|---:|---:|");
+    for ((name, _), runs) in contenders.iter().zip(&results) {
+        let n = runs.len() as f64;
+        println!(
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} |",
+            runs.iter().map(|r| r.requests_per_second).sum::<f64>() / n,
+            runs.iter().map(|r| r.p50_ms).sum::<f64>() / n,
+            runs.iter().map(|r| r.p99_ms).sum::<f64>() / n,
+            runs.iter().map(|r| r.errors).sum::<u64>(),
+        );
+    }
+    let ratios = |a: usize, b: usize| -> Vec<f64> {
+        results[a]
+            .iter()
+            .zip(&results[b])
+            .map(|(x, y)| x.requests_per_second / y.requests_per_second)
+            .collect()
+    };
+    println!();
+    println!(
+        "throughput ratio rwsplit / two plain pools, round by round: {} (target >= 0.95)",
+        spread(ratios(0, 1))
+    );
+    println!(
+        "throughput ratio rwsplit / one plain pool, round by round: {}",
+        spread(ratios(0, 2))
+    );
+
+    registry.shutdown().await;
+    first.close().await;
+    second.close().await;
+    Ok(())
+}
