@@ -180,6 +180,20 @@ async fn row(
     lost
 }
 
+/// Prints the rows of rwsplit and of the plain pools (`baseline`, with its label) for one
+/// fault; returns how many of rwsplit's acknowledged writes the primary lacks.
+async fn rows(
+    cluster: &Cluster,
+    fault: &str,
+    report: &Report,
+    baseline: (&str, &Report),
+    back: Instant,
+) -> usize {
+    let lost = row(cluster, fault, "rwsplit", report, Some(back)).await;
+    row(cluster, fault, baseline.0, baseline.1, Some(back)).await;
+    lost
+}
+
 /// Asserts the servers all serve (nothing ejected, nothing suspected).
 fn assert_all_serving(registry: &Registry) {
     let status = registry.status();
@@ -345,20 +359,12 @@ async fn a_blip_of_every_server_costs_about_as_long_as_the_blip() {
         "the blip (stop and start of all three) took {:?}",
         back - blip
     );
-    let lost = row(
+    let lost = rows(
         &setup.cluster,
         "all three restarted",
-        "rwsplit",
         &report,
-        Some(back),
-    )
-    .await;
-    row(
-        &setup.cluster,
-        "all three restarted",
-        "plain pools",
-        &baseline,
-        Some(back),
+        ("plain pools", &baseline),
+        back,
     )
     .await;
     assert!(report.reads_back_after(back) < BACK_WITHIN, "{report}");
@@ -464,20 +470,12 @@ async fn a_replica_stopped_and_restarted_is_back_within_a_second_or_so() {
     let (report, baseline) = loads.finish().await;
     let baseline = baseline.unwrap();
     println!("replica1 out after {out:?}, back in rotation {readmitted:?} after its restart");
-    let lost = row(
+    let lost = rows(
         &setup.cluster,
         "replica1 restarted",
-        "rwsplit",
         &report,
-        Some(back),
-    )
-    .await;
-    row(
-        &setup.cluster,
-        "replica1 restarted",
-        "plain pools (reads on replica1)",
-        &baseline,
-        Some(back),
+        ("plain pools (reads on replica1)", &baseline),
+        back,
     )
     .await;
     assert!(out.is_some());
@@ -558,20 +556,12 @@ async fn the_primary_stopped_and_restarted_takes_writes_again_within_a_second_or
     let (report, baseline) = loads.finish().await;
     let baseline = baseline.unwrap();
     println!("primary in service again {healthy:?} after its restart");
-    let lost = row(
+    let lost = rows(
         &setup.cluster,
         "primary restarted",
-        "rwsplit",
         &report,
-        Some(back),
-    )
-    .await;
-    row(
-        &setup.cluster,
-        "primary restarted",
-        "plain pools",
-        &baseline,
-        Some(back),
+        ("plain pools", &baseline),
+        back,
     )
     .await;
     assert!(healthy.is_some_and(|t| t < BACK_WITHIN), "{healthy:?}");

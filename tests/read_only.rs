@@ -132,6 +132,18 @@ fn assert_refused(answer: &Answer, path: &str, server: &str) {
     assert_eq!(answer.server, server, "{path}");
 }
 
+/// Tries a write on `conn`; returns the SQLSTATE it failed with.
+async fn write_on(conn: &mut sqlx::PgConnection) -> Option<String> {
+    let result = sqlx::query("INSERT INTO items (name) VALUES ('through a read')")
+        .execute(conn)
+        .await;
+    let error = result.err()?;
+    error
+        .as_database_error()?
+        .code()
+        .map(|code| code.into_owned())
+}
+
 async fn written_through_reads(cluster: &Cluster) -> i64 {
     let mut conn = cluster.primary().connect().await.unwrap();
     sqlx::query_scalar("SELECT count(*) FROM items WHERE name = 'through a read'")
@@ -251,14 +263,7 @@ async fn a_read_only_transaction_on_a_replica_sees_one_snapshot() {
         .await
         .unwrap();
     assert_eq!(inside, before, "one snapshot for the whole transaction");
-    let error = sqlx::query("INSERT INTO items (name) VALUES ('through a read')")
-        .execute(&mut *tx)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        error.as_database_error().and_then(|e| e.code()).as_deref(),
-        Some("25006")
-    );
+    assert_eq!(write_on(&mut tx).await.as_deref(), Some("25006"));
     drop(tx);
     let outside: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
         .fetch_one(&registry.read())
@@ -273,21 +278,11 @@ async fn a_read_only_transaction_on_a_replica_sees_one_snapshot() {
     let read = disabled.read();
     assert!(read.is_primary());
     let mut tx = read.begin().await.unwrap();
-    let error = sqlx::query("INSERT INTO items (name) VALUES ('through a read')")
-        .execute(&mut *tx)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        error.as_database_error().and_then(|e| e.code()).as_deref(),
-        Some("25006")
-    );
+    assert_eq!(write_on(&mut tx).await.as_deref(), Some("25006"));
     drop(tx);
     // A connection from `acquire` is read-only on the primary too.
     let mut conn = read.acquire().await.unwrap();
-    let refused = sqlx::query("INSERT INTO items (name) VALUES ('through a read')")
-        .execute(&mut *conn)
-        .await;
-    assert!(refused.is_err());
+    assert_eq!(write_on(&mut conn).await.as_deref(), Some("25006"));
     drop(conn);
     // And a `DbWrite` transaction writes.
     let mut tx = disabled.write().begin().await.unwrap();
