@@ -319,7 +319,9 @@ async fn a_killed_session_fails_at_most_its_own_request_on_every_server() {
     );
     assert_eq!(killed_on_primary, 1);
     assert_eq!(write.0, 503, "{write:?}");
-    assert!(reads.iter().any(|(killed, _)| *killed == 1), "{reads:?}");
+    // A read killed on one replica may be killed again on the other (its retry), and then
+    // runs on the primary.
+    assert!(reads.iter().all(|(killed, _)| *killed >= 1), "{reads:?}");
     for (_, read) in &reads {
         assert_eq!(
             read.0, 200,
