@@ -121,9 +121,10 @@ async fn a_read_cancelled_by_a_hot_standby_conflict_runs_again_elsewhere() {
         let app = app.clone();
         async move { send(&app, Request::get("/locked").body(Body::empty()).unwrap()).await }
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let running_on: Vec<String> = {
-        let mut on = Vec::new();
+    // Wait until the read runs on a replica.
+    let mut running_on = Vec::new();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
         for replica in cluster.replicas() {
             let mut admin = replica.connect().await.unwrap();
             let n: i64 = sqlx::query_scalar(
@@ -134,11 +135,13 @@ async fn a_read_cancelled_by_a_hot_standby_conflict_runs_again_elsewhere() {
             .await
             .unwrap();
             if n > 0 {
-                on.push(replica.name().to_owned());
+                running_on.push(replica.name().to_owned());
             }
         }
-        on
-    };
+        if !running_on.is_empty() {
+            break;
+        }
+    }
     // Replaying the ALTER needs an exclusive lock the replica's query holds: PostgreSQL
     // cancels the query ("conflict with recovery"), and rwsplit runs it once more on a server
     // that has replayed the ALTER already.

@@ -272,6 +272,22 @@ async fn kill_slow(node: &Node) -> i64 {
     .unwrap()
 }
 
+/// Waits until a `/slow` statement runs on one of `nodes` (at most 3 s), then terminates the
+/// ones running; returns how many.
+async fn kill_once_running(nodes: &[&Node]) -> i64 {
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut killed = 0;
+        for node in nodes {
+            killed += kill_slow(node).await;
+        }
+        if killed > 0 || start.elapsed() > Duration::from_secs(3) {
+            return killed;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_session_fails_at_most_its_own_request_on_every_server() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -283,8 +299,7 @@ async fn a_killed_session_fails_at_most_its_own_request_on_every_server() {
     // so it is not run again), and nothing else does.
     let app = setup.app.clone();
     let write = tokio::spawn(async move { send(&app, "POST", "/slow").await });
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let killed_on_primary = kill_slow(setup.cluster.primary()).await;
+    let killed_on_primary = kill_once_running(&[setup.cluster.primary()]).await;
     let write = write.await.unwrap();
 
     // Reads whose session is killed under them: they run again on another server.
@@ -292,9 +307,15 @@ async fn a_killed_session_fails_at_most_its_own_request_on_every_server() {
     for _ in 0..4 {
         let app = setup.app.clone();
         let read = tokio::spawn(async move { send(&app, "GET", "/slow").await });
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let killed =
-            kill_slow(setup.cluster.replica(0)).await + kill_slow(setup.cluster.replica(1)).await;
+        let killed = kill_once_running(
+            setup
+                .cluster
+                .replicas()
+                .iter()
+                .collect::<Vec<_>>()
+                .as_slice(),
+        )
+        .await;
         reads.push((killed, read.await.unwrap()));
     }
     // Right after: the servers whose sessions were killed were probed and stay in service.
