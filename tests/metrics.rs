@@ -179,10 +179,22 @@ async fn an_exhausted_replica_pool_is_counted_and_reads_move_on() {
             in_rotation(&registry, "replica1") && in_rotation(&registry, "replica2")
         })
         .await;
+        // Hold replica1's only connection. `acquire` may fail over (sqlx returns a connection
+        // to its pool in a task of its own, so a pool of one can look full for a moment): keep
+        // the connection only once the server itself says it is replica1.
+        let replica1 = i32::from(cluster.replica(0).port());
         let held = loop {
             let target = registry.read();
-            if target.name() == "replica1" {
-                break target.acquire().await.unwrap();
+            if target.name() != "replica1" {
+                continue;
+            }
+            let mut conn = target.acquire().await.unwrap();
+            let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            if port == replica1 {
+                break conn;
             }
         };
         let reads = four_reads(&app, &cluster).await;
