@@ -34,8 +34,7 @@ use futures_core::stream::{BoxStream, Stream};
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::{Connection, Describe, Either, Execute, Executor, PgConnection, Postgres, SqlStr};
 
-use crate::handle::{Access, BEGIN_READ_ONLY, Db};
-use crate::registry::{Attempts, Checkout, Server, Target};
+use crate::registry::{Access, Attempts, BEGIN_READ_ONLY, Checkout, Db, Server, Target};
 
 type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
 

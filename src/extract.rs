@@ -68,10 +68,9 @@ use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-use crate::handle::{Db, DbRead, ReadOnly, ReadWrite};
 use crate::intent::{Reason, RouteIntent};
 use crate::layer::{record_served, spans_enabled};
-use crate::registry::{Registry, Target};
+use crate::registry::{Db, DbRead, ReadOnly, ReadWrite, Registry, Target};
 
 impl<S> FromRequestParts<S> for Db<ReadOnly>
 where

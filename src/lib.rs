@@ -88,7 +88,6 @@ mod error;
 mod executor;
 mod extract;
 mod fault;
-mod handle;
 mod intent;
 mod layer;
 mod metrics;
@@ -103,10 +102,12 @@ pub use consistency::{ConsistencyToken, StickyMode, TokenRejection};
 pub use db_error::{DbError, DbErrorKind};
 pub use error::Error;
 pub use extract::DbRejection;
-pub use handle::{Access, Db, DbConnection, DbRead, DbWrite, ReadOnly, ReadWrite};
 pub use intent::{MethodPolicy, Reason, Role, RouteIntent, RoutePolicy};
 pub use layer::{ResponseFuture, RwSplit, RwSplitLayer, TARGET_HEADER};
-pub use registry::{Registry, RegistryStatus, ServerStatus};
+pub use registry::{
+    Access, Db, DbConnection, DbRead, DbWrite, ReadOnly, ReadWrite, Registry, RegistryStatus,
+    ServerStatus,
+};
 pub use route_override::{RouteOverride, RouteOverrideService};
 /// The TLS modes of [`Config::ssl_mode`], re-exported from sqlx.
 pub use sqlx::postgres::PgSslMode;

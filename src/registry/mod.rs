@@ -29,6 +29,7 @@
 //! ```
 
 mod attempt;
+mod handle;
 mod health;
 mod lag;
 mod probe;
@@ -48,6 +49,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 
 pub(crate) use self::attempt::Attempts;
+pub(crate) use self::handle::BEGIN_READ_ONLY;
+pub use self::handle::{Access, Db, DbConnection, DbRead, DbWrite, ReadOnly, ReadWrite};
 use self::lag::{Lag, PrimaryHistory, settled_position};
 use self::rounds::Rounds;
 use self::route::{Ask, Decision, Seen};
@@ -59,7 +62,6 @@ pub(crate) use self::target::Target;
 use crate::config::{Config, ConfigError, PRIMARY_NAME, ReplicaConfig};
 use crate::consistency::{CLOCK_SKEW_MS, ConsistencyToken, Sticky, StickyMode, TokenRejection};
 use crate::error::Error;
-use crate::handle::{Db, DbRead, DbWrite};
 use crate::intent::{Reason, Role, RouteIntent};
 
 /// The primary's insert position after a write. Written unlike the health loop's position

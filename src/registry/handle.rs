@@ -38,9 +38,9 @@ use std::time::Instant;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+use super::{Attempts, Target};
 use crate::error::Error;
 use crate::intent::RouteIntent;
-use crate::registry::{Attempts, Target};
 
 /// The statement that runs a [`DbRead`]'s query, or hands out its connection, on the primary.
 pub(crate) const BEGIN_READ_ONLY: &str = "BEGIN READ ONLY";
