@@ -201,9 +201,6 @@ where
             }
         }
         request.extensions_mut().insert(intent);
-        // Whether the response gets a token is decided when it is ready, from what the
-        // request used: a `DbWrite` (a read writes nothing, whatever the method).
-        let issues_token = sticky;
         let span = if spans_enabled() {
             tracing::debug_span!(
                 "rwsplit",
@@ -221,8 +218,10 @@ where
         ResponseFuture {
             inner,
             target_header: self.layer.target_header.clone(),
-            registry: (issues_token || self.layer.request_metrics).then(|| registry.clone()),
-            issues_token,
+            registry: (sticky || self.layer.request_metrics).then(|| registry.clone()),
+            // Whether the response gets a token is decided when it is ready, from what the
+            // request used: a `DbWrite` (a read writes nothing, whatever the method).
+            issues_token: sticky,
             started: self.layer.request_metrics.then(Instant::now),
             token: None,
         }

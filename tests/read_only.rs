@@ -121,6 +121,11 @@ async fn send(app: &Router, method: &str, uri: &str, token: Option<&str>) -> Ans
     }
 }
 
+/// Reads back the row `id` that a write returned, with the write's token.
+async fn read_back(app: &Router, id: &str, token: &str) -> Answer {
+    send(app, "GET", &format!("/items/{id}"), Some(token)).await
+}
+
 /// Asserts that a write through `DbRead` failed as `write_through_read` (500) on `server`.
 fn assert_refused(answer: &Answer, path: &str, server: &str) {
     assert_eq!(answer.status, 500, "{path}: {}", answer.body);
@@ -185,13 +190,7 @@ async fn a_write_through_db_read_fails_the_same_way_on_every_path() {
         assert_refused(&answer, &format!("sticky {path}"), "primary");
     }
     // The same client's reads still see its write there.
-    let read = send(
-        &app,
-        "GET",
-        &format!("/items/{}", written.body),
-        Some(&token),
-    )
-    .await;
+    let read = read_back(&app, &written.body, &token).await;
     assert_eq!((read.status, read.server.as_str()), (200, "primary"));
     for replica in cluster.replicas() {
         replica.resume_replay().await.unwrap();
@@ -316,13 +315,7 @@ async fn whatever_takes_db_write_issues_a_token_and_reads_issue_none() {
         let written = send(&app, method, path, None).await;
         assert_eq!(written.status, 200, "{what}: {}", written.body);
         let token = written.token.unwrap_or_else(|| panic!("{what}: no token"));
-        let read = send(
-            &app,
-            "GET",
-            &format!("/items/{}", written.body),
-            Some(&token),
-        )
-        .await;
+        let read = read_back(&app, &written.body, &token).await;
         assert_eq!(read.status, 200, "{what}: the next read missed the write");
         assert_eq!(read.server, "primary", "{what}");
     }

@@ -91,9 +91,9 @@ impl<'t> Attempts<'t> {
                     false => return Err(sqlx::Error::PoolTimedOut),
                 },
             };
-            let cause = self.connect_failed(&server, &error);
-            if !(cause.is_some() && self.move_on(&server, cause.unwrap_or_default())) {
-                return Err(error);
+            match self.connect_failed(&server, &error) {
+                Some(cause) if self.move_on(&server, cause) => {}
+                _ => return Err(error),
             }
         }
     }

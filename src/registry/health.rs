@@ -274,12 +274,7 @@ async fn poll_positions(shared: &Arc<Shared>) {
     if all.is_empty() {
         return;
     }
-    let sampled_at = Instant::now();
     let primary = sample_primary(shared, timeout).await;
-    if let Some(position) = primary {
-        let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
-        history.record(sampled_at, position);
-    }
     let mut replicas = JoinSet::new();
     for (index, server) in all.iter().enumerate() {
         let server = Arc::clone(server);
@@ -291,8 +286,9 @@ async fn poll_positions(shared: &Arc<Shared>) {
         let server = &all[index];
         let in_service = server.is_healthy();
         let verdict = match answer {
+            // A suspect stays in rotation while its probe decides.
             Err(failure) if in_service && !failure.timed_out => {
-                changed |= shared.suspect(server, "poll", &failure.message);
+                shared.suspect(server, "poll", &failure.message);
                 continue;
             }
             answer => {
@@ -313,7 +309,15 @@ async fn poll_positions(shared: &Arc<Shared>) {
     shared.publish_metrics();
 }
 
-/// The primary's position, from its checker's connection, when it answers.
+/// Records `position`, the primary's just now: for the tokens' plausibility check and in the
+/// history that lag is measured against.
+pub(super) fn record_primary(shared: &Shared, position: u64) {
+    shared.observe_primary(position, unix_ms(SystemTime::now()));
+    let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+    history.record(Instant::now(), position);
+}
+
+/// The primary's position, from its checker's connection, when it answers; recorded.
 pub(super) async fn sample_primary(shared: &Shared, timeout: Duration) -> Option<u64> {
     let position = run_check(&shared.primary, timeout, false, |conn| {
         Box::pin(async move {
@@ -328,7 +332,7 @@ pub(super) async fn sample_primary(shared: &Shared, timeout: Duration) -> Option
     })
     .await
     .ok()?;
-    shared.observe_primary(position, unix_ms(SystemTime::now()));
+    record_primary(shared, position);
     Some(position)
 }
 
@@ -338,8 +342,7 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
     let mut replicas = JoinSet::new();
     let start = Instant::now();
     let primary = check_primary(&shared.primary, timeout, false).await;
-    let sampled_at = Instant::now();
-    let primary_took = sampled_at - start;
+    let primary_took = start.elapsed();
     let all = shared.replicas.load_full();
     for (index, server) in all.iter().enumerate() {
         let server = Arc::clone(server);
@@ -352,17 +355,14 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
 
     let (verdict, primary_position) = primary_verdict(primary.map_err(|f| f.message));
     if let Some(position) = primary_position {
-        shared.observe_primary(position, unix_ms(SystemTime::now()));
+        record_primary(shared, position);
     }
     metrics::health_check(&shared.primary, verdict.result, primary_took);
     apply(shared, &shared.primary, &verdict, Source::Check);
 
     let results = replicas.join_all().await;
     let verdicts: Vec<_> = {
-        let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(position) = primary_position {
-            history.record(sampled_at, position);
-        }
+        let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
         results
             .into_iter()
             .map(|(index, answer, took)| {

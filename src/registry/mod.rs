@@ -354,26 +354,21 @@ impl Registry {
     /// 503 (the primary is down), and direct users get the primary's error.
     pub(crate) fn resolve(&self, intent: RouteIntent) -> Target {
         let shared = &self.shared;
-        match shared.route(intent, &[]) {
+        let reason = match shared.route(intent, &[]) {
             Decision::Replica(server, reason) => {
-                Target::new(server, intent.with(Role::Read, reason))
+                return Target::new(server, intent.with(Role::Read, reason));
             }
             Decision::Refuse(reason) => {
                 shared.wanted(intent);
-                let role = match reason {
-                    Reason::Disabled => Role::Write,
-                    _ => intent.role(),
-                };
-                Target::primary(shared, intent.with(role, reason))
+                reason
             }
-            Decision::Primary(reason) => {
-                let role = match reason {
-                    Reason::Disabled => Role::Write,
-                    _ => intent.role(),
-                };
-                Target::primary(shared, intent.with(role, reason))
-            }
-        }
+            Decision::Primary(reason) => reason,
+        };
+        let role = match reason {
+            Reason::Disabled => Role::Write,
+            _ => intent.role(),
+        };
+        Target::primary(shared, intent.with(role, reason))
     }
 
     /// As [`resolve`](Self::resolve), but a read held back by a token may wait up to the

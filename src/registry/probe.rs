@@ -13,14 +13,13 @@
 //! and it holds the registry only while it probes.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::Shared;
 use super::health::{self, Source, apply, check_primary, check_replica, sample_primary};
 use super::server::{Server, State};
-use crate::consistency::unix_ms;
 use crate::metrics;
 
 /// The first wait before re-probing a server that left service.
@@ -123,9 +122,7 @@ async fn probe(shared: &Arc<Shared>, server: &Arc<Server>) -> bool {
                 .map_err(|f| f.message),
         );
         if let Some(position) = position {
-            shared.observe_primary(position, unix_ms(SystemTime::now()));
-            let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
-            history.record(started, position);
+            health::record_primary(shared, position);
         }
         verdict
     } else {
@@ -134,12 +131,8 @@ async fn probe(shared: &Arc<Shared>, server: &Arc<Server>) -> bool {
             true => sample_primary(shared, timeout).await,
             false => None,
         };
-        let sampled_at = Instant::now();
         let answer = check_replica(server, timeout, true).await;
-        let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(position) = primary {
-            history.record(sampled_at, position);
-        }
+        let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
         health::replica_verdict(
             shared,
             server,
