@@ -65,6 +65,9 @@ pub enum Reason {
     /// down), tried on a replica out of service for being unreachable rather than refused
     /// untried.
     LastResort,
+    /// A read that a replica could have served, kept on the primary by a gradual rollout
+    /// (`readReplicaShare` under 100 %).
+    Rollout,
 }
 
 impl Role {
@@ -90,7 +93,7 @@ impl Role {
 
 impl Reason {
     /// How many reasons there are, for tables indexed by [`index`](Self::index).
-    pub(crate) const COUNT: usize = 9;
+    pub(crate) const COUNT: usize = 10;
 
     /// A dense index, `0..COUNT`.
     pub(crate) const fn index(self) -> usize {
@@ -104,11 +107,12 @@ impl Reason {
             Reason::ReadOnly => 6,
             Reason::Direct => 7,
             Reason::LastResort => 8,
+            Reason::Rollout => 9,
         }
     }
 
     /// The reason as a lowercase label: `method`, `override`, `policy`, `disabled`, `sticky`,
-    /// `fallback`, `read_only`, `direct`, `last_resort`.
+    /// `fallback`, `read_only`, `direct`, `last_resort`, `rollout`.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Method => "method",
@@ -120,6 +124,7 @@ impl Reason {
             Reason::ReadOnly => "read_only",
             Reason::Direct => "direct",
             Reason::LastResort => "last_resort",
+            Reason::Rollout => "rollout",
         }
     }
 }

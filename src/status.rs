@@ -28,6 +28,7 @@
 //! ```json
 //! {
 //!   "separation": true,
+//!   "read_replica_share": 100,
 //!   "primary": { "name": "primary", "address": "10.0.0.10:5432", "healthy": true, ... },
 //!   "replicas": [
 //!     { "name": "replica1", "address": "10.0.0.11:5432", "weight": 2, "healthy": true,
@@ -54,6 +55,7 @@ pub async fn status(State(registry): State<Registry>) -> Response {
     let status = registry.status();
     let body = json!({
         "separation": status.separation,
+        "read_replica_share": status.read_replica_share,
         "primary": server(&status.primary),
         "replicas": status.replicas.iter().map(server).collect::<Vec<_>>(),
     });

@@ -123,6 +123,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .execute(registry.primary())
         .await?;
 
+    if let Some(file) = &args.config {
+        // Edits of the file (and SIGHUP) apply live: separation, rollout share, replicas
+        // added, drained, removed, thresholds.
+        registry.watch_file(file);
+        println!("watching {file}: edits apply without a restart");
+    }
+
     let listener = listener(args.listen).await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(

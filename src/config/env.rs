@@ -1,6 +1,12 @@
-//! `${VAR}` and `${VAR:-default}` placeholders, replaced in the raw configuration text.
+//! `${VAR}` and `${VAR:-default}` placeholders, expanded inside one scalar value of the parsed
+//! document, so that whatever a variable holds (`"`, `#`, `: `, a newline) is taken literally.
 
-use super::ConfigError;
+/// A placeholder that cannot be expanded: the placeholder as written, and why.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Unexpanded {
+    pub(crate) placeholder: String,
+    pub(crate) reason: String,
+}
 
 /// Replaces every placeholder in `text` with the value `lookup` gives for its variable.
 ///
@@ -8,30 +14,13 @@ use super::ConfigError;
 /// - `${VAR:-default}`: the value, or `default` when the variable is unset or empty.
 /// - `$${`: a literal `${`.
 ///
-/// Lines whose first non-blank character is `#` are YAML comments and are left alone, so a
-/// commented-out setting never asks for a variable.
-pub(crate) fn interpolate(
+/// Other `$` signs are kept.
+pub(crate) fn expand(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
+) -> Result<String, Unexpanded> {
     let mut out = String::with_capacity(text.len());
-    for (index, line) in text.split_inclusive('\n').enumerate() {
-        if line.trim_start().starts_with('#') {
-            out.push_str(line);
-            continue;
-        }
-        interpolate_line(line, index + 1, lookup, &mut out)?;
-    }
-    Ok(out)
-}
-
-fn interpolate_line(
-    line: &str,
-    line_number: usize,
-    lookup: &dyn Fn(&str) -> Option<String>,
-    out: &mut String,
-) -> Result<(), ConfigError> {
-    let mut rest = line;
+    let mut rest = text;
     while let Some(start) = rest.find('$') {
         out.push_str(&rest[..start]);
         let after = &rest[start..];
@@ -46,11 +35,10 @@ fn interpolate_line(
             continue;
         };
         let Some(end) = body_and_rest.find('}') else {
-            return Err(ConfigError::placeholder(
-                line_number,
-                after.trim_end(),
-                "this placeholder has no closing `}`",
-            ));
+            return Err(Unexpanded {
+                placeholder: after.lines().next().unwrap_or(after).trim_end().to_owned(),
+                reason: "this placeholder has no closing `}`".to_owned(),
+            });
         };
         let body = &body_and_rest[..end];
         let (name, default) = match body.split_once(":-") {
@@ -58,31 +46,48 @@ fn interpolate_line(
             None => (body, None),
         };
         if !is_variable_name(name) {
-            return Err(ConfigError::placeholder(
-                line_number,
-                &format!("${{{body}}}"),
-                "a variable name is letters, digits and `_`, not starting with a digit",
-            ));
+            return Err(Unexpanded {
+                placeholder: format!("${{{body}}}"),
+                reason: "a variable name is letters, digits and `_`, not starting with a digit"
+                    .to_owned(),
+            });
         }
         match (lookup(name), default) {
             (Some(value), Some(default)) if value.is_empty() => out.push_str(default),
             (Some(value), _) => out.push_str(&value),
             (None, Some(default)) => out.push_str(default),
             (None, None) => {
-                return Err(ConfigError::placeholder(
-                    line_number,
-                    &format!("${{{name}}}"),
-                    &format!(
+                return Err(Unexpanded {
+                    placeholder: format!("${{{name}}}"),
+                    reason: format!(
                         "environment variable `{name}` is not set and the placeholder has no \
                          default (write `${{{name}:-default}}` to give one)"
                     ),
-                ));
+                });
             }
         }
         rest = &body_and_rest[end + 1..];
     }
     out.push_str(rest);
-    Ok(())
+    Ok(out)
+}
+
+/// The variables that placeholders in `text` name, so that they can be looked up once before
+/// the document is read.
+pub(crate) fn names(text: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let body = &rest[start + 2..];
+        let len = body
+            .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
+            .unwrap_or(body.len());
+        if is_variable_name(&body[..len]) && !names.contains(&&body[..len]) {
+            names.push(&body[..len]);
+        }
+        rest = body;
+    }
+    names
 }
 
 fn is_variable_name(name: &str) -> bool {
@@ -103,63 +108,57 @@ mod tests {
         }
     }
 
-    fn run(text: &str) -> Result<String, ConfigError> {
-        interpolate(text, &env)
+    fn run(text: &str) -> Result<String, Unexpanded> {
+        expand(text, &env)
     }
 
     #[test]
     fn replaces_set_variables_and_defaults() {
-        assert_eq!(run("host: ${DB_HOST}\n").unwrap(), "host: db.internal\n");
+        assert_eq!(run("${DB_HOST}").unwrap(), "db.internal");
+        assert_eq!(run("${DB_PORT:-5432}").unwrap(), "5432", "the default");
+        assert_eq!(run("${DB_HOST:-x}").unwrap(), "db.internal");
+        assert_eq!(run("${EMPTY:-fallback}").unwrap(), "fallback");
+        assert_eq!(run("${EMPTY}").unwrap(), "");
+        assert_eq!(run("${NOPE:-}").unwrap(), "");
         assert_eq!(
-            run("port: ${DB_PORT:-5432}\n").unwrap(),
-            "port: 5432\n",
-            "unset variable takes the default"
-        );
-        assert_eq!(run("host: ${DB_HOST:-x}").unwrap(), "host: db.internal");
-        assert_eq!(run("v: ${EMPTY:-fallback}").unwrap(), "v: fallback");
-        assert_eq!(run("v: '${EMPTY}'").unwrap(), "v: ''");
-        assert_eq!(run("v: ${NOPE:-}").unwrap(), "v: ");
-        assert_eq!(
-            run("url: ${DB_HOST}:${DB_PORT:-1}/x").unwrap(),
-            "url: db.internal:1/x"
+            run("${DB_HOST}:${DB_PORT:-1}/x").unwrap(),
+            "db.internal:1/x"
         );
     }
 
     #[test]
-    fn leaves_other_dollars_and_comments_alone() {
-        assert_eq!(run("p: a$b$$c$").unwrap(), "p: a$b$$c$");
-        assert_eq!(run("p: $${HOME}").unwrap(), "p: ${HOME}");
-        assert_eq!(
-            run("  # password: ${UNSET}\nhost: x\n").unwrap(),
-            "  # password: ${UNSET}\nhost: x\n"
-        );
+    fn leaves_other_dollars_alone() {
+        assert_eq!(run("a$b$$c$").unwrap(), "a$b$$c$");
+        assert_eq!(run("$${HOME}").unwrap(), "${HOME}");
     }
 
     #[test]
     fn unset_variable_without_default_names_it() {
-        let err = run("a: 1\npassword: ${DB_PASSWORD}\n").unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains("DB_PASSWORD"), "{text}");
-        assert!(text.contains("line 2"), "{text}");
+        let err = run("${DB_PASSWORD}").unwrap_err();
+        assert_eq!(err.placeholder, "${DB_PASSWORD}");
+        assert!(err.reason.contains("DB_PASSWORD"), "{err:?}");
     }
 
     #[test]
     fn malformed_placeholders_are_errors() {
-        assert!(
-            run("a: ${DB_HOST")
-                .unwrap_err()
-                .to_string()
-                .contains("closing")
+        assert!(run("${DB_HOST").unwrap_err().reason.contains("closing"));
+        assert!(run("${1X}").is_err());
+        assert!(run("${}").is_err());
+        assert!(run("${A B}").is_err());
+    }
+
+    #[test]
+    fn names_lists_each_variable_once() {
+        assert_eq!(
+            names("a: ${A}\nb: ${B:-x} ${A} $${C} ${1D} ${_E:-${F}}"),
+            ["A", "B", "C", "_E", "F"]
         );
-        assert!(run("a: ${1X}").is_err());
-        assert!(run("a: ${}").is_err());
-        assert!(run("a: ${A B}").is_err());
     }
 }
 
-/// Property tests: any text is replaced or refused with a reason, never a panic; text without
-/// placeholders and comment lines pass through unchanged. `PROPTEST_CASES=100000 cargo test
-/// --lib props` runs them longer.
+/// Property tests: any text is expanded or refused with a reason, never a panic; text without
+/// placeholders passes through unchanged, and a value comes out byte for byte whatever it
+/// holds. `PROPTEST_CASES=100000 cargo test --lib props` runs them longer.
 #[cfg(test)]
 mod props {
     use super::*;
@@ -171,43 +170,34 @@ mod props {
 
     proptest! {
         #[test]
-        fn any_text_is_replaced_or_refused(text in any::<String>()) {
-            let _ = interpolate(&text, &env);
-        }
-
-        #[test]
-        fn placeholder_shaped_text_is_replaced_or_refused(
-            text in "([a-z: \\n#]|\\$|\\{|\\}|:-|[A-Z_0-9]){0,40}",
-        ) {
-            if let Err(error) = interpolate(&text, &env) {
-                prop_assert!(error.to_string().contains("line"));
+        fn any_text_is_expanded_or_refused(text in any::<String>()) {
+            if let Err(error) = expand(&text, &env) {
+                prop_assert!(!error.reason.is_empty());
             }
         }
 
         #[test]
         fn text_without_a_dollar_is_unchanged(text in "[^$]*") {
-            prop_assert_eq!(interpolate(&text, &env).unwrap(), text);
+            prop_assert_eq!(expand(&text, &env).unwrap(), text);
         }
 
         #[test]
-        fn comment_lines_are_unchanged(comment in "[^\\n]*") {
-            let text = format!("  # {comment}\n");
-            prop_assert_eq!(interpolate(&text, &env).unwrap(), text);
+        fn a_value_is_taken_literally(value in any::<String>()) {
+            let lookup = |_: &str| Some(value.clone());
+            prop_assert_eq!(expand("${V}", &lookup).unwrap(), value.clone());
         }
 
         #[test]
         fn placeholders_take_the_value_or_the_default(
-            before in "[^$#\\n]*",
+            before in "[^$]*",
             name in "[A-Za-z_][A-Za-z0-9_]{0,12}",
-            default in "[^}\\n]*",
-            after in "[^$\\n]*",
+            default in "[^}]*",
+            after in "[^$]*",
         ) {
             let text = format!("{before}${{{name}:-{default}}}{after}");
             let value = env(&name).unwrap_or_else(|| default.clone());
-            prop_assert_eq!(
-                interpolate(&text, &env).unwrap(),
-                format!("{before}{value}{after}")
-            );
+            prop_assert_eq!(expand(&text, &env).unwrap(), format!("{before}{value}{after}"));
+            prop_assert!(names(&text).contains(&name.as_str()));
         }
     }
 }

@@ -57,7 +57,6 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 pub use consistency::ConsistencyConfig;
-use env::interpolate;
 
 /// Where to find the primary, its replicas, and how to route between them.
 ///
@@ -67,6 +66,7 @@ pub struct Config {
     pub(crate) primary: ServerConfig,
     pub(crate) replicas: Vec<ReplicaConfig>,
     pub(crate) separation: bool,
+    pub(crate) replica_share: u8,
     pub(crate) lag_threshold: Duration,
     pub(crate) lag_bytes_threshold: Option<u64>,
     pub(crate) health_check_interval: Duration,
@@ -175,6 +175,7 @@ impl Config {
             },
             replicas: Vec::new(),
             separation: false,
+            replica_share: 100,
             lag_threshold: Duration::from_secs(10),
             lag_bytes_threshold: Some(16 * 1024 * 1024),
             health_check_interval: Duration::from_secs(30),
@@ -197,8 +198,7 @@ impl Config {
         text: &str,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let text = interpolate(text, &lookup)?;
-        yaml::parse(&text)?.validate()
+        yaml::parse(text, &lookup)?.validate()
     }
 
     /// Reads a YAML file, as [`from_yaml`](Self::from_yaml).
@@ -290,6 +290,16 @@ impl Config {
     /// be deployed before reads are switched over.
     pub fn read_write_separation(mut self, enabled: bool) -> Self {
         self.separation = enabled;
+        self
+    }
+
+    /// The share of reads that may go to a replica which do go to one, in percent: the rest
+    /// read from the primary. Default `100`. Raise it step by step (0, 10, 50, 100) to roll
+    /// separation out gradually; each request is decided on its own, without a lock, and
+    /// [`Registry::reload`](crate::Registry::reload) changes it live. Values over 100 are
+    /// refused by [`validate`](Self::validate).
+    pub fn read_replica_share(mut self, percent: u8) -> Self {
+        self.replica_share = percent;
         self
     }
 
@@ -385,6 +395,13 @@ impl Config {
                 "db.maxConnections",
                 &0,
                 "a pool needs at least 1 connection",
+            ));
+        }
+        if self.replica_share > 100 {
+            return Err(invalid(
+                "db.readReplicaShare",
+                &self.replica_share,
+                "must be a whole percentage from 0 to 100",
             ));
         }
         if self.lag_threshold.is_zero() {
@@ -725,7 +742,7 @@ pub enum ConfigError {
         /// The key, as a path.
         key: String,
         /// The keys allowed there.
-        expected: &'static [&'static str],
+        expected: Vec<String>,
     },
     /// A `${VAR}` placeholder could not be replaced.
     Placeholder {
@@ -752,14 +769,6 @@ impl ConfigError {
         ConfigError::Invalid {
             key: key.to_owned(),
             value: value.to_owned(),
-            reason: reason.to_owned(),
-        }
-    }
-
-    fn placeholder(line: usize, placeholder: &str, reason: &str) -> ConfigError {
-        ConfigError::Placeholder {
-            line,
-            placeholder: placeholder.to_owned(),
             reason: reason.to_owned(),
         }
     }

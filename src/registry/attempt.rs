@@ -67,7 +67,7 @@ impl<'t> Attempts<'t> {
         let exhaustion_failover = self
             .shared
             .as_ref()
-            .is_some_and(|shared| shared.config.failover_on_pool_exhausted);
+            .is_some_and(|shared| shared.config().failover_on_pool_exhausted);
         loop {
             let server = Arc::clone(&self.next);
             if exhaustion_failover && !server.is_primary() && server.exhausted() {

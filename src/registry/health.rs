@@ -48,11 +48,7 @@ const REPLICA_QUERY: &str = "SELECT pg_is_in_recovery(), \
 /// so servers taken out are never left out for good.
 pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool, mut stop: watch::Receiver<bool>) {
     let weak: Weak<Shared> = Arc::downgrade(shared);
-    let interval = shared.config.health_check_interval;
-    let tick = match shared.polls_positions() {
-        true => interval.min(shared.sticky.poll_interval),
-        false => interval,
-    };
+    let (mut interval, mut tick) = cadence(shared);
     let now = tokio::time::Instant::now();
     let mut next_check = if check_first {
         now
@@ -70,6 +66,14 @@ pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool, mut stop: watch::Re
                 _ = stop.changed() => break,
             }
             let Some(shared) = weak.upgrade() else { break };
+            // A reload may have changed the interval or switched polling on or off.
+            if cadence(&shared) != (interval, tick) {
+                let now = tokio::time::Instant::now();
+                (interval, tick) = cadence(&shared);
+                next_check = next_check.min(after(now, interval));
+                ticker = tokio::time::interval_at(after(now, tick), tick);
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            }
             let full = tokio::time::Instant::now() >= next_check;
             supervised("health check", async move {
                 if full {
@@ -85,6 +89,16 @@ pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool, mut stop: watch::Re
         }
         tracing::debug!("rwsplit health loop stopped");
     });
+}
+
+/// The full checks' interval, and the loop's tick (the poll interval when positions are
+/// polled), as the current configuration sets them.
+fn cadence(shared: &Shared) -> (Duration, Duration) {
+    let interval = shared.config().health_check_interval;
+    match shared.polls_positions() {
+        true => (interval, interval.min(shared.sticky.poll_interval)),
+        false => (interval, interval),
+    }
 }
 
 /// `at + delay`, or far in the future when that overflows.
@@ -269,7 +283,7 @@ pub(super) fn apply(shared: &Arc<Shared>, server: &Arc<Server>, verdict: &Verdic
 /// suspected (a probe decides), or out when it gave no answer in time. Servers out of
 /// service come back through their probes and the full checks.
 async fn poll_positions(shared: &Arc<Shared>) {
-    let timeout = shared.config.health_check_timeout;
+    let timeout = shared.config().health_check_timeout;
     let all = shared.replicas.load_full();
     if all.is_empty() {
         return;
@@ -338,7 +352,7 @@ pub(super) async fn sample_primary(shared: &Shared, timeout: Duration) -> Option
 
 /// Runs one round of checks over every server and updates the rotation.
 pub(super) async fn check_all(shared: &Arc<Shared>) {
-    let timeout = shared.config.health_check_timeout;
+    let timeout = shared.config().health_check_timeout;
     let mut replicas = JoinSet::new();
     let start = Instant::now();
     let primary = check_primary(&shared.primary, timeout, false).await;

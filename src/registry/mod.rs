@@ -29,10 +29,12 @@
 //! ```
 
 mod attempt;
+mod file;
 mod handle;
 mod health;
 mod lag;
 mod probe;
+mod reload;
 mod rounds;
 mod route;
 mod select;
@@ -40,7 +42,7 @@ mod server;
 mod target;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -89,8 +91,15 @@ pub(crate) struct Shared {
     replicas: ArcSwap<Vec<Arc<Server>>>,
     rotation: ArcSwap<Rotation>,
     /// The validated configuration: thresholds and switches, and the defaults of replicas
-    /// added at runtime.
-    config: Config,
+    /// added at runtime. Replaced whole by [`Registry::reload`].
+    config: ArcSwap<Config>,
+    /// `enableReadWriteSeparation` and `readReplicaShare`, read by every request.
+    separation: AtomicBool,
+    share: AtomicU8,
+    /// `consistency.staleReadsWhenReadOnly`, as the read-your-writes settings fixed at start.
+    stale_reads: bool,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     tickets: Tickets,
     /// Unique among the registries of this process, for the threads' snapshots.
     id: u64,
@@ -221,7 +230,11 @@ impl Registry {
             replay_rounds: Rounds::default(),
             tokens: crate::metrics::TokenCounters::default(),
             unserved_duration: OnceLock::new(),
-            config,
+            separation: AtomicBool::new(config.separation),
+            share: AtomicU8::new(config.replica_share),
+            stale_reads: config.consistency.stale_reads_when_read_only,
+            reloading: tokio::sync::Mutex::new(()),
+            config: ArcSwap::from_pointee(config),
         });
         for server in shared.servers() {
             server.join(&shared);
@@ -254,7 +267,7 @@ impl Registry {
 
     /// Whether reads go to replicas.
     pub fn separation_enabled(&self) -> bool {
-        self.shared.config.separation
+        self.shared.separation()
     }
 
     /// A server for reading data written before `token` was taken: a replica in rotation that
@@ -414,7 +427,8 @@ impl Registry {
         let shared = &self.shared;
         let rotation = shared.rotation.load();
         RegistryStatus {
-            separation: shared.config.separation,
+            separation: shared.separation(),
+            read_replica_share: shared.share.load(Ordering::Relaxed),
             primary: ServerStatus::of(&shared.primary, true),
             replicas: shared
                 .replicas
@@ -454,7 +468,7 @@ impl Registry {
         let shared = &self.shared;
         // Validated on its own against the primary's settings: the names registered now (not
         // the ones in the original file, some of which may have been removed) are checked below.
-        let mut config = shared.config.clone();
+        let mut config = Config::clone(&shared.config());
         config.replicas = vec![replica];
         let config = config.validate()?;
         let added = &config.replicas[0];
@@ -587,7 +601,17 @@ impl Shared {
 
     /// Whether reads compare tokens with replay positions, which then need polling.
     fn polls_positions(&self) -> bool {
-        self.config.separation && self.sticky.mode == StickyMode::Lsn
+        self.separation() && self.sticky.mode == StickyMode::Lsn
+    }
+
+    /// The configuration now in force.
+    pub(super) fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// Whether reads go to replicas.
+    fn separation(&self) -> bool {
+        self.separation.load(Ordering::Relaxed)
     }
 
     /// Records a sample of the primary's position taken at `at_ms` (Unix ms).
@@ -610,7 +634,8 @@ impl Shared {
 
     fn lag_problem(&self, lag: Lag) -> Option<String> {
         let Lag { time, bytes } = lag;
-        if time > self.config.lag_threshold {
+        let config = self.config();
+        if time > config.lag_threshold {
             let shown = if time == Duration::MAX {
                 "an unknown time".to_owned()
             } else {
@@ -618,10 +643,10 @@ impl Shared {
             };
             return Some(format!(
                 "lagging {shown} behind the primary (threshold {:.1}s)",
-                self.config.lag_threshold.as_secs_f64()
+                config.lag_threshold.as_secs_f64()
             ));
         }
-        match (bytes, self.config.lag_bytes_threshold) {
+        match (bytes, config.lag_bytes_threshold) {
             (Some(bytes), Some(limit)) if bytes > limit => Some(format!(
                 "lagging {bytes} bytes of WAL behind the primary (threshold {limit})"
             )),
@@ -667,7 +692,7 @@ impl Shared {
     /// Logs the moment reads start or stop falling back to the primary, once each way.
     fn log_fallback(&self, empty: bool) {
         let replicas = self.replicas.load().len();
-        if !self.config.separation || replicas == 0 {
+        if !self.separation() || replicas == 0 {
             return;
         }
         let was = self.falling_back.swap(empty, Ordering::AcqRel);
@@ -717,12 +742,16 @@ impl Shared {
         tried: &[Arc<Server>],
     ) -> Decision<Arc<Server>> {
         let was_tried = |s: &Arc<Server>| tried.iter().any(|t| Arc::ptr_eq(t, s));
+        let separation = self.separation();
         let ask = Ask {
             intent,
-            separation: self.config.separation,
-            stale_reads_when_read_only: self.config.consistency.stale_reads_when_read_only,
+            separation,
+            stale_reads_when_read_only: self.stale_reads,
             primary: self.primary.state(),
             primary_tried: was_tried(&self.primary),
+            held_back: intent.is_read()
+                && tried.is_empty()
+                && !route::rollout_admits(self.share.load(Ordering::Relaxed)),
         };
         let seen = |server: Arc<Server>| {
             let seen = Seen {
@@ -735,7 +764,7 @@ impl Shared {
         // A plain read's first choice comes from this thread's snapshot of the rotation; the
         // rest is looked at only when that one will not do.
         let first = match (intent.role(), intent.min_position(), tried.is_empty()) {
-            (Role::Read, None, true) if self.config.separation => self.pick_replica(),
+            (Role::Read, None, true) if separation && !ask.held_back => self.pick_replica(),
             _ => None,
         };
         let rest = std::iter::once_with(|| {
@@ -843,6 +872,8 @@ impl Shared {
 pub struct RegistryStatus {
     /// Whether reads go to replicas.
     pub separation: bool,
+    /// `readReplicaShare`: the percentage of the reads that may go to a replica that do.
+    pub read_replica_share: u8,
     /// The primary.
     pub primary: ServerStatus,
     /// The replicas, in configuration order.

@@ -41,7 +41,7 @@ pub(super) fn start(shared: &Arc<Shared>, server: &Arc<Server>, at_once: bool) {
     let weak = Arc::downgrade(shared);
     let server = Arc::clone(server);
     let stop = shared.stop.subscribe();
-    let cap = MAX_BACKOFF.min(shared.config.health_check_interval);
+    let cap = MAX_BACKOFF.min(shared.config().health_check_interval);
     tokio::spawn(async move {
         health::supervised(
             "probe",
@@ -113,7 +113,7 @@ pub(crate) fn next_wait(wait: Duration, cap: Duration) -> Duration {
 /// One probe of `server` on a fresh connection. Returns whether it passed (the server is in
 /// service again, or stays in it).
 async fn probe(shared: &Arc<Shared>, server: &Arc<Server>) -> bool {
-    let timeout = shared.config.health_check_timeout;
+    let timeout = shared.config().health_check_timeout;
     let started = Instant::now();
     let verdict = if server.is_primary() {
         let (verdict, position) = health::primary_verdict(

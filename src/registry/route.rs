@@ -32,6 +32,8 @@ pub(crate) struct Ask {
     pub(crate) primary: State,
     /// The primary already failed this work.
     pub(crate) primary_tried: bool,
+    /// A read held on the primary by a gradual rollout (`readReplicaShare` under 100 %).
+    pub(crate) held_back: bool,
 }
 
 /// One replica as the decision sees it.
@@ -70,6 +72,10 @@ pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>)
     let intent = ask.intent;
     if intent.role() == Role::Write {
         return primary(intent.reason());
+    }
+    // A rollout holds a read on the primary only while the primary can serve it.
+    if ask.held_back && primary_usable {
+        return Decision::Primary(Reason::Rollout);
     }
     let need = intent.min_position().unwrap_or(0);
     let stale_ok = ask.stale_reads_when_read_only && !ask.primary.in_service();
@@ -116,6 +122,31 @@ pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>)
     Decision::Refuse(when_primary)
 }
 
+/// Whether this read is among the `share` percent of reads sent to replicas during a gradual
+/// rollout. Each thread counts its reads and admits exactly `share` of every 100 in a row,
+/// spread over them: no lock, no shared counter.
+#[inline]
+pub(crate) fn rollout_admits(share: u8) -> bool {
+    if share >= 100 {
+        return true;
+    }
+    thread_local! {
+        static DRAWS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    let draw = DRAWS.with(|d| {
+        let n = d.get();
+        d.set(n.wrapping_add(1));
+        n
+    });
+    admits(draw, share)
+}
+
+/// Draw `n` of a thread's reads: 37 is prime to 100, so `n * 37 % 100` visits every value
+/// below 100 once in each run of 100 draws, and those under `share` are admitted.
+fn admits(n: u32, share: u8) -> bool {
+    (n % 100) * 37 % 100 < u32::from(share)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +164,42 @@ mod tests {
             stale_reads_when_read_only: false,
             primary,
             primary_tried: false,
+            held_back: false,
+        }
+    }
+
+    #[test]
+    fn a_rollout_holds_reads_on_the_primary_while_it_serves() {
+        let all = replicas(&[(SERVING, 0)]);
+        let held = Ask {
+            held_back: true,
+            ..ask(read(), SERVING)
+        };
+        assert_eq!(
+            decide(held, all.clone()),
+            Decision::Primary(Reason::Rollout)
+        );
+        // With the primary down, the replica serves the read all the same.
+        let down = Ask {
+            held_back: true,
+            ..ask(read(), UNREACHABLE)
+        };
+        assert_eq!(decide(down, all), Decision::Replica('a', Reason::Method));
+    }
+
+    #[test]
+    fn a_rollout_admits_its_share_of_every_hundred_reads() {
+        for share in 0..=100u8 {
+            for start in [0u32, 17, 99, 1_000_000] {
+                let admitted = (start..start + 100).filter(|&n| admits(n, share)).count();
+                assert_eq!(admitted, usize::from(share), "share {share} from {start}");
+            }
+            // Spread out: no run of ten reads strays more than one read from the share.
+            let in_ten = (0..10).filter(|&n| admits(n, share)).count() as i64;
+            assert!(
+                (in_ten * 10 - i64::from(share)).abs() <= 10,
+                "share {share}: {in_ten}"
+            );
         }
     }
 

@@ -157,6 +157,23 @@ impl Server {
         })
     }
 
+    /// Whether this server's pool was made from these connection settings and limits.
+    pub(crate) fn same_settings(
+        &self,
+        options: &sqlx::postgres::PgConnectOptions,
+        pool: &PoolConfig,
+    ) -> bool {
+        let made = self.pool.options();
+        // Compared through `Debug`, which PgConnectOptions has and PartialEq it has not; the
+        // text is never shown.
+        format!("{:?}", self.options) == format!("{options:?}")
+            && made.get_max_connections() == pool.max_connections
+            && made.get_acquire_timeout() == pool.connect_timeout
+            && made.get_max_lifetime() == pool.max_lifetime
+            && made.get_idle_timeout() == pool.idle_timeout
+            && self.max_idle == pool.max_idle
+    }
+
     /// Records the registry this server belongs to (once).
     pub(crate) fn join(&self, registry: &Arc<Shared>) {
         let _ = self.registry.set(Arc::downgrade(registry));

@@ -1,0 +1,232 @@
+//! [`Registry::reload`]: a new configuration applied to a running registry, as the operators'
+//! runbook changes it (separation switched, a rollout stepped, replicas added, drained,
+//! removed, reweighted, thresholds tuned), without a restart and without failing a request.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::server::{Kind, Server};
+use super::{Registry, Shared, health};
+use crate::config::{Config, ReplicaConfig};
+use crate::error::Error;
+
+impl Registry {
+    /// Applies `config` to the running registry and returns the changes made, one line each
+    /// (each is also logged once, at `info`).
+    ///
+    /// - Replicas are matched by name. A new one is added out of rotation and joins it when
+    ///   its first check (run before this returns) passes; one no longer listed leaves the
+    ///   rotation at once and its pool closes once its connections are back; a changed weight
+    ///   applies to the next read (weight 0 drains).
+    /// - A replica whose connection settings or pool limits changed gets a new pool, checked
+    ///   before it serves; the old one drains and closes.
+    /// - `enableReadWriteSeparation`, `readReplicaShare`, the lag thresholds, the health-check
+    ///   interval and timeout and `failoverOnPoolExhausted` apply at once.
+    /// - The primary's connection settings and pool, and `db.consistency`, apply at the next
+    ///   start: the change is reported with a warning and the running values stay.
+    ///
+    /// An invalid configuration is refused whole with the error [`Registry::connect`] would
+    /// give, and the running one stays.
+    ///
+    /// ```no_run
+    /// # async fn run(registry: rwsplit::Registry) -> Result<(), rwsplit::Error> {
+    /// let config = rwsplit::Config::from_file("config.yaml")?;
+    /// for change in registry.reload(config).await? {
+    ///     println!("{change}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn reload(&self, config: Config) -> Result<Vec<String>, Error> {
+        let config = config.validate()?;
+        let shared = &self.shared;
+        let _one_at_a_time = shared.reloading.lock().await;
+        let old = shared.config.load_full();
+        let mut changes = Changes::default();
+
+        changes.setting(
+            "enableReadWriteSeparation",
+            &old.separation,
+            &config.separation,
+        );
+        changes.setting(
+            "readReplicaShare",
+            &format!("{}%", old.replica_share),
+            &format!("{}%", config.replica_share),
+        );
+        changes.setting(
+            "replicaLagThreshold",
+            &old.lag_threshold,
+            &config.lag_threshold,
+        );
+        changes.setting(
+            "replicaLagBytesThreshold",
+            &old.lag_bytes_threshold,
+            &config.lag_bytes_threshold,
+        );
+        changes.setting(
+            "healthCheckInterval",
+            &old.health_check_interval,
+            &config.health_check_interval,
+        );
+        changes.setting(
+            "healthCheckTimeout",
+            &old.health_check_timeout,
+            &config.health_check_timeout,
+        );
+        changes.setting(
+            "failoverOnPoolExhausted",
+            &old.failover_on_pool_exhausted,
+            &config.failover_on_pool_exhausted,
+        );
+        // What this registry cannot change while it runs: kept, and said.
+        let mut config = config;
+        if !shared
+            .primary
+            .same_settings(&config.primary_options(), &config.primary.pool)
+        {
+            changes.at_restart("the primary's connection settings or pool limits");
+            config.primary = old.primary.clone();
+        }
+        let consistency = |c: &Config| {
+            let c = &c.consistency;
+            (
+                format!("{c:?}"),
+                c.signing_key.clone(),
+                c.previous_signing_key.clone(),
+            )
+        };
+        if consistency(&config) != consistency(&old) {
+            changes.at_restart("db.consistency");
+            config.consistency = old.consistency.clone();
+        }
+
+        let current = shared.replicas.load_full();
+        let mut next = Vec::with_capacity(config.replicas.len());
+        // Retired: replaced or removed, to close; removed: gone from the metrics too.
+        let mut retired = Vec::new();
+        let mut removed = Vec::new();
+        let mut fresh = false;
+        for replica in &config.replicas {
+            let existing = current.iter().find(|s| *s.name == replica.name);
+            let options = config.replica_options(replica);
+            let pool = config.replica_pool(replica);
+            match existing {
+                Some(server) if server.same_settings(&options, &pool) => {
+                    let before = server.weight.swap(replica.weight, Ordering::Relaxed);
+                    if before != replica.weight {
+                        changes.push(format!(
+                            "replica {}: weight {before} -> {}",
+                            replica.name, replica.weight
+                        ));
+                    }
+                    next.push(Arc::clone(server));
+                }
+                Some(server) => {
+                    next.push(new_replica(shared, replica, &config));
+                    retired.push(Arc::clone(server));
+                    fresh = true;
+                    changes.push(format!(
+                        "replica {}: connection settings or pool limits changed, new pool (in \
+                         rotation after its first check), old pool draining",
+                        replica.name
+                    ));
+                }
+                None => {
+                    let server = new_replica(shared, replica, &config);
+                    changes.push(format!(
+                        "replica {} added at {} with weight {} (in rotation after its first \
+                         check)",
+                        replica.name, server.address, replica.weight
+                    ));
+                    next.push(server);
+                    fresh = true;
+                }
+            }
+        }
+        for server in current.iter() {
+            if !config.replicas.iter().any(|r| *r.name == *server.name) {
+                changes.push(format!(
+                    "replica {} removed (out of rotation; its pool closes once its connections \
+                     are back)",
+                    server.name
+                ));
+                retired.push(Arc::clone(server));
+                removed.push(Arc::clone(server));
+            }
+        }
+
+        {
+            let _guard = shared.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+            shared.replicas.store(Arc::new(next));
+        }
+        shared
+            .separation
+            .store(config.separation, Ordering::Relaxed);
+        shared.share.store(config.replica_share, Ordering::Relaxed);
+        shared.config.store(Arc::new(config));
+        shared.refresh_rotation();
+        for server in &removed {
+            crate::metrics::forget(server);
+        }
+        shared.publish_metrics();
+        for server in retired {
+            tokio::spawn(async move {
+                server.pool.close().await;
+                health::close(&server).await;
+            });
+        }
+        for change in &changes.applied {
+            tracing::info!("configuration reloaded: {change}");
+        }
+        for change in &changes.kept {
+            tracing::warn!("configuration reloaded: {change}");
+        }
+        if fresh {
+            health::check_all(shared).await;
+        }
+        let Changes { mut applied, kept } = changes;
+        applied.extend(kept);
+        Ok(applied)
+    }
+}
+
+/// A replica built from `replica`, out of rotation until its first check passes.
+fn new_replica(shared: &Arc<Shared>, replica: &ReplicaConfig, config: &Config) -> Arc<Server> {
+    let server = Server::new(
+        &replica.name,
+        Kind::Replica,
+        config.replica_options(replica),
+        &config.replica_pool(replica),
+        replica.weight,
+    );
+    server.eject("not checked yet".to_owned());
+    server.join(shared);
+    server
+}
+
+/// The changes of one reload: applied, and kept until a restart.
+#[derive(Default)]
+struct Changes {
+    applied: Vec<String>,
+    kept: Vec<String>,
+}
+
+impl Changes {
+    fn push(&mut self, change: String) {
+        self.applied.push(change);
+    }
+
+    fn setting<T: Debug + PartialEq + ?Sized>(&mut self, key: &str, old: &T, new: &T) {
+        if old != new {
+            self.push(format!("{key} {old:?} -> {new:?}").replace('"', ""));
+        }
+    }
+
+    fn at_restart(&mut self, what: &str) {
+        self.kept.push(format!(
+            "{what} changed: applied at the next start, the running ones stay"
+        ));
+    }
+}
