@@ -703,3 +703,120 @@ fn a_max_pin_shorter_than_lag_detection_is_raised_with_a_warning() {
         long_enough.warnings()
     );
 }
+
+/// The checklist's production block, as a fixture: with its variables set it parses, the
+/// `driver` line included, and every value is the one written or set.
+#[test]
+fn the_checklists_production_block_parses_as_written() {
+    let text = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/checklist-production.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let env = |name: &str| match name {
+        "DB_HOST" => Some("primary.db.internal".to_owned()),
+        "DB_USER" => Some("app".to_owned()),
+        // Characters that broke the document when placeholders were spliced into its text.
+        "DB_PASSWORD" => Some("p#ss: \"w\\rd\" # not a comment".to_owned()),
+        "DB_NAME" => Some("shop".to_owned()),
+        "DB_REPLICA1_HOST" => Some("replica-1.db.internal".to_owned()),
+        "DB_REPLICA2_HOST" => Some("replica-2.db.internal".to_owned()),
+        "RWSPLIT_SIGNING_KEY" => Some("12345678901234567890123456789012345678".to_owned()),
+        _ => None,
+    };
+    let config = Config::from_yaml_with_env(&text, env).unwrap();
+    assert!(config.separation_enabled());
+    assert_eq!(config.health_interval(), Duration::from_secs(30));
+    let replicas: Vec<(&str, u32)> = config
+        .replicas()
+        .iter()
+        .map(|r| (r.name(), r.get_weight()))
+        .collect();
+    // Replicas without a name go by their address.
+    assert_eq!(
+        replicas,
+        [
+            ("replica-1.db.internal:5432", 2),
+            ("replica-2.db.internal:5432", 1)
+        ]
+    );
+    let debug = format!("{config:?}");
+    assert!(
+        !debug.contains("p#ss") && !debug.contains("1234567890"),
+        "{debug}"
+    );
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+
+    // Any driver but PostgreSQL is refused with the supported values named.
+    let message = error(&text.replace("\"postgresql\"", "mysql"));
+    assert!(
+        message.contains("db.driver") && message.contains("mysql"),
+        "{message}"
+    );
+    assert!(message.contains("postgresql or postgres"), "{message}");
+}
+
+/// YAML 1.1's spellings keep the text written: `mode: off` is the mode `off`, a password `no`
+/// is the password "no", and booleans take `yes`/`no`/`on`/`off` as such parsers read them.
+#[test]
+fn yaml_1_1_spellings_keep_their_meaning() {
+    for (mode, debug) in [("lsn", "Lsn"), ("window", "Window"), ("off", "Off")] {
+        let config = parse(&db(&format!("  consistency:\n    mode: {mode}\n"))).unwrap();
+        assert!(
+            format!("{config:?}").contains(&format!("mode: {debug}")),
+            "{mode}"
+        );
+    }
+    for (value, enabled) in [
+        ("yes", true),
+        ("on", true),
+        ("True", true),
+        ("no", false),
+        ("off", false),
+    ] {
+        let config = parse(&db(&format!("  enableReadWriteSeparation: {value}\n"))).unwrap();
+        assert_eq!(config.separation_enabled(), enabled, "{value}");
+    }
+    for mode in [
+        "disable",
+        "allow",
+        "prefer",
+        "require",
+        "verify-ca",
+        "verify-full",
+    ] {
+        parse(&db(&format!("  sslMode: {mode}\n"))).unwrap();
+    }
+    parse(&db("  driver: postgres\n")).unwrap();
+    let message = error(&db("  consistency:\n    mode: yes\n"));
+    assert!(
+        message.contains("`yes`") && message.contains("lsn, window, off"),
+        "{message}"
+    );
+}
+
+/// `readReplicaShare` takes a percentage, with or without `%`, and refuses anything past 100.
+#[test]
+fn the_rollout_share_is_a_percentage() {
+    let debug = |share: &str| {
+        format!(
+            "{:?}",
+            parse(&db(&format!("  readReplicaShare: {share}\n"))).unwrap()
+        )
+    };
+    assert!(debug("10").contains("replica_share: 10,"));
+    assert!(debug("\"50%\"").contains("replica_share: 50,"));
+    assert!(debug("${UNSET:-0}").contains("replica_share: 0,"));
+    for bad in ["101", "-1", "half", "12.5"] {
+        let message = error(&db(&format!("  readReplicaShare: {bad}\n")));
+        assert!(
+            message.contains("db.readReplicaShare") && message.contains(bad),
+            "{message}"
+        );
+    }
+    let err = Config::new("h")
+        .read_replica_share(150)
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("150"), "{err}");
+}

@@ -107,21 +107,33 @@ pub(super) fn parse(
         .into_iter()
         .map(|name| (name.to_owned(), lookup(name)))
         .collect();
+    let (masked, placeholders) = mask(text);
     CONTEXT.with_borrow_mut(|c| {
         *c = Context {
             env,
-            ..Context::default()
+            placeholders,
+            failure: None,
         }
     });
     let mut path = String::new();
-    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
+    let result = serde_saphyr::with_deserializer_from_str(&masked, |de| {
         serde_path_to_error::deserialize::<_, Document>(de).map_err(|e| {
             path = e.path().to_string();
             e.into_inner()
         })
     });
-    let failure = CONTEXT.with_borrow_mut(std::mem::take).failure;
-    let document = result.map_err(|error| refusal(text, &path, failure, &error))?;
+    let context = CONTEXT.with_borrow_mut(std::mem::take);
+    let document = result.map_err(|error| {
+        let error = refusal(&masked, &path, context.failure, &error);
+        match error {
+            ConfigError::Invalid { key, value, reason } => ConfigError::Invalid {
+                key,
+                value: unmask(&value, &context.placeholders),
+                reason,
+            },
+            other => other,
+        }
+    })?;
     let db = document.db.ok_or_else(|| ConfigError::Missing {
         key: "db".to_owned(),
         reason: "the configuration lives under a top-level `db:` key".to_owned(),
@@ -264,6 +276,7 @@ trait FromText: Sized {
 impl<'de, T: FromText> Deserialize<'de> for Text<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = d.deserialize_str(Scalar::<T>(PhantomData))?;
+        let raw = CONTEXT.with_borrow(|c| unmask(&raw, &c.placeholders));
         let text = expand(&raw, &|name| {
             CONTEXT.with_borrow(|c| c.env.get(name).cloned().flatten())
         })
@@ -329,7 +342,74 @@ enum Failure {
 struct Context {
     /// The placeholders' variables, looked up before the document is read.
     env: HashMap<String, Option<String>>,
+    /// The placeholders as written, by their index in the masked text.
+    placeholders: Vec<String>,
     failure: Option<Failure>,
+}
+
+/// Opens and closes a masked placeholder: private-use characters, which YAML takes as plain
+/// text anywhere, even inside a flow mapping where `{` and `}` are syntax.
+const MASK_OPEN: char = '\u{E000}';
+const MASK_CLOSE: char = '\u{E001}';
+
+/// `text` with each `${...}` placeholder replaced by a mask holding its index, so that the
+/// parser reads `host: ${DB_HOST}` as a plain scalar wherever it stands; the scalars are
+/// unmasked and expanded once parsed. `$${` (an escaped `${`) and a placeholder with no `}` on
+/// its line are left as written.
+fn mask(text: &str) -> (String, Vec<String>) {
+    let mut masked = String::with_capacity(text.len());
+    let mut placeholders = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let escaped = rest[..start].ends_with('$');
+        let body = &rest[start..];
+        let end = body.find('}').filter(|&end| !body[..end].contains('\n'));
+        match end {
+            Some(end) if !escaped => {
+                masked.push_str(&rest[..start]);
+                masked.push(MASK_OPEN);
+                masked.push_str(&placeholders.len().to_string());
+                masked.push(MASK_CLOSE);
+                placeholders.push(body[..=end].to_owned());
+                rest = &body[end + 1..];
+            }
+            _ => {
+                masked.push_str(&rest[..start + 2]);
+                rest = &body[2..];
+            }
+        }
+    }
+    masked.push_str(rest);
+    (masked, placeholders)
+}
+
+/// `text` with its masks replaced by the placeholders they stand for.
+fn unmask(text: &str, placeholders: &[String]) -> String {
+    if !text.contains(MASK_OPEN) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(MASK_OPEN) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + MASK_OPEN.len_utf8()..];
+        let Some(end) = after.find(MASK_CLOSE) else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        match after[..end]
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| placeholders.get(i))
+        {
+            Some(placeholder) => out.push_str(placeholder),
+            None => out
+                .push_str(&rest[start..start + MASK_OPEN.len_utf8() + end + MASK_CLOSE.len_utf8()]),
+        }
+        rest = &after[end + MASK_CLOSE.len_utf8()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 thread_local! {
@@ -686,7 +766,7 @@ mod tests {
         let text = "a:\n  k: [1, 2] # c\n  m: { x: [3], y: 4 }\n";
         assert_eq!(written_at(text, 2, 6), "[1, 2]");
         assert_eq!(written_at(text, 3, 11), "[3]");
-        assert_eq!(written_at(text, 3, 20), "4");
+        assert_eq!(written_at(text, 3, 19), "4");
         assert_eq!(written_at("  password: [x, y", 1, 13), "[redacted]");
         assert_eq!(
             redact("{ name: r, password: hunter2, x: 1 }"),
@@ -695,10 +775,134 @@ mod tests {
     }
 
     #[test]
+    fn placeholders_are_masked_for_the_parser_and_restored() {
+        let text = "a: { h: ${A}, p: ${B:-5432} }\nb: $${C}\nc: ${D\n";
+        let (masked, placeholders) = mask(text);
+        assert_eq!(placeholders, ["${A}", "${B:-5432}"]);
+        assert!(!masked.contains("${A}") && masked.contains("$${C}") && masked.contains("${D"));
+        assert_eq!(unmask(&masked, &placeholders), text);
+    }
+
+    #[test]
     fn serde_unknown_field_messages_are_read() {
         let u = unknown_key("unknown field `drver`, expected one of driver, host").unwrap();
         assert_eq!(u.key, "drver");
         assert_eq!(u.expected, ["driver", "host"]);
         assert_eq!(u.at("db.drver").to_string().matches("db.drver").count(), 1);
+    }
+
+    /// Reads `text` with `value` as every variable.
+    fn with(text: &str, value: &str) -> Config {
+        parse(text, &|_| Some(value.to_owned())).unwrap()
+    }
+
+    /// Every YAML 1.1 boolean and number spelling, and the characters that mean something in
+    /// YAML, as literal values.
+    const SPELLINGS: &[&str] = &[
+        "y",
+        "Y",
+        "yes",
+        "Yes",
+        "YES",
+        "n",
+        "N",
+        "no",
+        "No",
+        "NO",
+        "true",
+        "True",
+        "TRUE",
+        "false",
+        "False",
+        "FALSE",
+        "on",
+        "On",
+        "ON",
+        "off",
+        "Off",
+        "OFF",
+        "0",
+        "-0",
+        "+1",
+        "012",
+        "0o17",
+        "0x1F",
+        "0b101",
+        "1_000",
+        "1e3",
+        "1.0",
+        ".5",
+        "-.5",
+        ".inf",
+        "-.Inf",
+        ".NaN",
+        "12345678901234567890123456789012345678",
+        "1:20",
+        "2026-12-01",
+        "=",
+        "<<",
+    ];
+
+    #[test]
+    fn unquoted_yaml_1_1_spellings_come_out_as_written() {
+        for spelling in SPELLINGS {
+            let yaml = format!(
+                "db:\n  host: {spelling}\n  password: {spelling}\n  username: {spelling}\n  \
+                 consistency:\n    signingKey: {spelling}\n"
+            );
+            let config = parse(&yaml, &|_| None).unwrap_or_else(|e| panic!("{spelling}: {e}"));
+            assert_eq!(config.primary.host, *spelling);
+            assert_eq!(config.primary.username, *spelling);
+            assert_eq!(config.primary.password.unwrap().0, *spelling);
+            assert_eq!(config.consistency.signing_key.unwrap().0, *spelling);
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any string set through an environment variable comes out byte for byte, whatever
+        /// YAML makes of its characters, quoted placeholder or not.
+        #[test]
+        fn any_value_from_the_environment_comes_out_byte_for_byte(
+            value in proptest::prop_oneof![
+                proptest::prelude::any::<String>(),
+                "[-:#\"'\\ {}\\[\\],&*!|>%@`?\n\t]{0,12}",
+                proptest::sample::select(SPELLINGS).prop_map(str::to_owned),
+            ],
+        ) {
+            let plain = "db:\n  host: ${V}\n  password: ${V}\n  database: ${V}\n  \
+                         readReplicas:\n    - { name: r, host: ${V}, password: ${V} }\n  \
+                         consistency:\n    signingKey: ${V}\n    cookiePath: ${V}\n";
+            let quoted = plain.replace("${V}", "\"${V}\"");
+            for text in [plain.to_owned(), quoted] {
+                let config = with(&text, &value);
+                prop_assert_eq!(&config.primary.host, &value);
+                prop_assert_eq!(&config.primary.database, &value);
+                prop_assert_eq!(&config.primary.password.as_ref().unwrap().0, &value);
+                prop_assert_eq!(&config.replicas[0].host, &value);
+                prop_assert_eq!(&config.replicas[0].password.as_ref().unwrap().0, &value);
+                prop_assert_eq!(&config.consistency.cookie_path, &value);
+                // An empty key counts as none.
+                let key = config.consistency.signing_key.as_ref().map(|k| k.0.as_str());
+                prop_assert_eq!(key.unwrap_or_default(), &value[..]);
+            }
+        }
+
+        /// A placeholder in a number or an enum is expanded, then typed.
+        #[test]
+        fn expanded_scalars_are_typed(port in 1u16.., share in 0u8..=100) {
+            let text = "db:\n  host: h\n  port: ${P}\n  readReplicaShare: ${S}\n  \
+                        consistency:\n    mode: ${M:-off}\n";
+            let lookup = |name: &str| match name {
+                "P" => Some(port.to_string()),
+                "S" => Some(share.to_string()),
+                _ => None,
+            };
+            let config = parse(text, &lookup).unwrap();
+            prop_assert_eq!(config.primary.port, port);
+            prop_assert_eq!(config.replica_share, share);
+            prop_assert_eq!(config.consistency.mode, StickyMode::Off);
+        }
     }
 }

@@ -141,10 +141,11 @@ pub(crate) fn rollout_admits(share: u8) -> bool {
     admits(draw, share)
 }
 
-/// Draw `n` of a thread's reads: 37 is prime to 100, so `n * 37 % 100` visits every value
-/// below 100 once in each run of 100 draws, and those under `share` are admitted.
+/// Draw `n` of a thread's reads: 61 is prime to 100, so `n * 61 % 100` visits every value
+/// below 100 once in each run of 100 draws, and those under `share` are admitted; 61 (about
+/// 100 / golden ratio) spreads the admitted ones evenly over the run.
 fn admits(n: u32, share: u8) -> bool {
-    (n % 100) * 37 % 100 < u32::from(share)
+    (n % 100) * 61 % 100 < u32::from(share)
 }
 
 #[cfg(test)]
