@@ -1,8 +1,9 @@
 //! Configuration: the `db:` YAML block our users already run, or the same built in code.
 //!
 //! A [`Config`] describes the primary, its read replicas and how reads are spread over them.
-//! Read it from YAML with [`Config::from_yaml`] (placeholders such as `${DB_HOST}` and
-//! `${DB_PORT:-5432}` are replaced from the environment before parsing), or build it with
+//! Read it from YAML with [`Config::from_yaml`] (values are taken as written, and placeholders
+//! such as `${DB_HOST}` and `${DB_PORT:-5432}` are expanded from the environment inside each
+//! value), or build it with
 //! [`Config::new`] and its setters. Either way it is validated when it is made, and every error
 //! names the key and the bad value.
 //!
@@ -185,8 +186,10 @@ impl Config {
         }
     }
 
-    /// Reads the `db:` block of a YAML document, replacing `${VAR}` and `${VAR:-default}`
-    /// placeholders from the process environment first. Keys outside `db:` are ignored, so the
+    /// Reads the `db:` block of a YAML document. Each value is read as the text written (so
+    /// `mode: off` and `password: no` keep their text), its `${VAR}` and `${VAR:-default}`
+    /// placeholders are expanded from the process environment, and only then is it typed:
+    /// whatever a variable holds is taken literally. Keys outside `db:` are ignored, so the
     /// application's whole configuration file can be passed.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
         Config::from_yaml_with_env(text, |name| std::env::var(name).ok())

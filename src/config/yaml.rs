@@ -66,7 +66,7 @@ struct Replica {
     name: Option<Text<String>>,
     host: Option<Text<String>>,
     port: Option<Text<u16>>,
-    weight: Option<Text<u32>>,
+    weight: Option<Text<Weight>>,
     username: Option<Text<String>>,
     password: Option<Text<Secret>>,
     database: Option<Text<String>>,
@@ -206,7 +206,7 @@ impl Replica {
         // added or removed.
         let name = value(self.name).unwrap_or_else(|| format!("{host}:{port}"));
         let mut replica = ReplicaConfig::new(name, host).port(port);
-        set(&mut replica.weight, self.weight);
+        replica.weight = value(self.weight).map_or(replica.weight, |w| w.0);
         replica.username = value(self.username);
         replica.password = value(self.password);
         replica.database = value(self.database);
@@ -650,6 +650,21 @@ impl FromText for u64 {
             true => Ok(n),
             false => Err(format!("must be a whole number from 0 to {}", i64::MAX)),
         })
+    }
+}
+
+/// `readReplicas[].weight`.
+struct Weight(u32);
+
+impl FromText for Weight {
+    const EXPECTED: &'static str = "a weight";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        whole(text, 0, super::MAX_WEIGHT)
+            .ok()
+            .filter(|&w| w <= super::MAX_WEIGHT)
+            .map(Weight)
+            .ok_or_else(|| format!("must be a whole number from 0 to {}", super::MAX_WEIGHT))
     }
 }
 
