@@ -472,16 +472,8 @@ impl Registry {
         config.replicas = vec![replica];
         let config = config.validate()?;
         let added = &config.replicas[0];
-        let server = Server::new(
-            &added.name,
-            Kind::Replica,
-            config.replica_options(added),
-            &config.replica_pool(added),
-            added.weight,
-        );
         // Out of rotation until it passes a check.
-        server.eject("not checked yet".to_owned());
-        server.join(shared);
+        let server = reload::new_replica(shared, added, &config);
         {
             let _guard = shared.rebuild.lock().unwrap_or_else(|e| e.into_inner());
             let current = shared.replicas.load();
