@@ -245,3 +245,33 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// An invalid configuration is refused by `reload` with the error startup gives, and the
+/// running one stays; what cannot change live is reported, not silently dropped.
+#[tokio::test]
+async fn reload_refuses_an_invalid_configuration_whole() {
+    let base = "db:\n  host: 127.0.0.1\n  port: 1\n  enableReadWriteSeparation: true\n  \
+                healthCheckInterval: 1h\n  readReplicas:\n    - { name: r1, host: 127.0.0.1, port: 2 }\n";
+    let registry = Registry::connect_lazy(Config::from_yaml(base).unwrap()).unwrap();
+    let invalid = Config::new("127.0.0.1")
+        .read_write_separation(false)
+        .replica(rwsplit::ReplicaConfig::new("r1", "127.0.0.1").weight(20_000));
+    let startup = invalid.clone().validate().unwrap_err().to_string();
+    let refused = registry.reload(invalid).await.unwrap_err().to_string();
+    assert!(refused.contains(&startup), "{refused} / {startup}");
+    assert!(registry.separation_enabled(), "nothing changed");
+    assert_eq!(registry.status().replicas[0].weight, 1);
+
+    let moved = base.replace("port: 1\n", "port: 3\n") + "  consistency:\n    mode: window\n";
+    let changes = registry
+        .reload(Config::from_yaml(&moved).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.contains("applied at the next start")),
+        "{changes:?}"
+    );
+}

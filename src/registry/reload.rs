@@ -193,7 +193,11 @@ impl Registry {
 }
 
 /// A replica built from `replica`, out of rotation until its first check passes.
-pub(super) fn new_replica(shared: &Arc<Shared>, replica: &ReplicaConfig, config: &Config) -> Arc<Server> {
+pub(super) fn new_replica(
+    shared: &Arc<Shared>,
+    replica: &ReplicaConfig,
+    config: &Config,
+) -> Arc<Server> {
     let server = Server::new(
         &replica.name,
         Kind::Replica,
