@@ -21,6 +21,7 @@ impl Registry {
     /// dropped: it never keeps it alive.
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # async fn run() -> Result<(), rwsplit::Error> {
     /// let registry = rwsplit::Registry::connect(rwsplit::Config::from_file("config.yaml")?).await?;
     /// registry.watch_file("config.yaml");

@@ -29,12 +29,26 @@ impl Registry {
     /// An invalid configuration is refused whole with the error [`Registry::connect`] would
     /// give, and the running one stays.
     ///
-    /// ```no_run
-    /// # async fn run(registry: rwsplit::Registry) -> Result<(), rwsplit::Error> {
-    /// let config = rwsplit::Config::from_file("config.yaml")?;
-    /// for change in registry.reload(config).await? {
-    ///     println!("{change}");
-    /// }
+    /// ```
+    /// use rwsplit::{Config, Registry};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), rwsplit::Error> {
+    /// let yaml = "db:
+    ///   host: 127.0.0.1
+    ///   enableReadWriteSeparation: false
+    ///   readReplicas:
+    ///     - { name: replica1, host: 127.0.0.1, port: 5433 }
+    /// ";
+    /// let registry = Registry::connect_lazy(Config::from_yaml(yaml)?)?;
+    /// // The runbook's "switch it on, behind a 10 % rollout", as one edit.
+    /// let edited = yaml.replace("false", "true\n  readReplicaShare: 10");
+    /// let changes = registry.reload(Config::from_yaml(&edited)?).await?;
+    /// assert_eq!(
+    ///     changes,
+    ///     ["enableReadWriteSeparation false -> true", "readReplicaShare 100% -> 10%"]
+    /// );
+    /// assert_eq!(registry.status().read_replica_share, 10);
     /// # Ok(())
     /// # }
     /// ```
