@@ -275,3 +275,33 @@ async fn reload_refuses_an_invalid_configuration_whole() {
         "{changes:?}"
     );
 }
+
+/// SIGHUP re-applies the file even when it has not changed: a weight changed in code since
+/// returns to the file's.
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_reapplies_the_file() {
+    let dir = tempdir();
+    let file = dir.join("sighup.yaml");
+    std::fs::write(
+        &file,
+        "db:\n  host: 127.0.0.1\n  port: 1\n  healthCheckInterval: 1h\n  readReplicas:\n    \
+         - { name: r1, host: 127.0.0.1, port: 2, weight: 2 }\n",
+    )
+    .unwrap();
+    let registry = Registry::connect_lazy(Config::from_file(&file).unwrap()).unwrap();
+    let _watch = registry.watch_file(&file);
+    registry.set_weight("r1", 7).unwrap();
+    // The file is unchanged: polling alone never re-applies it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(registry.status().replicas[0].weight, 7);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    until(&registry, "the file's weight after SIGHUP", |r| {
+        r.status().replicas[0].weight == 2
+    })
+    .await;
+}

@@ -12,7 +12,8 @@ const EVERY: Duration = Duration::from_millis(500);
 
 impl Registry {
     /// Reloads the configuration from `path` (as [`Config::from_file`] reads it) whenever the
-    /// file changes, and on `SIGHUP` on Unix, through [`reload`](Self::reload).
+    /// file changes from what it holds when this is called, and on `SIGHUP` on Unix, through
+    /// [`reload`](Self::reload).
     ///
     /// The file is read every 500 ms; a change is applied once two reads in a row agree, so
     /// an editor's half-written save is never applied. A file that cannot be read or is
@@ -32,11 +33,12 @@ impl Registry {
         let path = path.into();
         let weak = Arc::downgrade(&self.shared);
         let mut stop = self.shared.stop.subscribe();
+        // The file as it is now: what the registry runs (changes from here on are applied).
+        let mut applied = std::fs::read_to_string(&path).ok();
+        // Listening before this returns: a SIGHUP sent just after is not lost.
+        let mut hangup = hangups();
         tokio::spawn(async move {
-            // What the registry runs now, as the file said it.
-            let mut applied = std::fs::read_to_string(&path).ok();
             let mut last_read = applied.clone();
-            let mut hangup = hangups();
             let mut ticker = tokio::time::interval(EVERY);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
