@@ -165,7 +165,7 @@ async fn a_read_cancelled_by_a_hot_standby_conflict_runs_again_elsewhere() {
     // retryable 503.
     let error =
         sqlx::query("DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$")
-            .execute(registry.primary())
+            .execute(&registry.primary())
             .await
             .unwrap_err();
     let error = DbError::from(error);
@@ -194,7 +194,7 @@ async fn values_and_constraints_the_server_refuses_are_client_errors() {
 
     // The same kinds, for handlers that look before answering.
     let error = sqlx::query("INSERT INTO items (id, name) VALUES (42, 'x')")
-        .execute(registry.primary())
+        .execute(&registry.primary())
         .await
         .unwrap_err();
     let error = DbError::from(error);

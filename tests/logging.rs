@@ -151,7 +151,7 @@ async fn a_demoted_primary_is_logged_counted_and_shown_and_writes_get_503() {
     // A write that reaches the demoted server anyway (here: on the pool itself) gets
     // PostgreSQL's read-only error, which `DbError` answers with the same 503.
     let error = sqlx::query("INSERT INTO items (name) VALUES ('lost')")
-        .execute(registry.primary())
+        .execute(&registry.primary())
         .await
         .unwrap_err();
     let error = rwsplit::DbError::from(error);

@@ -207,6 +207,21 @@ async fn the_runbook_applies_live_under_load_without_a_failed_or_stale_request()
     }
     assert!(closed, "replica1's sessions close after its removal");
 
+    // Pool limits changed: every server (the primary included) gets a new pool under load.
+    write(yaml(&cluster, true, 100, &[(r2, 3), (r3, 1)]).replace(
+        "connectTimeout: 1s\n",
+        "connectTimeout: 1s\n  maxConnections: 12\n",
+    ));
+    until(&registry, "new pools of 12", |r| {
+        let status = r.status();
+        status.primary.pool_max == 12
+            && status
+                .replicas
+                .iter()
+                .all(|s| s.pool_max == 12 && s.in_rotation)
+    })
+    .await;
+
     // A broken file is refused and nothing changes.
     let before = format!("{:?}", weights(&registry));
     write(yaml(&cluster, true, 100, &[(r2, 3), (r3, 1)]).replace("weight: 3", "weight: -3"));
@@ -247,7 +262,8 @@ fn tempdir() -> std::path::PathBuf {
 }
 
 /// An invalid configuration is refused by `reload` with the error startup gives, and the
-/// running one stays; what cannot change live is reported, not silently dropped.
+/// running one stays; a moved primary gets a new pool, and what cannot change live is reported,
+/// not silently dropped.
 #[tokio::test]
 async fn reload_refuses_an_invalid_configuration_whole() {
     let base = "db:\n  host: 127.0.0.1\n  port: 1\n  enableReadWriteSeparation: true\n  \
@@ -269,11 +285,15 @@ async fn reload_refuses_an_invalid_configuration_whole() {
         .unwrap();
     assert_eq!(changes.len(), 2, "{changes:?}");
     assert!(
-        changes
-            .iter()
-            .all(|c| c.contains("applied at the next start")),
+        changes[0].starts_with("primary: connection settings"),
         "{changes:?}"
     );
+    assert!(
+        changes[1].contains("db.consistency changed: applied at the next start"),
+        "{changes:?}"
+    );
+    // Writes use the new primary pool at once.
+    assert!(registry.status().primary.address.ends_with(":3"));
 }
 
 /// SIGHUP re-applies the file even when it has not changed: a weight changed in code since

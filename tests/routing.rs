@@ -151,7 +151,7 @@ async fn registry_gives_jobs_the_same_choices() {
         .unwrap();
     assert!(standby, "read() is a replica");
     let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
-        .fetch_one(registry.primary())
+        .fetch_one(&registry.primary())
         .await
         .unwrap();
     assert!(!standby, "the default pool is the primary");

@@ -49,7 +49,7 @@ async fn require_encrypts_every_connection_and_replicas_inherit_it() {
         .await
         .unwrap();
     assert!(
-        encrypted(registry.primary()).await.unwrap(),
+        encrypted(&registry.primary()).await.unwrap(),
         "primary over TLS"
     );
     for _ in 0..2 {
@@ -62,7 +62,7 @@ async fn require_encrypts_every_connection_and_replicas_inherit_it() {
     let plain = Registry::connect(config(&cluster, "127.0.0.1").ssl_mode(PgSslMode::Disable))
         .await
         .unwrap();
-    assert!(!encrypted(plain.primary()).await.unwrap());
+    assert!(!encrypted(&plain.primary()).await.unwrap());
 }
 
 #[tokio::test]
@@ -72,7 +72,7 @@ async fn verify_full_accepts_the_right_host_name_and_rejects_a_wrong_one() {
         .ssl_mode(PgSslMode::VerifyFull)
         .ssl_root_cert(cluster.ca_cert());
     let registry = Registry::connect(verified).await.unwrap();
-    assert!(encrypted(registry.primary()).await.unwrap());
+    assert!(encrypted(&registry.primary()).await.unwrap());
     assert!(encrypted(&registry.read()).await.unwrap());
 
     // The certificate names `localhost`, not `127.0.0.1`.
@@ -80,7 +80,10 @@ async fn verify_full_accepts_the_right_host_name_and_rejects_a_wrong_one() {
         .ssl_mode(PgSslMode::VerifyFull)
         .ssl_root_cert(cluster.ca_cert());
     let registry = Registry::connect(wrong_name).await.unwrap();
-    let error = encrypted(registry.primary()).await.unwrap_err().to_string();
+    let error = encrypted(&registry.primary())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         error.to_lowercase().contains("certificate") || error.contains("NotValidForName"),
         "{error}"

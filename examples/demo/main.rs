@@ -120,7 +120,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let metrics = rwsplit::prometheus::install_recorder()?;
     let registry = Registry::connect(config).await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS items (id bigserial PRIMARY KEY, name text NOT NULL)")
-        .execute(registry.primary())
+        .execute(&registry.primary())
         .await?;
 
     if let Some(file) = &args.config {

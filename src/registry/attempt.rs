@@ -204,7 +204,7 @@ impl<'t> Attempts<'t> {
         self.tried.push(Arc::clone(failed));
         let next = match shared.route(self.target.intent(), &self.tried) {
             Decision::Replica(server, _) => server,
-            Decision::Primary(_) => Arc::clone(&shared.primary),
+            Decision::Primary(_) => shared.primary.load_full(),
             Decision::Refuse(_) => return false,
         };
         crate::metrics::failover(failed, cause);

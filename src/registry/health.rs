@@ -333,7 +333,7 @@ pub(super) fn record_primary(shared: &Shared, position: u64) {
 
 /// The primary's position, from its checker's connection, when it answers; recorded.
 pub(super) async fn sample_primary(shared: &Shared, timeout: Duration) -> Option<u64> {
-    let position = run_check(&shared.primary, timeout, false, |conn| {
+    let position = run_check(&shared.primary(), timeout, false, |conn| {
         Box::pin(async move {
             let (insert, block, segment): (i64, i64, i64) =
                 sqlx::query_as(PRIMARY_POSITION).fetch_one(conn).await?;
@@ -355,7 +355,8 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
     let timeout = shared.config().health_check_timeout;
     let mut replicas = JoinSet::new();
     let start = Instant::now();
-    let primary = check_primary(&shared.primary, timeout, false).await;
+    let server = shared.primary.load_full();
+    let primary = check_primary(&server, timeout, false).await;
     let primary_took = start.elapsed();
     let all = shared.replicas.load_full();
     for (index, server) in all.iter().enumerate() {
@@ -371,8 +372,8 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
     if let Some(position) = primary_position {
         record_primary(shared, position);
     }
-    metrics::health_check(&shared.primary, verdict.result, primary_took);
-    apply(shared, &shared.primary, &verdict, Source::Check);
+    metrics::health_check(&server, verdict.result, primary_took);
+    apply(shared, &server, &verdict, Source::Check);
 
     let results = replicas.join_all().await;
     let verdicts: Vec<_> = {

@@ -85,7 +85,8 @@ pub struct Registry {
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    primary: Arc<Server>,
+    /// Replaced whole by a reload that changes its connection settings or pool limits.
+    primary: ArcSwap<Server>,
     /// Every configured replica, in rotation or not. Replaced whole when replicas are added or
     /// removed at runtime.
     replicas: ArcSwap<Vec<Arc<Server>>>,
@@ -212,7 +213,7 @@ impl Registry {
             .collect();
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            primary,
+            primary: ArcSwap::new(primary),
             replicas: ArcSwap::from_pointee(replicas),
             rotation: ArcSwap::from_pointee(Rotation::default()),
             tickets: Tickets::default(),
@@ -255,9 +256,11 @@ impl Registry {
     }
 
     /// The primary's pool: what code written before read/write separation used, and still the
-    /// right default for anything that has not been looked at.
-    pub fn primary(&self) -> &PgPool {
-        &self.shared.primary.pool
+    /// right default for anything that has not been looked at. A handle (cheap to clone): a
+    /// reload that changes the primary's connection settings replaces the pool, and the next
+    /// call returns the new one.
+    pub fn primary(&self) -> PgPool {
+        self.shared.primary().pool.clone()
     }
 
     /// Begins a transaction. Transactions always run on the primary.
@@ -280,7 +283,7 @@ impl Registry {
     /// The primary's current WAL position as a token, for code outside HTTP that wrote and
     /// hands the work on (for example to a job, which then uses [`read_after`](Self::read_after)).
     pub async fn consistency_token(&self) -> Result<ConsistencyToken, Error> {
-        let primary = &self.shared.primary;
+        let primary = self.shared.primary();
         // The insert position, not the write position: it covers this session's commit even
         // with `synchronous_commit = off`, where the commit record may not be written yet.
         // Each write asks on its own: sharing one query between the writes that finish while
@@ -288,7 +291,7 @@ impl Registry {
         let (insert, block, segment): (i64, i64, i64) = sqlx::query_as(TOKEN_QUERY)
             .fetch_one(&primary.pool)
             .await
-            .map_err(|e| Error::database(primary, e))?;
+            .map_err(|e| Error::database(&primary, e))?;
         let position = settled_position(insert as u64, block as u64, segment as u64);
         let token = ConsistencyToken::new(position);
         self.shared
@@ -310,7 +313,7 @@ impl Registry {
             // A genuine token names a position the primary had reached when it was issued; if
             // a sample taken later (beyond clock skew) is still behind it, it is not genuine.
             let sampled = shared.primary_sampled_ms.load(Ordering::Acquire);
-            let ahead = token.position() > shared.primary.position()
+            let ahead = token.position() > shared.primary().position()
                 && sampled > token.issued_at_ms().saturating_add(CLOCK_SKEW_MS);
             if ahead && shared.sticky.mode == StickyMode::Lsn {
                 Err(TokenRejection::AheadOfPrimary)
@@ -429,7 +432,7 @@ impl Registry {
         RegistryStatus {
             separation: shared.separation(),
             read_replica_share: shared.share.load(Ordering::Relaxed),
-            primary: ServerStatus::of(&shared.primary, true),
+            primary: ServerStatus::of(&shared.primary(), true),
             replicas: shared
                 .replicas
                 .load()
@@ -543,7 +546,7 @@ impl Shared {
     pub(super) fn servers(&self) -> Vec<Arc<Server>> {
         let replicas = self.replicas.load();
         let mut servers = Vec::with_capacity(replicas.len() + 1);
-        servers.push(Arc::clone(&self.primary));
+        servers.push(self.primary.load_full());
         servers.extend(replicas.iter().cloned());
         servers
     }
@@ -596,6 +599,12 @@ impl Shared {
         self.separation() && self.sticky.mode == StickyMode::Lsn
     }
 
+    /// The primary now.
+    #[inline]
+    pub(crate) fn primary(&self) -> arc_swap::Guard<Arc<Server>> {
+        self.primary.load()
+    }
+
     /// The configuration now in force.
     pub(super) fn config(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()
@@ -608,8 +617,9 @@ impl Shared {
 
     /// Records a sample of the primary's position taken at `at_ms` (Unix ms).
     pub(super) fn observe_primary(&self, position: u64, at_ms: u64) {
-        if position >= self.primary.position() {
-            self.primary.set_position(position);
+        let primary = self.primary();
+        if position >= primary.position() {
+            primary.set_position(position);
             self.primary_sampled_ms.fetch_max(at_ms, Ordering::AcqRel);
         }
     }
@@ -617,7 +627,7 @@ impl Shared {
     /// Publishes every server's state gauges.
     fn publish_metrics(&self) {
         let rotation = self.rotation.load();
-        crate::metrics::server_state(&self.primary, true);
+        crate::metrics::server_state(&self.primary(), true);
         for server in self.replicas.load().iter() {
             crate::metrics::server_state(server, rotation.contains(server));
         }
@@ -735,12 +745,13 @@ impl Shared {
     ) -> Decision<Arc<Server>> {
         let was_tried = |s: &Arc<Server>| tried.iter().any(|t| Arc::ptr_eq(t, s));
         let separation = self.separation();
+        let primary = self.primary();
         let ask = Ask {
             intent,
             separation,
             stale_reads_when_read_only: self.stale_reads,
-            primary: self.primary.state(),
-            primary_tried: was_tried(&self.primary),
+            primary: primary.state(),
+            primary_tried: was_tried(&primary),
             held_back: intent.is_read()
                 && tried.is_empty()
                 && !route::rollout_admits(self.share.load(Ordering::Relaxed)),
@@ -783,7 +794,7 @@ impl Shared {
     /// Wakes the probes of the servers that could have done `intent`'s work, which was refused
     /// for want of them: the primary, and for a read the replicas out of service too.
     pub(super) fn wanted(&self, intent: RouteIntent) {
-        self.primary.wanted.notify_one();
+        self.primary().wanted.notify_one();
         if intent.is_read() {
             for replica in self.replicas.load().iter().filter(|s| !s.is_healthy()) {
                 replica.wanted.notify_one();
@@ -793,7 +804,7 @@ impl Shared {
 
     /// Whether `server` is one of this registry's servers now (not removed).
     pub(super) fn owns(&self, server: &Arc<Server>) -> bool {
-        Arc::ptr_eq(server, &self.primary)
+        Arc::ptr_eq(server, &self.primary())
             || self.replicas.load().iter().any(|s| Arc::ptr_eq(s, server))
     }
 

@@ -127,7 +127,7 @@ async fn probe(shared: &Arc<Shared>, server: &Arc<Server>) -> bool {
         verdict
     } else {
         // Lag is measured against the primary's position now, as in a full check.
-        let primary = match shared.primary.is_healthy() {
+        let primary = match shared.primary().is_healthy() {
             true => sample_primary(shared, timeout).await,
             false => None,
         };

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use super::server::{Kind, Server};
 use super::{Registry, Shared, health};
-use crate::config::{Config, ReplicaConfig};
+use crate::config::{Config, PRIMARY_NAME, ReplicaConfig};
 use crate::error::Error;
 
 impl Registry {
@@ -23,8 +23,10 @@ impl Registry {
     ///   before it serves; the old one drains and closes.
     /// - `enableReadWriteSeparation`, `readReplicaShare`, the lag thresholds, the health-check
     ///   interval and timeout and `failoverOnPoolExhausted` apply at once.
-    /// - The primary's connection settings and pool, and `db.consistency`, apply at the next
-    ///   start: the change is reported with a warning and the running values stay.
+    /// - The primary's connection settings and pool limits get it a new pool the same way
+    ///   (writes use the new one at once; the old one drains and closes).
+    /// - `db.consistency` applies at the next start: the change is reported with a warning and
+    ///   the running settings stay.
     ///
     /// An invalid configuration is refused whole with the error [`Registry::connect`] would
     /// give, and the running one stays.
@@ -94,15 +96,30 @@ impl Registry {
             &old.failover_on_pool_exhausted,
             &config.failover_on_pool_exhausted,
         );
+        let old_primary = shared.primary.load_full();
+        let new_primary = (!old_primary
+            .same_settings(&config.primary_options(), &config.primary.pool))
+        .then(|| {
+            changes.push(
+                "primary: connection settings or pool limits changed, new pool; old pool \
+                 draining"
+                    .to_owned(),
+            );
+            let server = Server::new(
+                PRIMARY_NAME,
+                Kind::Primary,
+                config.primary_options(),
+                &config.primary.pool,
+                0,
+            );
+            // The same server (or its new address, which the next check confirms): what is
+            // known of its position carries over, so that tokens keep verifying.
+            server.set_position(old_primary.position());
+            server.join(shared);
+            server
+        });
         // What this registry cannot change while it runs: kept, and said.
         let mut config = config;
-        if !shared
-            .primary
-            .same_settings(&config.primary_options(), &config.primary.pool)
-        {
-            changes.at_restart("the primary's connection settings or pool limits");
-            config.primary = old.primary.clone();
-        }
         let consistency = |c: &Config| {
             let c = &c.consistency;
             (
@@ -174,6 +191,11 @@ impl Registry {
         {
             let _guard = shared.rebuild.lock().unwrap_or_else(|e| e.into_inner());
             shared.replicas.store(Arc::new(next));
+        }
+        if let Some(server) = new_primary {
+            shared.primary.store(server);
+            retired.push(old_primary);
+            fresh = true;
         }
         shared
             .separation

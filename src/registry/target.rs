@@ -38,7 +38,7 @@ impl Target {
     }
 
     pub(super) fn primary(shared: &Shared, intent: RouteIntent) -> Target {
-        Target::new(Arc::clone(&shared.primary), intent)
+        Target::new(shared.primary.load_full(), intent)
     }
 
     /// The server's name: `primary`, or the replica's configured name.
