@@ -620,10 +620,17 @@ impl FromText for Secret {
     }
 }
 
-fn whole<T: std::str::FromStr + fmt::Display>(text: &str, min: T, max: T) -> Result<T, String> {
+/// A whole number from `min` to `max`.
+fn whole<T: std::str::FromStr + fmt::Display + PartialOrd>(
+    text: &str,
+    min: T,
+    max: T,
+) -> Result<T, String> {
     text.trim()
         .parse()
-        .map_err(|_| format!("must be a whole number from {min} to {max}"))
+        .ok()
+        .filter(|n| *n >= min && *n <= max)
+        .ok_or_else(|| format!("must be a whole number from {min} to {max}"))
 }
 
 impl FromText for u16 {
@@ -646,10 +653,7 @@ impl FromText for u64 {
     const EXPECTED: &'static str = "a whole number";
 
     fn from_text(text: &str) -> Result<Self, String> {
-        whole(text, 0, i64::MAX as u64).and_then(|n| match n <= i64::MAX as u64 {
-            true => Ok(n),
-            false => Err(format!("must be a whole number from 0 to {}", i64::MAX)),
-        })
+        whole(text, 0, i64::MAX as u64)
     }
 }
 
@@ -660,11 +664,7 @@ impl FromText for Weight {
     const EXPECTED: &'static str = "a weight";
 
     fn from_text(text: &str) -> Result<Self, String> {
-        whole(text, 0, super::MAX_WEIGHT)
-            .ok()
-            .filter(|&w| w <= super::MAX_WEIGHT)
-            .map(Weight)
-            .ok_or_else(|| format!("must be a whole number from 0 to {}", super::MAX_WEIGHT))
+        whole(text, 0, super::MAX_WEIGHT).map(Weight)
     }
 }
 
