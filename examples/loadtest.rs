@@ -505,6 +505,57 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         asks as f64 / sticky_reads.max(1) as f64
     );
 
+    // Token queries shared between writes (`shareTokenQueries`), against each write asking on
+    // its own and against no token at all, in turns: queries per write and write latency.
+    println!();
+    println!("# token queries: each write on its own, or shared (90/10 mix, {clients} clients)");
+    println!();
+    println!("| tokens | writes | token queries per write | write p50 | write p99 |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut sharing = Vec::new();
+    for gather in [
+        None,
+        Some(Duration::ZERO),
+        Some(Duration::from_millis(2)),
+        Some(Duration::from_millis(5)),
+    ] {
+        let registry = Registry::connect(
+            Config::from_yaml(&yaml)?
+                .max_connections(max_connections)
+                .consistency(
+                    ConsistencyConfig::lsn()
+                        .signing_key(key)
+                        .share_token_queries(gather),
+                ),
+        )
+        .await?;
+        sharing.push((gather, mix_app(&registry), Run::default(), 0i64));
+    }
+    for _ in 0..2 {
+        for (_, app, run, queries) in sharing.iter_mut() {
+            let before = executed(cluster.primary(), "rwsplit consistency token").await?;
+            run.merge(drive(app, clients, turn / 4, Some(10)).await);
+            *queries += executed(cluster.primary(), "rwsplit consistency token").await? - before;
+        }
+    }
+    let no_token = percentile(&mut off.writes, 0.5);
+    for (gather, _, run, queries) in sharing.iter_mut() {
+        let name = match gather {
+            None => "each write asks (default)".to_owned(),
+            Some(g) if g.is_zero() => "shared, shareTokenQueries: 0ms".to_owned(),
+            Some(g) => format!("shared, shareTokenQueries: {}ms", g.as_millis()),
+        };
+        let p50 = percentile(&mut run.writes, 0.5);
+        println!(
+            "| {name} | {} | {:.2} | {} ({:+.0} µs against no token) | {} |",
+            run.writes.len(),
+            *queries as f64 / run.writes.len().max(1) as f64,
+            micros(p50),
+            (p50.as_secs_f64() - no_token.as_secs_f64()) * 1e6,
+            micros(percentile(&mut run.writes, 0.99)),
+        );
+    }
+
     // The checklist's success metrics: the same 90/10 mix with separation off, then on.
     let off_registry = Registry::connect(
         Config::from_yaml(&yaml)?

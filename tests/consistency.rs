@@ -528,3 +528,39 @@ async fn a_read_with_a_token_asks_the_replicas_instead_of_waiting_for_the_next_p
         replica.resume_replay().await.unwrap();
     }
 }
+
+/// With `shareTokenQueries`, writes under load share the primary-position queries of their
+/// tokens, and every client still reads its own writes: replicas apply 50 ms late, and a token
+/// that covered less than its write would show as a stale read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_token_queries_still_cover_every_write() {
+    let cluster = delayed_cluster(Duration::from_millis(50)).await;
+    common::replicated(
+        &cluster,
+        "INSERT INTO items (id, name) VALUES (1000000, 'seed')",
+    )
+    .await;
+    let registry = Registry::connect(config(
+        &cluster,
+        lsn().share_token_queries(Some(Duration::from_millis(2))),
+    ))
+    .await
+    .unwrap();
+    let app = common::load::app(registry.clone());
+    let before = executed(cluster.primary(), "rwsplit consistency token").await;
+    let load = common::load::Load::start(&app, 8, true, 1_000_000);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = load.finish().await;
+    let queries = executed(cluster.primary(), "rwsplit consistency token").await - before;
+    println!(
+        "{report}; token queries {queries} for {} writes",
+        report.writes
+    );
+    report.assert_clean();
+    assert!(report.writes > 50, "{report}");
+    assert!(
+        (queries as usize) < report.writes,
+        "{queries} token queries for {} writes: none shared",
+        report.writes
+    );
+}

@@ -34,6 +34,7 @@ pub struct ConsistencyConfig {
     pub(crate) poll_interval: Duration,
     pub(crate) wait_for_replica: Duration,
     pub(crate) stale_reads_when_read_only: bool,
+    pub(crate) share_token_queries: Option<Duration>,
     pub(crate) cookie_name: String,
     pub(crate) header_name: String,
     pub(crate) cookie_secure: bool,
@@ -42,6 +43,10 @@ pub struct ConsistencyConfig {
 
 /// The shortest signing key accepted, in bytes: HMAC-SHA256 wants at least its output size.
 pub(crate) const MIN_KEY_LEN: usize = 32;
+
+/// The longest a write may wait for others to share its token query: more delays every write
+/// for little.
+const MAX_TOKEN_GATHER: Duration = Duration::from_millis(100);
 
 /// The longest a read may wait for a replica to catch up (`waitForReplica`): a request
 /// held longer than that is better served by the primary.
@@ -66,6 +71,7 @@ impl ConsistencyConfig {
             poll_interval: Duration::from_millis(100),
             wait_for_replica: Duration::ZERO,
             stale_reads_when_read_only: false,
+            share_token_queries: None,
             cookie_name: "rwsplit_consistency".to_owned(),
             header_name: "x-db-consistency".to_owned(),
             cookie_secure: true,
@@ -145,6 +151,21 @@ impl ConsistencyConfig {
         self
     }
 
+    /// Lets writes share the query that reads the primary's position for their tokens.
+    /// Default: each write asks on its own, which adds one round trip to a write and no wait.
+    ///
+    /// With `Some(gather)`, one query runs at a time and every write that finishes while it
+    /// runs shares the next one (a position read after a commit covers it); before each
+    /// query starts, the writes arriving within `gather` join it too. Fewer queries on the
+    /// primary, at the cost of waiting: `Some(Duration::ZERO)` shares only what overlaps
+    /// (about half the queries under a steady load, and about one more query time per write),
+    /// a few milliseconds of `gather` share more. `benches/RESULTS.md` has the numbers. At most
+    /// 100 ms. YAML: `shareTokenQueries: 0ms` (or `2ms`); `off` is the default.
+    pub fn share_token_queries(mut self, gather: Option<Duration>) -> Self {
+        self.share_token_queries = gather;
+        self
+    }
+
     /// The cookie that carries the token to browsers. Default `rwsplit_consistency`.
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
         self.cookie_name = name.into();
@@ -205,6 +226,11 @@ impl ConsistencyConfig {
                 "waitForReplica",
                 Some(self.wait_for_replica),
                 MAX_WAIT_FOR_REPLICA,
+            ),
+            (
+                "shareTokenQueries",
+                self.share_token_queries,
+                MAX_TOKEN_GATHER,
             ),
         ] {
             super::at_most(&format!("db.consistency.{key}"), duration, max)?;

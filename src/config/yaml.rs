@@ -91,6 +91,7 @@ struct Consistency {
     poll_interval: Option<Text<Duration>>,
     wait_for_replica: Option<Text<Duration>>,
     stale_reads_when_read_only: Option<Text<bool>>,
+    share_token_queries: Option<Text<Sharing>>,
     cookie_name: Option<Text<String>>,
     header_name: Option<Text<String>>,
     cookie_secure: Option<Text<bool>>,
@@ -238,6 +239,9 @@ impl Consistency {
             &mut c.stale_reads_when_read_only,
             self.stale_reads_when_read_only,
         );
+        if let Some(Sharing(gather)) = value(self.share_token_queries) {
+            c.share_token_queries = gather;
+        }
         set(&mut c.cookie_name, self.cookie_name);
         set(&mut c.header_name, self.header_name);
         set(&mut c.cookie_secure, self.cookie_secure);
@@ -706,6 +710,22 @@ impl FromText for Duration {
                  \"10s\", \"2m\""
             )
         })
+    }
+}
+
+/// `shareTokenQueries`: `off`, or how long a token query gathers writes (`0ms` and up).
+struct Sharing(Option<Duration>);
+
+impl FromText for Sharing {
+    const EXPECTED: &'static str = "off or a duration";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "off" | "false" | "no" => Ok(Sharing(None)),
+            _ => Duration::from_text(text)
+                .map(|d| Sharing(Some(d)))
+                .map_err(|reason| format!("`off`, or {reason}")),
+        }
     }
 }
 

@@ -115,6 +115,8 @@ pub(crate) struct Shared {
     stop: watch::Sender<bool>,
     /// Replay positions asked of the replicas in rotation, for reads with a token.
     replay_rounds: Rounds<()>,
+    /// The primary's position for tokens, when writes share its query.
+    token_rounds: Rounds<ConsistencyToken>,
     tokens: crate::metrics::TokenCounters,
     /// `rwsplit_request_duration_seconds` for requests that used no database, registered on
     /// first use.
@@ -229,6 +231,7 @@ impl Registry {
             primary_sampled_ms: AtomicU64::new(0),
             stop,
             replay_rounds: Rounds::default(),
+            token_rounds: Rounds::default(),
             tokens: crate::metrics::TokenCounters::default(),
             unserved_duration: OnceLock::new(),
             separation: AtomicBool::new(config.separation),
@@ -283,19 +286,20 @@ impl Registry {
     /// The primary's current WAL position as a token, for code outside HTTP that wrote and
     /// hands the work on (for example to a job, which then uses [`read_after`](Self::read_after)).
     pub async fn consistency_token(&self) -> Result<ConsistencyToken, Error> {
-        let primary = self.shared.primary();
-        // The insert position, not the write position: it covers this session's commit even
-        // with `synchronous_commit = off`, where the commit record may not be written yet.
-        // Each write asks on its own: sharing one query between the writes that finish while
-        // it runs (tried) halved the queries but doubled a write's added latency under load.
-        let (insert, block, segment): (i64, i64, i64) = sqlx::query_as(TOKEN_QUERY)
-            .fetch_one(&primary.pool)
-            .await
-            .map_err(|e| Error::database(&primary, e))?;
-        let position = settled_position(insert as u64, block as u64, segment as u64);
-        let token = ConsistencyToken::new(position);
-        self.shared
-            .observe_primary(token.position(), token.issued_at_ms());
+        let shared = &self.shared;
+        // By default each write asks on its own: sharing (`shareTokenQueries`) saves queries
+        // but makes writes wait for the query in flight.
+        let sharing = shared.config().consistency.share_token_queries;
+        let token = match sharing {
+            None => shared.primary_position().await?,
+            Some(gather) => {
+                shared
+                    .token_rounds
+                    .join(gather, || shared.primary_position())
+                    .await?
+            }
+        };
+        shared.observe_primary(token.position(), token.issued_at_ms());
         Ok(token)
     }
 
@@ -398,7 +402,10 @@ impl Registry {
         // round shared with every read waiting meanwhile) before using the primary.
         let shared = &self.shared;
         if shared.polls_positions() {
-            let _ = shared.replay_rounds.join(|| shared.ask_replicas()).await;
+            let _ = shared
+                .replay_rounds
+                .join(Duration::ZERO, || shared.ask_replicas())
+                .await;
             let again = self.resolve(intent);
             if again.intent().reason() != Reason::Sticky {
                 return again;
@@ -565,6 +572,19 @@ impl Shared {
         select::keep_snapshot(self.id, version, &rotation.table, ticket.wrapping_add(1));
         let index = rotation.schedule.pick(ticket)?;
         Some(Arc::clone(&rotation.members[index].0))
+    }
+
+    /// The primary's insert position now, as a token. The insert position, not the write
+    /// position: it covers a session's commit even with `synchronous_commit = off`, where the
+    /// commit record may not be written yet.
+    async fn primary_position(&self) -> Result<ConsistencyToken, Error> {
+        let primary = self.primary.load_full();
+        let (insert, block, segment): (i64, i64, i64) = sqlx::query_as(TOKEN_QUERY)
+            .fetch_one(&primary.pool)
+            .await
+            .map_err(|e| Error::database(&primary, e))?;
+        let position = settled_position(insert as u64, block as u64, segment as u64);
+        Ok(ConsistencyToken::new(position))
     }
 
     /// Asks every replica in rotation for its replay position, on a connection of its pool,

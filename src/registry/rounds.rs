@@ -1,5 +1,6 @@
 //! Rounds of one query shared by everyone waiting for it: the replay positions asked of the
-//! replicas when a read with a token finds no replica known to have its write.
+//! replicas when a read with a token finds no replica known to have its write, and (when
+//! `shareTokenQueries` is set) the primary's position for writes' tokens.
 //!
 //! A caller needs a result taken *after* it arrived (a position read after its commit covers
 //! it). One round runs at a time; callers that arrive while it runs wait for the next one,
@@ -8,6 +9,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Single-flight rounds of a query whose result is a `T`.
 ///
@@ -15,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// caller A ──join──▶ round 1 ───────────▶ A
 /// callers B, C ─join (during round 1)─▶ wait ─▶ round 2 (run by B) ─▶ B, C
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Rounds<T> {
     /// Callers so far; a round covers those who arrived before it started.
     arrived: AtomicU64,
@@ -26,10 +28,21 @@ pub(crate) struct Rounds<T> {
     run: AtomicU64,
 }
 
+impl<T> Default for Rounds<T> {
+    fn default() -> Self {
+        Rounds {
+            arrived: AtomicU64::new(0),
+            last: tokio::sync::Mutex::new(None),
+            run: AtomicU64::new(0),
+        }
+    }
+}
+
 impl<T: Clone> Rounds<T> {
     /// A result of `round` that started after this call: the running round's successor,
-    /// shared with everyone who arrived meanwhile.
-    pub(crate) async fn join<E, F, Fut>(&self, round: F) -> Result<T, E>
+    /// shared with everyone who arrived meanwhile. A caller that starts a round first waits
+    /// `gather` for more callers to arrive, and the round covers them too.
+    pub(crate) async fn join<E, F, Fut>(&self, gather: Duration, round: F) -> Result<T, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -40,6 +53,9 @@ impl<T: Clone> Rounds<T> {
             && *covers > me
         {
             return Ok(result.clone());
+        }
+        if !gather.is_zero() {
+            tokio::time::sleep(gather).await;
         }
         // Everyone who arrived before this point is covered by a round that starts now.
         let covers = self.arrived.load(Ordering::SeqCst);
@@ -59,7 +75,6 @@ impl<T: Clone> Rounds<T> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
     use super::*;
 
@@ -69,7 +84,7 @@ mod tests {
         let position = Arc::new(AtomicU64::new(0));
         let round = |rounds: Arc<Rounds<u64>>, position: Arc<AtomicU64>| async move {
             rounds
-                .join(|| async {
+                .join(Duration::ZERO, || async {
                     // The position when the round starts; the query takes 10 ms.
                     let seen = position.load(Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -98,14 +113,43 @@ mod tests {
         assert_eq!(rounds.rounds(), 3);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn callers_within_the_gathering_time_share_the_round_it_starts() {
+        let rounds = Arc::new(Rounds::<u64>::default());
+        let callers: Vec<_> = (0..5u64)
+            .map(|i| {
+                let rounds = Arc::clone(&rounds);
+                tokio::spawn(async move {
+                    // One caller every millisecond; the first gathers for 10 ms.
+                    tokio::time::sleep(Duration::from_millis(i)).await;
+                    rounds
+                        .join(Duration::from_millis(10), || async { Ok::<_, ()>(i) })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for caller in callers {
+            assert_eq!(caller.await.unwrap(), 0, "the first caller's round");
+        }
+        assert_eq!(rounds.rounds(), 1, "five callers, one round");
+    }
+
     #[tokio::test]
     async fn a_failed_round_fails_its_caller_and_the_next_caller_runs_again() {
         let rounds = Rounds::<u64>::default();
         assert_eq!(
-            rounds.join(|| async { Err::<u64, _>("down") }).await,
+            rounds
+                .join(Duration::ZERO, || async { Err::<u64, _>("down") })
+                .await,
             Err("down")
         );
-        assert_eq!(rounds.join(|| async { Ok::<_, &str>(3) }).await, Ok(3));
+        assert_eq!(
+            rounds
+                .join(Duration::ZERO, || async { Ok::<_, &str>(3) })
+                .await,
+            Ok(3)
+        );
         assert_eq!(rounds.rounds(), 2);
     }
 }
