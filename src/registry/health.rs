@@ -67,9 +67,10 @@ pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool, mut stop: watch::Re
             }
             let Some(shared) = weak.upgrade() else { break };
             // A reload may have changed the interval or switched polling on or off.
-            if cadence(&shared) != (interval, tick) {
+            let now_set = cadence(&shared);
+            if now_set != (interval, tick) {
                 let now = tokio::time::Instant::now();
-                (interval, tick) = cadence(&shared);
+                (interval, tick) = now_set;
                 next_check = next_check.min(after(now, interval));
                 ticker = tokio::time::interval_at(after(now, tick), tick);
                 ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);

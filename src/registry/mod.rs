@@ -772,7 +772,8 @@ impl Shared {
             stale_reads_when_read_only: self.stale_reads,
             primary: primary.state(),
             primary_tried: was_tried(&primary),
-            held_back: intent.is_read()
+            held_back: separation
+                && intent.is_read()
                 && tried.is_empty()
                 && !route::rollout_admits(self.share.load(Ordering::Relaxed)),
         };
