@@ -72,6 +72,10 @@ pub enum StickyMode {
 pub struct ConsistencyToken {
     position: u64,
     issued_at_ms: u64,
+    /// The primary's timeline when the token was taken; 0 when not known (a token made with
+    /// [`new`](Self::new), or carried from an older release).
+    #[serde(default)]
+    timeline: u32,
 }
 
 impl ConsistencyToken {
@@ -86,7 +90,22 @@ impl ConsistencyToken {
         ConsistencyToken {
             position,
             issued_at_ms: unix_ms(issued_at),
+            timeline: 0,
         }
+    }
+
+    /// The same token, taken on the primary's `timeline` (as `pg_walfile_name` numbers it).
+    /// A token from a timeline the primary has left (a failover since) is read on the primary,
+    /// never on a replica whose position merely looks high enough; the registry's tokens
+    /// always carry it.
+    pub fn on_timeline(mut self, timeline: u32) -> ConsistencyToken {
+        self.timeline = timeline;
+        self
+    }
+
+    /// The timeline the token was taken on (0: not known).
+    pub fn timeline(&self) -> u32 {
+        self.timeline
     }
 
     /// The WAL position a replica must have replayed to serve reads after this write.
@@ -148,11 +167,15 @@ impl std::error::Error for TokenRejection {}
 /// Clocks of different app instances disagree a little; tokens are judged with this slack.
 pub(crate) const CLOCK_SKEW_MS: u64 = 1_000;
 
-const VERSION: &str = "1.";
-const PAYLOAD_LEN: usize = 16;
+/// Position, issue time and timeline, then the HMAC-SHA256 tag.
+const VERSION: &str = "2.";
+const PAYLOAD_LEN: usize = 20;
+/// Tokens of the previous release (no timeline), still accepted while they live.
+const VERSION_1: &str = "1.";
+const PAYLOAD_1_LEN: usize = 16;
 const TAG_LEN: usize = 32;
-/// `1.` plus base64 of 48 bytes.
-pub(crate) const TOKEN_LEN: usize = VERSION.len() + (PAYLOAD_LEN + TAG_LEN) * 4 / 3;
+/// `2.` plus unpadded base64 of 52 bytes.
+pub(crate) const TOKEN_LEN: usize = VERSION.len() + ((PAYLOAD_LEN + TAG_LEN) * 4).div_ceil(3);
 
 /// Signs and verifies tokens with the current key, and verifies with the previous one during a
 /// key rotation.
@@ -183,6 +206,7 @@ impl Signer {
         let mut bytes = [0u8; PAYLOAD_LEN + TAG_LEN];
         bytes[..8].copy_from_slice(&token.position.to_be_bytes());
         bytes[8..16].copy_from_slice(&token.issued_at_ms.to_be_bytes());
+        bytes[16..20].copy_from_slice(&token.timeline.to_be_bytes());
         let tag = hmac::sign(&self.current, &bytes[..PAYLOAD_LEN]);
         bytes[PAYLOAD_LEN..].copy_from_slice(tag.as_ref());
         let mut out = String::with_capacity(TOKEN_LEN);
@@ -202,15 +226,19 @@ impl Signer {
         if text.len() > TOKEN_LEN {
             return Err(TokenRejection::Oversized);
         }
-        let encoded = text
-            .strip_prefix(VERSION)
-            .ok_or(TokenRejection::Malformed)?;
-        let mut bytes = [0u8; PAYLOAD_LEN + TAG_LEN];
-        match URL_SAFE_NO_PAD.decode_slice(encoded, &mut bytes) {
+        let (encoded, payload_len) =
+            match (text.strip_prefix(VERSION), text.strip_prefix(VERSION_1)) {
+                (Some(encoded), _) => (encoded, PAYLOAD_LEN),
+                (None, Some(encoded)) => (encoded, PAYLOAD_1_LEN),
+                (None, None) => return Err(TokenRejection::Malformed),
+            };
+        let mut buffer = [0u8; PAYLOAD_LEN + TAG_LEN];
+        let bytes = &mut buffer[..payload_len + TAG_LEN];
+        match URL_SAFE_NO_PAD.decode_slice(encoded, &mut *bytes) {
             Ok(n) if n == bytes.len() => {}
             _ => return Err(TokenRejection::Malformed),
         }
-        let (payload, tag) = bytes.split_at(PAYLOAD_LEN);
+        let (payload, tag) = bytes.split_at(payload_len);
         let signed = hmac::verify(&self.current, payload, tag).is_ok()
             || self
                 .previous
@@ -221,7 +249,10 @@ impl Signer {
         }
         let token = ConsistencyToken {
             position: u64::from_be_bytes(payload[..8].try_into().expect("8 bytes")),
-            issued_at_ms: u64::from_be_bytes(payload[8..].try_into().expect("8 bytes")),
+            issued_at_ms: u64::from_be_bytes(payload[8..16].try_into().expect("8 bytes")),
+            timeline: payload
+                .get(16..20)
+                .map_or(0, |t| u32::from_be_bytes(t.try_into().expect("4 bytes"))),
         };
         if token.issued_at_ms > now_ms.saturating_add(CLOCK_SKEW_MS) {
             return Err(TokenRejection::FromFuture);
@@ -359,7 +390,25 @@ mod tests {
         ConsistencyToken {
             position,
             issued_at_ms,
+            timeline: 3,
         }
+    }
+
+    #[test]
+    fn tokens_of_the_previous_release_still_verify_without_a_timeline() {
+        // A version-1 token: position and issue time, signed, no timeline.
+        let mut bytes = [0u8; PAYLOAD_1_LEN + TAG_LEN];
+        bytes[..8].copy_from_slice(&42u64.to_be_bytes());
+        bytes[8..16].copy_from_slice(&1_000u64.to_be_bytes());
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"current key of enough length....");
+        let tag = hmac::sign(&key, &bytes[..PAYLOAD_1_LEN]);
+        bytes[PAYLOAD_1_LEN..].copy_from_slice(tag.as_ref());
+        let text = format!("{VERSION_1}{}", URL_SAFE_NO_PAD.encode(bytes));
+        let token = signer().verify(&text, 1_000, PIN).unwrap();
+        assert_eq!((token.position(), token.timeline()), (42, 0));
+        // A version-2 token carries its timeline.
+        let text = signer().sign(&token.on_timeline(7));
+        assert_eq!(signer().verify(&text, 1_000, PIN).unwrap().timeline(), 7);
     }
 
     #[test]
@@ -493,16 +542,23 @@ mod props {
         }
 
         #[test]
-        fn token_shaped_text_never_verifies(text in "1\\.[A-Za-z0-9_-]{64}", now in any::<u64>()) {
+        fn token_shaped_text_never_verifies(
+            text in "2\\.[A-Za-z0-9_-]{70}",
+            old in "1\\.[A-Za-z0-9_-]{64}",
+            now in any::<u64>(),
+        ) {
             prop_assert_eq!(text.len(), TOKEN_LEN);
-            prop_assert_eq!(
-                signer().verify(&text, now, PIN),
-                Err(TokenRejection::BadSignature)
+            // The last character's spare bits decide between a bad signature and bad base64.
+            let verdict = signer().verify(&text, now, PIN);
+            prop_assert!(
+                matches!(verdict, Err(TokenRejection::BadSignature | TokenRejection::Malformed)),
+                "{verdict:?}"
             );
+            prop_assert_eq!(signer().verify(&old, now, PIN), Err(TokenRejection::BadSignature));
         }
 
         #[test]
-        fn random_payloads_of_the_right_size_never_verify(bytes in any::<[u8; 48]>()) {
+        fn random_payloads_of_the_right_size_never_verify(bytes in any::<[u8; 52]>()) {
             let text = format!("{VERSION}{}", URL_SAFE_NO_PAD.encode(bytes));
             prop_assert_eq!(
                 signer().verify(&text, 1_000, PIN),
@@ -516,7 +572,7 @@ mod props {
             issued_at_ms in 0u64..u64::MAX / 2,
             age_ms in 0u64..=10_000,
         ) {
-            let token = ConsistencyToken { position, issued_at_ms };
+            let token = ConsistencyToken { position, issued_at_ms, timeline: 2 };
             let text = signer().sign(&token);
             prop_assert_eq!(text.len(), TOKEN_LEN);
             prop_assert_eq!(signer().verify(&text, issued_at_ms + age_ms, PIN), Ok(token));
@@ -528,11 +584,12 @@ mod props {
             index in 0usize..TOKEN_LEN,
             replacement in "[A-Za-z0-9_.!-]",
         ) {
-            let text = signer().sign(&ConsistencyToken { position, issued_at_ms: 5_000 });
+            let text = signer().sign(&ConsistencyToken { position, issued_at_ms: 5_000, timeline: 1 });
             let mut changed = text.clone();
             changed.replace_range(index..=index, &replacement);
             prop_assume!(changed != text);
-            // 48 bytes are exactly 64 base64 characters: no character is padding.
+            // 52 bytes take 70 base64 characters; the last one's spare bits must be zero, so
+            // changing it breaks the token too.
             prop_assert!(signer().verify(&changed, 5_000, PIN).is_err());
         }
 

@@ -91,6 +91,10 @@ pub(crate) const READMISSIONS: &str = "rwsplit_server_readmissions_total";
 pub(crate) const TOKENS_ISSUED: &str = "rwsplit_consistency_tokens_issued_total";
 pub(crate) const TOKENS_HONOURED: &str = "rwsplit_consistency_tokens_honoured_total";
 pub(crate) const TOKENS_REJECTED: &str = "rwsplit_consistency_tokens_rejected_total";
+pub(crate) const PRIMARY_MOVES: &str = "rwsplit_primary_moves_total";
+pub(crate) const PRIMARY_REFUSALS: &str = "rwsplit_primary_refusals_total";
+pub(crate) const PRIMARY_TIMELINE: &str = "rwsplit_primary_timeline";
+pub(crate) const SERVER_TIMELINE: &str = "rwsplit_server_timeline";
 
 /// Describes every metric to the installed recorder (once per registry; cheap).
 pub(crate) fn describe() {
@@ -132,6 +136,15 @@ pub(crate) fn describe() {
         (
             TOKENS_REJECTED,
             "Consistency tokens ignored (treated as absent), by reason.",
+        ),
+        (
+            PRIMARY_MOVES,
+            "Times the writes moved to another server that answers as the primary, by server.",
+        ),
+        (
+            PRIMARY_REFUSALS,
+            "Checks that found a server answering as a primary that must take nothing (split \
+             brain, a former primary, another cluster), by server.",
         ),
     ];
     for (name, help) in counters {
@@ -182,6 +195,16 @@ pub(crate) fn describe() {
             POOL_MAX,
             Unit::Count,
             "Most connections the server's pool may open.",
+        ),
+        (
+            PRIMARY_TIMELINE,
+            Unit::Count,
+            "The highest timeline a primary has been seen on.",
+        ),
+        (
+            SERVER_TIMELINE,
+            Unit::Count,
+            "The timeline the server was last seen on.",
         ),
     ];
     for (name, unit, help) in gauges {
@@ -347,6 +370,9 @@ pub(crate) fn server_state(server: &Server, in_rotation: bool) {
     gauge!(POOL_CONNECTIONS, "server" => name(), "state" => "idle").set(f64::from(idle));
     gauge!(POOL_CONNECTIONS, "server" => name(), "state" => "in_use").set(f64::from(size - idle));
     gauge!(POOL_MAX, "server" => name()).set(f64::from(server.max_connections()));
+    if server.timeline() != 0 {
+        gauge!(SERVER_TIMELINE, "server" => name()).set(f64::from(server.timeline()));
+    }
     if server.is_primary() {
         return;
     }
@@ -397,6 +423,20 @@ pub(crate) fn readmitted(server: &Arc<str>, by: &'static str) {
 
 pub(crate) fn failover(from: &Server, cause: &'static str) {
     counter!(FAILOVERS, "server" => Arc::clone(&from.name), "cause" => cause).increment(1);
+}
+
+pub(crate) fn primary_moved(to: &Arc<str>) {
+    counter!(PRIMARY_MOVES, "server" => Arc::clone(to)).increment(1);
+}
+
+pub(crate) fn primary_refused(server: &Arc<str>) {
+    counter!(PRIMARY_REFUSALS, "server" => Arc::clone(server)).increment(1);
+}
+
+pub(crate) fn primary_timeline(timeline: u32) {
+    if timeline != 0 {
+        gauge!(PRIMARY_TIMELINE).set(f64::from(timeline));
+    }
 }
 
 /// Drops a removed replica's state gauges to zero, so dashboards do not show it as healthy.

@@ -29,10 +29,13 @@
 //! {
 //!   "separation": true,
 //!   "read_replica_share": 100,
-//!   "primary": { "name": "primary", "address": "10.0.0.10:5432", "healthy": true, ... },
+//!   "roles": "observed",
+//!   "primary": { "name": "primary", "member": "10.0.0.10:5432", "address": "10.0.0.10:5432",
+//!                "healthy": true, "timeline": 1, "system_identifier": "7302...", ... },
 //!   "replicas": [
 //!     { "name": "replica1", "address": "10.0.0.11:5432", "weight": 2, "healthy": true,
 //!       "state": "serving", "in_rotation": true, "lag_seconds": 0.0, "lag_bytes": 0,
+//!       "timeline": 1, "system_identifier": "7302...",
 //!       "last_check": "2026-11-22T07:00:00.123Z", "last_success": "...", "last_error": null,
 //!       "pool": { "size": 4, "idle": 3, "in_use": 1, "max": 10 } }
 //!   ]
@@ -49,14 +52,18 @@ use serde_json::{Value, json};
 use crate::registry::{Registry, ServerStatus};
 
 /// Answers with the registry's state as JSON: separation, the primary, and each replica's
-/// address (never credentials), weight, health, rotation, lag in seconds and bytes, last check,
-/// last success, last error and pool use.
+/// address (never credentials), weight, health, rotation, lag in seconds and bytes, timeline
+/// and system identifier, last check, last success, last error and pool use. The primary also
+/// names the configured server (`member`) that takes the writes now.
 pub async fn status(State(registry): State<Registry>) -> Response {
     let status = registry.status();
+    let mut primary = server(&status.primary);
+    primary["member"] = json!(status.primary_member);
     let body = json!({
         "separation": status.separation,
         "read_replica_share": status.read_replica_share,
-        "primary": server(&status.primary),
+        "roles": status.roles,
+        "primary": primary,
         "replicas": status.replicas.iter().map(server).collect::<Vec<_>>(),
     });
     let mut response = body.to_string().into_response();
@@ -80,6 +87,9 @@ fn server(s: &ServerStatus) -> Value {
         "in_rotation": s.in_rotation,
         "lag_seconds": s.lag.filter(|l| l.as_secs() < u64::from(u32::MAX)).map(|l| l.as_secs_f64()),
         "lag_bytes": s.lag_bytes,
+        "timeline": s.timeline,
+        // A 64-bit identifier: a string, which every JSON reader keeps exact.
+        "system_identifier": s.system_identifier.map(|id| id.to_string()),
         "last_check": s.last_check.map(rfc3339),
         "last_success": s.last_success.map(rfc3339),
         "last_error": s.last_error,

@@ -820,3 +820,49 @@ fn the_rollout_share_is_a_percentage() {
         .unwrap_err();
     assert!(err.to_string().contains("150"), "{err}");
 }
+
+/// `roles` and `primaryCandidates`: observed by default, names checked against the servers.
+#[test]
+fn roles_and_primary_candidates_parse_and_name_bad_values() {
+    use rwsplit::Roles;
+    let replicas =
+        "  readReplicas:\n    - { name: replica1, host: h1 }\n    - { name: replica2, host: h2 }\n";
+    let config = parse(&db(replicas)).unwrap();
+    let observed = parse(&db(&format!("  roles: observed\n{replicas}"))).unwrap();
+    let configured = parse(&db(&format!("  roles: configured\n{replicas}"))).unwrap();
+    assert_eq!(
+        format!("{:?}", observed.roles_setting()),
+        format!("{:?}", Roles::Observed)
+    );
+    assert_eq!(configured.roles_setting(), Roles::Configured);
+    assert_eq!(config.roles_setting(), Roles::Observed);
+    let listed = parse(&db(&format!(
+        "  primaryCandidates: [primary, replica1]\n{replicas}"
+    )))
+    .unwrap();
+    assert_eq!(
+        listed.primary_candidates_setting(),
+        Some(&["primary".to_owned(), "replica1".to_owned()][..])
+    );
+
+    let message = error(&db(&format!("  roles: leader\n{replicas}")));
+    assert!(
+        message.contains("db.roles") && message.contains("leader"),
+        "{message}"
+    );
+    let message = error(&db(&format!("  primaryCandidates: [replica9]\n{replicas}")));
+    assert!(
+        message.contains("db.primaryCandidates[0]") && message.contains("replica9"),
+        "{message}"
+    );
+    assert!(message.contains("replica1, replica2"), "{message}");
+    // The same through the builder.
+    let built = Config::new("127.0.0.1")
+        .replica(ReplicaConfig::new("replica1", "h1"))
+        .roles(Roles::Configured)
+        .primary_candidates(["primary", "replica3"])
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(built.contains("replica3"), "{built}");
+}

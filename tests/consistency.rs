@@ -445,7 +445,7 @@ async fn cookies_fit_the_web_and_only_writes_pay_a_query() {
             "{attribute} in {cookie}"
         );
     }
-    assert!(cookie.starts_with("rwsplit_consistency=1."), "{cookie}");
+    assert!(cookie.starts_with("rwsplit_consistency=2."), "{cookie}");
 }
 
 #[tokio::test]

@@ -92,6 +92,7 @@ fn the_alert_rules_use_only_recorded_metrics_and_cover_the_key_failures() {
         "RwsplitAllReplicasOut",
         "RwsplitPoolExhausted",
         "RwsplitHighQueryLatency",
+        "RwsplitSplitBrain",
     ] {
         assert!(alerts.contains(&wanted), "{wanted} in {alerts:?}");
     }

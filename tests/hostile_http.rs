@@ -133,14 +133,24 @@ fn random_request(rng: &mut Rng, token: &str) -> Vec<u8> {
         "application/json; charset=\u{1}",
         "",
     ]);
-    let forged = format!("1.{}", "A".repeat(64));
+    let forged = format!("2.{}", "A".repeat(70));
+    let forged_old = format!("1.{}", "A".repeat(64));
     let tampered = format!("{}B", &token[..token.len() - 1]);
     let garbage = String::from_utf8_lossy(&rng.bytes(40))
         .chars()
         .filter(|c| !c.is_control())
         .collect::<String>();
     let tokens = [
-        token, &forged, &tampered, "garbage", "1.", "", &garbage, "1.!!!!",
+        token,
+        &forged,
+        &forged_old,
+        &tampered,
+        "garbage",
+        "1.",
+        "2.",
+        "",
+        &garbage,
+        "2.!!!!",
     ];
     let chosen = tokens[rng.below(tokens.len())].to_owned();
     let mut headers = vec![("content-type", content_type.to_owned())];

@@ -73,7 +73,25 @@ pub struct Config {
     pub(crate) health_check_interval: Duration,
     pub(crate) health_check_timeout: Duration,
     pub(crate) failover_on_pool_exhausted: bool,
+    pub(crate) roles: Roles,
+    pub(crate) primary_candidates: Option<Vec<String>>,
     pub(crate) consistency: ConsistencyConfig,
+}
+
+/// How the registry knows which server is the primary (`db.roles`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Roles {
+    /// The primary is whichever configured server answers as one (`pg_is_in_recovery()` is
+    /// false), looked for at start and whenever the primary fails: writes follow a promotion
+    /// without a restart, and a former primary that comes back as a standby serves reads. Two
+    /// servers answering as primary: the one on the higher timeline takes the writes. The
+    /// default.
+    #[default]
+    Observed,
+    /// The primary is the configured `host` and nothing else: a promotion elsewhere is not
+    /// followed (writes fail with 503 until the configuration names the new primary).
+    Configured,
 }
 
 /// One read replica: where it is, its weight, and what it does not inherit from the primary.
@@ -182,6 +200,8 @@ impl Config {
             health_check_interval: Duration::from_secs(30),
             health_check_timeout: Duration::from_secs(5),
             failover_on_pool_exhausted: false,
+            roles: Roles::Observed,
+            primary_candidates: None,
             consistency: ConsistencyConfig::default(),
         }
     }
@@ -343,6 +363,25 @@ impl Config {
         self
     }
 
+    /// How the primary is known: observed among the configured servers (the default), or
+    /// the configured `host` only. See [`Roles`].
+    pub fn roles(mut self, roles: Roles) -> Self {
+        self.roles = roles;
+        self
+    }
+
+    /// The servers that may take the writes when roles are observed: `primary` (the
+    /// configured `host`) and replica names. Default: every configured server. A server not
+    /// listed that answers as a primary takes nothing (an error is logged at each check).
+    pub fn primary_candidates<I, S>(mut self, candidates: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.primary_candidates = Some(candidates.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Read-your-writes settings. Default [`ConsistencyConfig::lsn`] with a per-process key.
     pub fn consistency(mut self, consistency: ConsistencyConfig) -> Self {
         self.consistency = consistency;
@@ -368,6 +407,16 @@ impl Config {
     /// The health-check interval.
     pub fn health_interval(&self) -> Duration {
         self.health_check_interval
+    }
+
+    /// How the primary is known (`roles`).
+    pub fn roles_setting(&self) -> Roles {
+        self.roles
+    }
+
+    /// The servers that may take the writes (`primaryCandidates`), when listed.
+    pub fn primary_candidates_setting(&self) -> Option<&[String]> {
+        self.primary_candidates.as_deref()
     }
 
     /// The longest a replica that lacks a write stays in rotation after it, when positions
@@ -510,6 +559,23 @@ impl Config {
                 ));
             }
         }
+        for (i, candidate) in self.primary_candidates.iter().flatten().enumerate() {
+            let known =
+                candidate == PRIMARY_NAME || self.replicas.iter().any(|r| r.name == *candidate);
+            if !known {
+                let names: Vec<&str> = std::iter::once(PRIMARY_NAME)
+                    .chain(self.replicas.iter().map(|r| r.name.as_str()))
+                    .collect();
+                return Err(invalid(
+                    &format!("db.primaryCandidates[{i}]"),
+                    candidate,
+                    &format!(
+                        "names no configured server (`primary` or a replica: {})",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
         Ok(self)
     }
 
@@ -570,6 +636,53 @@ impl Config {
             .connect_options(&self.primary.host, self.primary.port)
     }
 
+    /// Every configured server, the primary's `host` first: the candidates for the primary
+    /// role when roles are observed, and what each is as a replica.
+    pub(crate) fn members(&self) -> Vec<Member> {
+        let primary = &self.primary;
+        let first = Member {
+            name: format!("{}:{}", primary.host, primary.port),
+            configured_primary: true,
+            candidate: self.is_candidate(PRIMARY_NAME),
+            as_replica: ReplicaConfig::new(
+                format!("{}:{}", primary.host, primary.port),
+                primary.host.clone(),
+            )
+            .port(primary.port),
+        };
+        let replicas = self.replicas.iter().map(|replica| Member {
+            name: replica.name.clone(),
+            configured_primary: false,
+            candidate: self.is_candidate(&replica.name),
+            as_replica: replica.clone(),
+        });
+        std::iter::once(first).chain(replicas).collect()
+    }
+
+    fn is_candidate(&self, name: &str) -> bool {
+        match &self.primary_candidates {
+            None => true,
+            Some(list) => list.iter().any(|c| c == name),
+        }
+    }
+
+    /// Connection settings for writing to `member`: the primary's credentials, database and
+    /// TLS settings at the member's address (and its own TLS settings, if it has them).
+    pub(crate) fn primary_options_at(&self, member: &Member) -> PgConnectOptions {
+        if member.configured_primary {
+            return self.primary_options();
+        }
+        let replica = &member.as_replica;
+        let mut server = self.primary.clone();
+        if let Some(mode) = replica.ssl_mode {
+            server.ssl_mode = mode;
+        }
+        if replica.ssl_root_cert.is_some() {
+            server.ssl_root_cert = replica.ssl_root_cert.clone();
+        }
+        server.connect_options(&replica.host, replica.port)
+    }
+
     pub(crate) fn replica_options(&self, replica: &ReplicaConfig) -> PgConnectOptions {
         let mut server = self.primary.clone();
         if let Some(username) = &replica.username {
@@ -605,6 +718,19 @@ impl Config {
             connect_timeout: o.connect_timeout.unwrap_or(base.connect_timeout),
         }
     }
+}
+
+/// One configured server, as a candidate for the primary role and as a replica.
+#[derive(Clone, Debug)]
+pub(crate) struct Member {
+    /// A replica's name; the configured primary's `host:port`.
+    pub(crate) name: String,
+    /// Whether this is the primary's `host`.
+    pub(crate) configured_primary: bool,
+    /// Whether it may take the writes (`primaryCandidates`).
+    pub(crate) candidate: bool,
+    /// Its settings as a replica (the configured primary's: its address, weight 1).
+    pub(crate) as_replica: ReplicaConfig,
 }
 
 /// The largest weight a replica may have.

@@ -18,7 +18,7 @@ use sqlx::postgres::PgSslMode;
 
 use super::duration::parse_duration;
 use super::env::{Unexpanded, expand, names};
-use super::{Config, ConfigError, ConsistencyConfig, PoolOverrides, ReplicaConfig, Secret};
+use super::{Config, ConfigError, ConsistencyConfig, PoolOverrides, ReplicaConfig, Roles, Secret};
 use crate::consistency::StickyMode;
 
 /// The application's whole configuration: keys beside `db` are not ours and are skipped.
@@ -55,6 +55,8 @@ struct Db {
     health_check_interval: Option<Text<Duration>>,
     health_check_timeout: Option<Text<Duration>>,
     failover_on_pool_exhausted: Option<Text<bool>>,
+    roles: Option<Text<Roles>>,
+    primary_candidates: Option<Vec<Text<String>>>,
     read_replicas: Option<Vec<Replica>>,
     consistency: Option<Consistency>,
 }
@@ -186,6 +188,10 @@ impl Db {
             &mut config.failover_on_pool_exhausted,
             self.failover_on_pool_exhausted,
         );
+        set(&mut config.roles, self.roles);
+        if let Some(candidates) = self.primary_candidates {
+            config.primary_candidates = Some(candidates.into_iter().map(|c| c.0).collect());
+        }
         if let Some(consistency) = self.consistency {
             config.consistency = consistency.into_config();
         }
@@ -761,6 +767,20 @@ impl FromText for StickyMode {
             "window" => Ok(StickyMode::Window),
             "off" => Ok(StickyMode::Off),
             _ => Err("must be one of lsn, window, off".to_owned()),
+        }
+    }
+}
+
+impl FromText for Roles {
+    const EXPECTED: &'static str = "observed or configured";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "observed" | "auto" => Ok(Roles::Observed),
+            "configured" | "fixed" => Ok(Roles::Configured),
+            _ => {
+                Err("must be observed (follow promotions) or configured (the host only)".to_owned())
+            }
         }
     }
 }

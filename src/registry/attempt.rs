@@ -85,6 +85,15 @@ impl<'t> Attempts<'t> {
                     return Ok((conn, server));
                 }
                 Some(Err(error)) => error,
+                // The primary moved while this work waited for a connection: nothing was sent,
+                // so even a write goes to the new primary.
+                None if server.is_primary() => match self.moved_primary(&server) {
+                    Some(next) => {
+                        self.next = next;
+                        continue;
+                    }
+                    None => return Err(sqlx::Error::PoolTimedOut),
+                },
                 // The replica left service while this read waited for it.
                 None => match self.move_on(&server, "left") {
                     true => continue,
@@ -213,6 +222,12 @@ impl<'t> Attempts<'t> {
         true
     }
 
+    /// The primary now, when it is not `old` (the writes moved).
+    fn moved_primary(&self, old: &Arc<Server>) -> Option<Arc<Server>> {
+        let now = self.shared.as_ref()?.primary.load_full();
+        (!Arc::ptr_eq(&now, old)).then_some(now)
+    }
+
     /// For a replica whose pool is full: the next replica with a free connection, never the
     /// primary. When every other replica is full too, `None`, and nothing counts as tried: the
     /// read then waits for its first choice.
@@ -235,16 +250,31 @@ impl<'t> Attempts<'t> {
 }
 
 /// Waits for a connection from `server`; `None` when a replica leaves service meanwhile
-/// (another read lost its connection, or a check failed): sqlx keeps retrying a refused
-/// server until the acquire timeout, as it may be starting up. A server already out of
-/// service (tried as a last resort) gets [`LAST_RESORT_WAIT`].
+/// (another read lost its connection, or a check failed), or when the primary moves to another
+/// server: sqlx keeps retrying a refused server until the acquire timeout, as it may be
+/// starting up. A primary that only leaves service is waited for (it may be restarting). A
+/// server already out of service (tried as a last resort) gets [`LAST_RESORT_WAIT`].
 async fn acquire_from(server: &Server) -> Option<Result<PoolConnection<Postgres>, sqlx::Error>> {
+    if server.is_primary() {
+        let acquire = server.pool.acquire();
+        tokio::pin!(acquire);
+        loop {
+            let left = server.left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            if server.is_retired() {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                result = &mut acquire => return Some(result),
+                () = left => {}
+            }
+        }
+    }
     if !server.is_healthy() {
         let acquired = tokio::time::timeout(LAST_RESORT_WAIT, server.pool.acquire()).await;
         return Some(acquired.unwrap_or(Err(sqlx::Error::PoolTimedOut)));
-    }
-    if server.is_primary() {
-        return Some(server.pool.acquire().await);
     }
     let left = server.left.notified();
     tokio::pin!(left);

@@ -16,28 +16,61 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use super::lag::{Lag, PrimaryHistory, ReplicaPosition, settled_position};
-use super::server::{Server, State};
-use super::{Shared, probe};
+use super::server::{Identity, Server, State};
+use super::{Shared, probe, roles};
 use crate::consistency::unix_ms;
 use crate::metrics;
 
 const NOT_PRIMARY: &str = "is in recovery (a standby, not a primary): writes will fail until the \
                            configuration names the new primary";
 
+const NOT_PRIMARY_OBSERVED: &str = "is in recovery (a standby, not a primary): writes fail until \
+                                    a configured server answers as the primary";
+
 const NOT_STANDBY: &str = "is not a standby (pg_is_in_recovery() is false)";
 
-const PRIMARY_QUERY: &str = "SELECT pg_is_in_recovery(), \
+/// One query for every server, whatever its role: whether it is a standby; a primary's insert
+/// position; a standby's received and replayed positions and replay age; and which cluster
+/// and timeline it is on. A primary's timeline is its current WAL file's; a standby's is the
+/// highest of its last restartpoint's, its minimum recovery point's and what its WAL receiver
+/// receives (that column is visible to superusers and `pg_read_all_stats` members only; the
+/// others still show a timeline switch, at the standby's next restartpoint).
+const SERVER_QUERY: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() THEN NULL \
           ELSE pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8 END, \
-     current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size'))";
+     current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size')), \
+     pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::int8, \
+     pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8, \
+     EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8, \
+     (SELECT system_identifier FROM pg_control_system()), \
+     CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END, \
+     GREATEST((SELECT timeline_id FROM pg_control_checkpoint()), \
+              (SELECT min_recovery_end_timeline FROM pg_control_recovery()), \
+              (SELECT received_tli FROM pg_stat_wal_receiver))::int8";
 
 const PRIMARY_POSITION: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8, \
      current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size'))";
 
-const REPLICA_QUERY: &str = "SELECT pg_is_in_recovery(), \
-     pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::int8, \
-     pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8, \
-     EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8";
+/// What one check of a server saw.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Observation {
+    /// `pg_is_in_recovery()`.
+    pub(super) in_recovery: bool,
+    /// A primary's settled insert position.
+    pub(super) position: Option<u64>,
+    /// A standby's positions.
+    pub(super) replica: ReplicaPosition,
+    pub(super) identity: Identity,
+}
+
+/// The timeline in a WAL file name (its first eight hex digits), as `pg_walfile_name` gives it.
+pub(crate) fn walfile_timeline(name: &str) -> Option<u32> {
+    let digits = name.get(..8)?;
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(digits, 16).ok().filter(|&t| t > 0)
+}
 
 /// Starts the loop. With `check_first`, the first full round runs at once; otherwise after
 /// one interval (the caller has just run a round itself). Between full rounds, when
@@ -152,22 +185,31 @@ impl Verdict {
     }
 }
 
-/// The verdict on the primary from its answer, and its position when it is one.
+/// The verdict on the primary from its answer, and its position when it is one. Records its
+/// identity.
 pub(super) fn primary_verdict(
-    answer: Result<(bool, Option<u64>), String>,
+    shared: &Shared,
+    server: &Server,
+    answer: Result<Observation, String>,
 ) -> (Verdict, Option<u64>) {
     match answer {
-        Ok((false, Some(position))) => {
+        Ok(seen) if !seen.in_recovery && seen.position.is_some() => {
+            server.set_identity(seen.identity);
+            shared.primary_seen(seen.identity);
             let verdict = Verdict {
                 problem: None,
                 lag: Some(Lag::ZERO),
                 result: "ok",
             };
-            (verdict, Some(position))
+            (verdict, seen.position)
         }
         Ok(_) => {
+            let text = match shared.config().roles {
+                crate::config::Roles::Observed => NOT_PRIMARY_OBSERVED,
+                _ => NOT_PRIMARY,
+            };
             let verdict = Verdict {
-                problem: Some((State::WrongRole, NOT_PRIMARY.to_owned())),
+                problem: Some((State::WrongRole, text.to_owned())),
                 lag: Some(Lag::ZERO),
                 result: "wrong_role",
             };
@@ -180,20 +222,37 @@ pub(super) fn primary_verdict(
 /// The verdict on a replica from its answer, given the primary's position sampled just
 /// before it (`None`: unknown). Records the replica's replay position.
 pub(super) fn replica_verdict(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     server: &Server,
-    answer: Result<(bool, ReplicaPosition), String>,
+    answer: Result<Observation, String>,
     primary: Option<u64>,
     history: &PrimaryHistory,
 ) -> Verdict {
     match answer {
         Err(error) => Verdict::unreachable(error),
-        Ok((false, _)) => Verdict {
-            problem: Some((State::WrongRole, NOT_STANDBY.to_owned())),
-            lag: None,
-            result: "wrong_role",
-        },
-        Ok((true, position)) => {
+        Ok(seen) if !seen.in_recovery => {
+            server.set_identity(seen.identity);
+            // A replica that answers as a primary may have been promoted: who takes the
+            // writes is decided again now, not at the next full check.
+            if server.state() != State::WrongRole {
+                roles::elect_soon(shared);
+            }
+            Verdict {
+                problem: Some((State::WrongRole, NOT_STANDBY.to_owned())),
+                lag: None,
+                result: "wrong_role",
+            }
+        }
+        Ok(seen) => {
+            server.set_identity(seen.identity);
+            if let Some(problem) = roles::diverged(&shared.primary(), seen.identity) {
+                return Verdict {
+                    problem: Some((State::Diverged, problem)),
+                    lag: None,
+                    result: "diverged",
+                };
+            }
+            let position = seen.replica;
             if let Some(replayed) = position.replayed {
                 server.set_position(replayed);
             }
@@ -293,7 +352,7 @@ async fn poll_positions(shared: &Arc<Shared>) {
     let mut replicas = JoinSet::new();
     for (index, server) in all.iter().enumerate() {
         let server = Arc::clone(server);
-        replicas.spawn(async move { (index, check_replica(&server, timeout, false).await) });
+        replicas.spawn(async move { (index, observe(&server, timeout, false).await) });
     }
     let results = replicas.join_all().await;
     let mut changed = false;
@@ -351,32 +410,53 @@ pub(super) async fn sample_primary(shared: &Shared, timeout: Duration) -> Option
     Some(position)
 }
 
-/// Runs one round of checks over every server and updates the rotation.
+/// Runs one round of checks over every server and updates the rotation. When the round finds
+/// that the writes must move to another server (roles observed), they move, and the round runs
+/// again against the new primary.
 pub(super) async fn check_all(shared: &Arc<Shared>) {
+    for _ in 0..3 {
+        if !check_round(shared).await {
+            break;
+        }
+    }
+}
+
+/// One round; returns whether the primary moved (and the round must be run again).
+async fn check_round(shared: &Arc<Shared>) -> bool {
     let timeout = shared.config().health_check_timeout;
     let mut replicas = JoinSet::new();
     let start = Instant::now();
     let server = shared.primary.load_full();
-    let primary = check_primary(&server, timeout, false).await;
+    let primary = observe(&server, timeout, false).await;
     let primary_took = start.elapsed();
     let all = shared.replicas.load_full();
     for (index, server) in all.iter().enumerate() {
         let server = Arc::clone(server);
         replicas.spawn(async move {
             let start = Instant::now();
-            let result = check_replica(&server, timeout, false).await;
+            let result = observe(&server, timeout, false).await;
             (index, result, start.elapsed())
         });
     }
+    let mut results = replicas.join_all().await;
+    results.sort_by_key(|(index, _, _)| *index);
 
-    let (verdict, primary_position) = primary_verdict(primary.map_err(|f| f.message));
+    let seen: Vec<Option<Observation>> = results
+        .iter()
+        .map(|(_, r, _)| r.as_ref().ok().copied())
+        .collect();
+    if roles::elect(shared, true, &server, primary.as_ref().ok(), &all, &seen) {
+        return true;
+    }
+
+    let (verdict, primary_position) =
+        primary_verdict(shared, &server, primary.map_err(|f| f.message));
     if let Some(position) = primary_position {
         record_primary(shared, position);
     }
     metrics::health_check(&server, verdict.result, primary_took);
     apply(shared, &server, &verdict, Source::Check);
 
-    let results = replicas.join_all().await;
     let verdicts: Vec<_> = {
         let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
         results
@@ -398,43 +478,61 @@ pub(super) async fn check_all(shared: &Arc<Shared>) {
         server.trim_idle().await;
     }
     shared.publish_metrics();
+    false
 }
 
-pub(super) async fn check_primary(
+/// Asks `server` what [`SERVER_QUERY`] asks, on the checker's connection (or, with `fresh`,
+/// a new one).
+pub(super) async fn observe(
     server: &Server,
     timeout: Duration,
     fresh: bool,
-) -> Result<(bool, Option<u64>), Failure> {
+) -> Result<Observation, Failure> {
     run_check(server, timeout, fresh, |conn| {
         Box::pin(async move {
-            let (in_recovery, insert, block, segment): (bool, Option<i64>, i64, i64) =
-                sqlx::query_as(PRIMARY_QUERY).fetch_one(conn).await?;
-            let position = insert.map(|p| settled_position(p as u64, block as u64, segment as u64));
-            Ok((in_recovery, position))
-        })
-    })
-    .await
-}
-
-pub(super) async fn check_replica(
-    server: &Server,
-    timeout: Duration,
-    fresh: bool,
-) -> Result<(bool, ReplicaPosition), Failure> {
-    run_check(server, timeout, fresh, |conn| {
-        Box::pin(async move {
-            let (in_recovery, received, replayed, age): (
+            #[allow(clippy::type_complexity)]
+            let row: (
                 bool,
+                Option<i64>,
+                i64,
+                i64,
                 Option<i64>,
                 Option<i64>,
                 Option<f64>,
-            ) = sqlx::query_as(REPLICA_QUERY).fetch_one(conn).await?;
-            let position = ReplicaPosition {
-                received: received.map(|p| p as u64),
-                replayed: replayed.map(|p| p as u64),
-                replay_age: age.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()),
+                Option<i64>,
+                Option<String>,
+                Option<i64>,
+            ) = sqlx::query_as(SERVER_QUERY).fetch_one(conn).await?;
+            let (
+                in_recovery,
+                insert,
+                block,
+                segment,
+                received,
+                replayed,
+                age,
+                system,
+                walfile,
+                tli,
+            ) = row;
+            let timeline = match walfile.as_deref().and_then(walfile_timeline) {
+                Some(timeline) => timeline,
+                None => tli.and_then(|t| u32::try_from(t).ok()).unwrap_or(0),
             };
-            Ok((in_recovery, position))
+            Ok(Observation {
+                in_recovery,
+                position: insert.map(|p| settled_position(p as u64, block as u64, segment as u64)),
+                replica: ReplicaPosition {
+                    received: received.map(|p| p as u64),
+                    replayed: replayed.map(|p| p as u64),
+                    replay_age: age.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()),
+                },
+                identity: Identity {
+                    // An unsigned 64-bit number that PostgreSQL shows as a bigint.
+                    system_id: system.map_or(0, |s| s as u64),
+                    timeline,
+                },
+            })
         })
     })
     .await
@@ -526,6 +624,23 @@ pub(super) async fn close(server: &Server) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timelines_come_from_wal_file_names() {
+        assert_eq!(walfile_timeline("000000010000000000000001"), Some(1));
+        assert_eq!(walfile_timeline("0000000A00000003000000FF"), Some(10));
+        assert_eq!(walfile_timeline("FFFFFFFF0000000000000001"), Some(u32::MAX));
+        // Nothing that is not a WAL file name passes for a timeline.
+        for bad in [
+            "",
+            "0000001",
+            "00000000000000000000000",
+            "zzzzzzzz0000",
+            "+0000001000",
+        ] {
+            assert_eq!(walfile_timeline(bad), None, "{bad}");
+        }
+    }
 
     #[tokio::test]
     async fn a_panicking_round_is_caught_and_the_next_one_runs() {

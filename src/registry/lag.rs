@@ -87,6 +87,12 @@ impl PrimaryHistory {
         self.samples.push_back((at, position));
     }
 
+    /// Forgets every sample: the primary moved, and the new one's positions are not
+    /// comparable with the old one's.
+    pub(crate) fn clear(&mut self) {
+        self.samples.clear();
+    }
+
     /// The lag of a replica at `now`, given the primary's position from this round of checks
     /// (`None` when the primary could not be asked).
     pub(crate) fn lag(&self, primary: Option<u64>, replica: ReplicaPosition, now: Instant) -> Lag {

@@ -4,7 +4,9 @@
 //! (jobs, CLIs) that needs the database. It owns a background health loop that checks every
 //! server each interval and takes replicas out of rotation when they are unreachable, are not
 //! standbys, or lag more than the threshold, and puts them back when they recover. When no
-//! replica can serve, reads go to the primary.
+//! replica can serve, reads go to the primary. With roles observed (the default), the primary
+//! is whichever configured server answers as one: a promotion is followed without a restart,
+//! and a replica on another timeline than the primary is never read (see `Roles`).
 //!
 //! ```
 //! use rwsplit::{Config, Registry, ReplicaConfig};
@@ -35,6 +37,7 @@ mod health;
 mod lag;
 mod probe;
 mod reload;
+mod roles;
 mod rounds;
 mod route;
 mod select;
@@ -42,7 +45,7 @@ mod server;
 mod target;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -69,8 +72,8 @@ use crate::intent::{Reason, Role, RouteIntent};
 /// The primary's insert position after a write. Written unlike the health loop's position
 /// query so that `pg_stat_statements` counts it apart, under the comment's name.
 const TOKEN_QUERY: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8, \
-     current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size')) \
-     /* rwsplit consistency token */";
+     current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size')), \
+     pg_walfile_name(pg_current_wal_insert_lsn()) /* rwsplit consistency token */";
 
 /// A replica's replay position, asked when a read with a token finds no replica known to have
 /// its write. Marked so that `pg_stat_statements` counts it apart.
@@ -101,6 +104,13 @@ pub(crate) struct Shared {
     stale_reads: bool,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// The cluster's system identifier, from the first primary seen (0: not yet).
+    system_id: AtomicU64,
+    /// The highest timeline a primary has been seen on: a primary on a lower one is a former
+    /// primary and takes nothing.
+    timeline_floor: AtomicU32,
+    /// A full check asked for by `roles::elect_soon` is running.
+    electing: AtomicBool,
     tickets: Tickets,
     /// Unique among the registries of this process, for the threads' snapshots.
     id: u64,
@@ -193,8 +203,10 @@ impl Registry {
             health_check_interval_seconds = config.health_check_interval.as_secs_f64(),
             "rwsplit configuration"
         );
+        let members = config.members();
         let primary = Server::new(
             PRIMARY_NAME,
+            &members[0].name,
             Kind::Primary,
             config.primary_options(),
             &config.primary.pool,
@@ -205,6 +217,7 @@ impl Registry {
             .iter()
             .map(|replica| {
                 Server::new(
+                    &replica.name,
                     &replica.name,
                     Kind::Replica,
                     config.replica_options(replica),
@@ -238,6 +251,9 @@ impl Registry {
             share: AtomicU8::new(config.replica_share),
             stale_reads: config.consistency.stale_reads_when_read_only,
             reloading: tokio::sync::Mutex::new(()),
+            system_id: AtomicU64::new(0),
+            timeline_floor: AtomicU32::new(0),
+            electing: AtomicBool::new(false),
             config: ArcSwap::from_pointee(config),
         });
         for server in shared.servers() {
@@ -279,7 +295,7 @@ impl Registry {
     /// A server for reading data written before `token` was taken: a replica in rotation that
     /// has replayed the token's position, or the primary.
     pub fn read_after(&self, token: &ConsistencyToken) -> DbRead {
-        let intent = RouteIntent::read(Reason::Direct).requiring(token.position().max(1));
+        let intent = RouteIntent::read(Reason::Direct).requiring(self.shared.token_need(token));
         Db::new(self.resolve(intent))
     }
 
@@ -316,8 +332,11 @@ impl Registry {
         let verified = shared.sticky.verify(text).and_then(|token| {
             // A genuine token names a position the primary had reached when it was issued; if
             // a sample taken later (beyond clock skew) is still behind it, it is not genuine.
+            // Positions compare within one timeline only.
             let sampled = shared.primary_sampled_ms.load(Ordering::Acquire);
-            let ahead = token.position() > shared.primary().position()
+            let primary = shared.primary();
+            let ahead = token.position() > primary.position()
+                && same_timeline(token.timeline(), primary.timeline())
                 && sampled > token.issued_at_ms().saturating_add(CLOCK_SKEW_MS);
             if ahead && shared.sticky.mode == StickyMode::Lsn {
                 Err(TokenRejection::AheadOfPrimary)
@@ -346,7 +365,7 @@ impl Registry {
                 self.shared.tokens.honoured();
                 match sticky.mode {
                     StickyMode::Window => u64::MAX,
-                    _ => token.position().max(1),
+                    _ => self.shared.token_need(&token),
                 }
             }
             Err(_) => 0,
@@ -395,7 +414,10 @@ impl Registry {
     /// configured `waitForReplica` for a replica to catch up.
     pub(crate) async fn resolve_waiting(&self, intent: RouteIntent) -> Target {
         let target = self.resolve(intent);
-        if target.intent().reason() != Reason::Sticky {
+        // No replica can have what a token from another timeline needs: no use waiting.
+        if target.intent().reason() != Reason::Sticky
+            || target.intent().min_position() == Some(u64::MAX)
+        {
             return target;
         }
         // The polled positions cannot tell that a replica has the write: ask the replicas (a
@@ -436,10 +458,16 @@ impl Registry {
     pub fn status(&self) -> RegistryStatus {
         let shared = &self.shared;
         let rotation = shared.rotation.load();
+        let primary = shared.primary();
         RegistryStatus {
             separation: shared.separation(),
             read_replica_share: shared.share.load(Ordering::Relaxed),
-            primary: ServerStatus::of(&shared.primary(), true),
+            roles: match shared.config().roles {
+                crate::config::Roles::Observed => "observed",
+                _ => "configured",
+            },
+            primary_member: primary.member.to_string(),
+            primary: ServerStatus::of(&primary, true),
             replicas: shared
                 .replicas
                 .load()
@@ -579,12 +607,14 @@ impl Shared {
     /// commit record may not be written yet.
     async fn primary_position(&self) -> Result<ConsistencyToken, Error> {
         let primary = self.primary.load_full();
-        let (insert, block, segment): (i64, i64, i64) = sqlx::query_as(TOKEN_QUERY)
-            .fetch_one(&primary.pool)
-            .await
-            .map_err(|e| Error::database(&primary, e))?;
+        let (insert, block, segment, walfile): (i64, i64, i64, String) =
+            sqlx::query_as(TOKEN_QUERY)
+                .fetch_one(&primary.pool)
+                .await
+                .map_err(|e| Error::database(&primary, e))?;
         let position = settled_position(insert as u64, block as u64, segment as u64);
-        Ok(ConsistencyToken::new(position))
+        let timeline = health::walfile_timeline(&walfile).unwrap_or(primary.timeline());
+        Ok(ConsistencyToken::new(position).on_timeline(timeline))
     }
 
     /// Asks every replica in rotation for its replay position, on a connection of its pool,
@@ -614,6 +644,16 @@ impl Shared {
         Ok(())
     }
 
+    /// The position a replica must have replayed to serve reads after `token`: its position,
+    /// or, for a token from another timeline than the primary's (a failover since), more
+    /// than any replica has, so that the primary serves them.
+    fn token_need(&self, token: &ConsistencyToken) -> u64 {
+        match same_timeline(token.timeline(), self.primary().timeline()) {
+            true => token.position().max(1),
+            false => u64::MAX,
+        }
+    }
+
     /// Whether reads compare tokens with replay positions, which then need polling.
     fn polls_positions(&self) -> bool {
         self.separation() && self.sticky.mode == StickyMode::Lsn
@@ -628,6 +668,27 @@ impl Shared {
     /// The configuration now in force.
     pub(super) fn config(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()
+    }
+
+    /// The configuration now in force, to hold across other work.
+    pub(super) fn config_full(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Records that a primary answered as `identity`: the cluster's identifier (the first
+    /// one seen) and the highest timeline reached.
+    pub(super) fn primary_seen(&self, identity: server::Identity) {
+        if identity.system_id != 0 {
+            let _ = self.system_id.compare_exchange(
+                0,
+                identity.system_id,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        self.timeline_floor
+            .fetch_max(identity.timeline, Ordering::AcqRel);
+        crate::metrics::primary_timeline(identity.timeline);
     }
 
     /// Whether reads go to replicas.
@@ -777,9 +838,16 @@ impl Shared {
                 && tried.is_empty()
                 && !route::rollout_admits(self.share.load(Ordering::Relaxed)),
         };
+        // A replica last seen on another timeline than the primary's has forked from it,
+        // whatever its state says until its next check.
+        let timeline = primary.timeline();
         let seen = |server: Arc<Server>| {
+            let state = match same_timeline(server.timeline(), timeline) {
+                true => server.state(),
+                false => server::State::Diverged,
+            };
             let seen = Seen {
-                state: server.state(),
+                state,
                 position: server.position(),
                 tried: was_tried(&server),
             };
@@ -890,6 +958,11 @@ impl Shared {
     }
 }
 
+/// Whether two timelines may be compared as one: equal, or either not known (0).
+fn same_timeline(a: u32, b: u32) -> bool {
+    a == b || a == 0 || b == 0
+}
+
 /// A snapshot of the registry's state, from [`Registry::status`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -898,6 +971,12 @@ pub struct RegistryStatus {
     pub separation: bool,
     /// `readReplicaShare`: the percentage of the reads that may go to a replica that do.
     pub read_replica_share: u8,
+    /// `roles`: `observed` (the primary is whichever configured server answers as one) or
+    /// `configured`.
+    pub roles: &'static str,
+    /// The configured server that takes the writes now: the configured primary's
+    /// `host:port`, or the name of a replica that was promoted.
+    pub primary_member: String,
     /// The primary.
     pub primary: ServerStatus,
     /// The replicas, in configuration order.
@@ -918,7 +997,8 @@ pub struct ServerStatus {
     /// it has failed since (a suspect is still in service).
     pub healthy: bool,
     /// `serving`, `suspect` (a session was lost; a probe is deciding), `unreachable`,
-    /// `lagging` or `wrong_role`.
+    /// `lagging`, `wrong_role` or `diverged` (another cluster, or another timeline than the
+    /// primary's).
     pub state: &'static str,
     /// Whether reads are sent to it now (replicas: healthy with a weight over 0).
     pub in_rotation: bool,
@@ -926,6 +1006,10 @@ pub struct ServerStatus {
     pub lag: Option<Duration>,
     /// Replication lag in bytes of WAL (`None`: unknown).
     pub lag_bytes: Option<u64>,
+    /// The timeline it was last seen on (`None`: not known yet).
+    pub timeline: Option<u32>,
+    /// Its cluster's system identifier (`None`: not known yet).
+    pub system_identifier: Option<u64>,
     /// When the last check finished.
     pub last_check: Option<SystemTime>,
     /// When the last check passed.
@@ -953,6 +1037,8 @@ impl ServerStatus {
             in_rotation,
             lag: server.lag(),
             lag_bytes: server.lag_bytes(),
+            timeline: Some(server.timeline()).filter(|&t| t != 0),
+            system_identifier: Some(server.system_id()).filter(|&id| id != 0),
             last_check: server.last_check(),
             last_success: server.last_success(),
             last_error: server.last_error(),

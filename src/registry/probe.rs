@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::Shared;
-use super::health::{self, Source, apply, check_primary, check_replica, sample_primary};
+use super::health::{self, Source, apply, observe, sample_primary};
+use super::roles;
 use super::server::{Server, State};
 use crate::metrics;
 
@@ -116,11 +117,15 @@ async fn probe(shared: &Arc<Shared>, server: &Arc<Server>) -> bool {
     let timeout = shared.config().health_check_timeout;
     let started = Instant::now();
     let verdict = if server.is_primary() {
-        let (verdict, position) = health::primary_verdict(
-            check_primary(server, timeout, true)
-                .await
-                .map_err(|f| f.message),
-        );
+        let answer = observe(server, timeout, true).await;
+        // With roles observed, the primary may be another server now: every configured server
+        // is asked, and the writes move when another must take them.
+        if roles::discover(shared, server, answer.as_ref().ok()).await {
+            metrics::probed(&server.name, "moved", started.elapsed());
+            return true;
+        }
+        let (verdict, position) =
+            health::primary_verdict(shared, server, answer.map_err(|f| f.message));
         if let Some(position) = position {
             health::record_primary(shared, position);
         }
@@ -131,7 +136,7 @@ async fn probe(shared: &Arc<Shared>, server: &Arc<Server>) -> bool {
             true => sample_primary(shared, timeout).await,
             false => None,
         };
-        let answer = check_replica(server, timeout, true).await;
+        let answer = observe(server, timeout, true).await;
         let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
         health::replica_verdict(
             shared,

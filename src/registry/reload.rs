@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use super::server::{Kind, Server};
 use super::{Registry, Shared, health};
-use crate::config::{Config, PRIMARY_NAME, ReplicaConfig};
+use crate::config::{Config, PRIMARY_NAME, ReplicaConfig, Roles};
 use crate::error::Error;
 
 impl Registry {
@@ -96,9 +96,22 @@ impl Registry {
             &old.failover_on_pool_exhausted,
             &config.failover_on_pool_exhausted,
         );
+        changes.setting("roles", &old.roles, &config.roles);
+        changes.setting(
+            "primaryCandidates",
+            &old.primary_candidates,
+            &config.primary_candidates,
+        );
         let old_primary = shared.primary.load_full();
-        let new_primary = (!old_primary
-            .same_settings(&config.primary_options(), &config.primary.pool))
+        let primary_member = current_primary_member(&config, &old_primary);
+        let member = config
+            .members()
+            .into_iter()
+            .find(|m| m.name == primary_member)
+            .expect("the member was found in this configuration");
+        let primary_options = config.primary_options_at(&member);
+        let new_primary = (*old_primary.member != *member.name
+            || !old_primary.same_settings(&primary_options, &config.primary.pool))
         .then(|| {
             changes.push(
                 "primary: connection settings or pool limits changed, new pool; old pool \
@@ -107,14 +120,16 @@ impl Registry {
             );
             let server = Server::new(
                 PRIMARY_NAME,
+                &member.name,
                 Kind::Primary,
-                config.primary_options(),
+                primary_options,
                 &config.primary.pool,
                 0,
             );
             // The same server (or its new address, which the next check confirms): what is
-            // known of its position carries over, so that tokens keep verifying.
+            // known of its position and timeline carries over, so that tokens keep verifying.
             server.set_position(old_primary.position());
+            server.set_identity(old_primary.identity());
             server.join(shared);
             server
         });
@@ -133,60 +148,13 @@ impl Registry {
             config.consistency = old.consistency.clone();
         }
 
-        let current = shared.replicas.load_full();
-        let mut next = Vec::with_capacity(config.replicas.len());
-        // Retired: replaced or removed, to close; removed: gone from the metrics too.
-        let mut retired = Vec::new();
-        let mut removed = Vec::new();
-        let mut fresh = false;
-        for replica in &config.replicas {
-            let existing = current.iter().find(|s| *s.name == replica.name);
-            let options = config.replica_options(replica);
-            let pool = config.replica_pool(replica);
-            match existing {
-                Some(server) if server.same_settings(&options, &pool) => {
-                    let before = server.weight.swap(replica.weight, Ordering::Relaxed);
-                    if before != replica.weight {
-                        changes.push(format!(
-                            "replica {}: weight {before} -> {}",
-                            replica.name, replica.weight
-                        ));
-                    }
-                    next.push(Arc::clone(server));
-                }
-                Some(server) => {
-                    next.push(new_replica(shared, replica, &config));
-                    retired.push(Arc::clone(server));
-                    fresh = true;
-                    changes.push(format!(
-                        "replica {}: connection settings or pool limits changed, new pool (in \
-                         rotation after its first check), old pool draining",
-                        replica.name
-                    ));
-                }
-                None => {
-                    let server = new_replica(shared, replica, &config);
-                    changes.push(format!(
-                        "replica {} added at {} with weight {} (in rotation after its first \
-                         check)",
-                        replica.name, server.address, replica.weight
-                    ));
-                    next.push(server);
-                    fresh = true;
-                }
-            }
-        }
-        for server in current.iter() {
-            if !config.replicas.iter().any(|r| *r.name == *server.name) {
-                changes.push(format!(
-                    "replica {} removed (out of rotation; its pool closes once its connections \
-                     are back)",
-                    server.name
-                ));
-                retired.push(Arc::clone(server));
-                removed.push(Arc::clone(server));
-            }
-        }
+        let ReplicaSet {
+            next,
+            mut retired,
+            removed,
+            fresh: replicas_fresh,
+        } = replica_set(shared, &config, &primary_member, &mut changes);
+        let mut fresh = replicas_fresh;
 
         {
             let _guard = shared.rebuild.lock().unwrap_or_else(|e| e.into_inner());
@@ -228,6 +196,113 @@ impl Registry {
     }
 }
 
+/// The name of the configured server the primary should be on under `config`: the one it is
+/// on now when `config` still lists it and roles are observed, else the configured `host`.
+fn current_primary_member(config: &Config, primary: &Server) -> String {
+    let members = config.members();
+    let observed = config.roles == Roles::Observed;
+    match members
+        .iter()
+        .find(|m| observed && *m.name == *primary.member)
+    {
+        Some(member) => member.name.clone(),
+        None => members[0].name.clone(),
+    }
+}
+
+/// The replicas under `config` while the primary is on `primary_member`, reusing the running
+/// servers that match, and what they replace.
+pub(super) struct ReplicaSet {
+    pub(super) next: Vec<Arc<Server>>,
+    /// Replaced or removed, to close.
+    pub(super) retired: Vec<Arc<Server>>,
+    /// Gone, to forget in the metrics too.
+    pub(super) removed: Vec<Arc<Server>>,
+    /// Whether any is new and needs its first check.
+    pub(super) fresh: bool,
+}
+
+/// Matches the replicas `config` asks for (every configured server but the primary, when roles
+/// are observed) with the running ones by name: kept and reweighted, replaced when their
+/// settings changed, added, removed. Each change is described in `changes`.
+pub(super) fn replica_set(
+    shared: &Arc<Shared>,
+    config: &Config,
+    primary_member: &str,
+    changes: &mut Changes,
+) -> ReplicaSet {
+    let wanted: Vec<ReplicaConfig> = match config.roles {
+        Roles::Observed => config
+            .members()
+            .into_iter()
+            .filter(|m| m.name != primary_member)
+            .map(|m| m.as_replica)
+            .collect(),
+        _ => config.replicas.clone(),
+    };
+    let current = shared.replicas.load_full();
+    let mut set = ReplicaSet {
+        next: Vec::with_capacity(wanted.len()),
+        retired: Vec::new(),
+        removed: Vec::new(),
+        fresh: false,
+    };
+    for replica in &wanted {
+        let existing = current.iter().find(|s| *s.name == replica.name);
+        let options = config.replica_options(replica);
+        let pool = config.replica_pool(replica);
+        match existing {
+            Some(server) if server.same_settings(&options, &pool) => {
+                let before = server.weight.swap(replica.weight, Ordering::Relaxed);
+                if before != replica.weight {
+                    changes.push(format!(
+                        "replica {}: weight {before} -> {}",
+                        replica.name, replica.weight
+                    ));
+                }
+                set.next.push(Arc::clone(server));
+            }
+            Some(server) => {
+                set.next.push(new_replica(shared, replica, config));
+                set.retired.push(Arc::clone(server));
+                set.fresh = true;
+                changes.push(format!(
+                    "replica {}: connection settings or pool limits changed, new pool (in \
+                     rotation after its first check), old pool draining",
+                    replica.name
+                ));
+            }
+            None => {
+                let server = new_replica(shared, replica, config);
+                changes.push(format!(
+                    "replica {} added at {} with weight {} (in rotation after its first \
+                     check)",
+                    replica.name, server.address, replica.weight
+                ));
+                set.next.push(server);
+                set.fresh = true;
+            }
+        }
+    }
+    for server in current.iter() {
+        if !wanted.iter().any(|r| *r.name == *server.name) {
+            let why = if *server.name == *primary_member {
+                "answers as the primary now"
+            } else {
+                "removed"
+            };
+            changes.push(format!(
+                "replica {} {why} (out of rotation; its pool closes once its connections are \
+                 back)",
+                server.name
+            ));
+            set.retired.push(Arc::clone(server));
+            set.removed.push(Arc::clone(server));
+        }
+    }
+    set
+}
+
 /// A replica built from `replica`, out of rotation until its first check passes.
 pub(super) fn new_replica(
     shared: &Arc<Shared>,
@@ -235,6 +310,7 @@ pub(super) fn new_replica(
     config: &Config,
 ) -> Arc<Server> {
     let server = Server::new(
+        &replica.name,
         &replica.name,
         Kind::Replica,
         config.replica_options(replica),
@@ -248,13 +324,13 @@ pub(super) fn new_replica(
 
 /// The changes of one reload: applied, and kept until a restart.
 #[derive(Default)]
-struct Changes {
-    applied: Vec<String>,
+pub(super) struct Changes {
+    pub(super) applied: Vec<String>,
     kept: Vec<String>,
 }
 
 impl Changes {
-    fn push(&mut self, change: String) {
+    pub(super) fn push(&mut self, change: String) {
         self.applied.push(change);
     }
 

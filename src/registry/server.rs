@@ -39,6 +39,9 @@ pub(crate) enum State {
     Lagging = 3,
     /// Out: a primary in recovery, or a replica that is not a standby.
     WrongRole = 4,
+    /// Out: a replica of another cluster (system identifier) or on another timeline than the
+    /// primary: its data has forked from the primary's, whatever its position says.
+    Diverged = 5,
 }
 
 impl State {
@@ -48,7 +51,8 @@ impl State {
             1 => State::Suspect,
             2 => State::Unreachable,
             3 => State::Lagging,
-            _ => State::WrongRole,
+            4 => State::WrongRole,
+            _ => State::Diverged,
         }
     }
 
@@ -65,6 +69,7 @@ impl State {
             State::Unreachable => "unreachable",
             State::Lagging => "lagging",
             State::WrongRole => "wrong_role",
+            State::Diverged => "diverged",
         }
     }
 }
@@ -73,6 +78,9 @@ impl State {
 pub(crate) struct Server {
     pub(crate) name: Arc<str>,
     pub(crate) kind: Kind,
+    /// The configured server this is (a replica's name; the configured primary's
+    /// `host:port`): for the primary, the member that answers as the primary now.
+    pub(crate) member: Arc<str>,
     pub(crate) address: String,
     pub(crate) pool: PgPool,
     pub(crate) header_value: Option<HeaderValue>,
@@ -83,6 +91,9 @@ pub(crate) struct Server {
     state: AtomicU8,
     /// Whether a probe task is running for this server (at most one is).
     probing: AtomicBool,
+    /// Set when the primary moved away from this server: work waiting for one of its
+    /// connections goes to the new primary.
+    retired: AtomicBool,
     /// Woken when work was refused because this server is out of service: its probe task
     /// then probes without waiting out its backoff (see `probe`).
     pub(crate) wanted: tokio::sync::Notify,
@@ -99,6 +110,11 @@ pub(crate) struct Server {
     /// The WAL position this server has replayed (replicas) or written (primary), in bytes
     /// since `0/0`; 0 until known. Compared with consistency tokens on the request path.
     position: AtomicU64,
+    /// The timeline it was last seen on (a primary's WAL timeline, what a standby receives or
+    /// has replayed); 0 until known.
+    timeline: AtomicU32,
+    /// `pg_control_system().system_identifier`; 0 until known.
+    system_id: AtomicU64,
     /// Milliseconds since the Unix epoch of the last finished check (0: none yet).
     last_check_ms: AtomicU64,
     /// Milliseconds since the Unix epoch of the last successful check (0: none yet).
@@ -118,6 +134,7 @@ pub(crate) struct Server {
 impl Server {
     pub(crate) fn new(
         name: &str,
+        member: &str,
         kind: Kind,
         options: PgConnectOptions,
         pool_config: &PoolConfig,
@@ -130,6 +147,7 @@ impl Server {
             .idle_timeout(pool_config.idle_timeout);
         Arc::new(Server {
             name: Arc::from(name),
+            member: Arc::from(member),
             kind,
             address: format!("{}:{}", options.get_host(), options.get_port()),
             pool: pool_options.connect_lazy_with(options.clone()),
@@ -141,12 +159,15 @@ impl Server {
             // returns, and a failed first check is logged as the server leaving.
             state: AtomicU8::new(State::Serving as u8),
             probing: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             wanted: tokio::sync::Notify::new(),
             fresh_check: AtomicBool::new(false),
             left: tokio::sync::Notify::new(),
             lag_micros: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
             lag_bytes: AtomicU64::new(if kind == Kind::Primary { 0 } else { u64::MAX }),
             position: AtomicU64::new(0),
+            timeline: AtomicU32::new(0),
+            system_id: AtomicU64::new(0),
             last_check_ms: AtomicU64::new(0),
             last_ok_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
@@ -223,6 +244,18 @@ impl Server {
                 Ordering::Acquire,
             )
             .is_ok()
+    }
+
+    /// Marks the server as no longer the primary, and wakes the work waiting for its
+    /// connections.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.left.notify_waiters();
+    }
+
+    /// Whether the primary moved away from this server.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Claims the right to run this server's probe task; `false` when one is running.
@@ -315,6 +348,40 @@ impl Server {
         self.position.fetch_max(position, Ordering::AcqRel);
     }
 
+    /// The timeline it was last seen on (0: unknown).
+    pub(crate) fn timeline(&self) -> u32 {
+        self.timeline.load(Ordering::Acquire)
+    }
+
+    /// Its system identifier (0: unknown).
+    pub(crate) fn system_id(&self) -> u64 {
+        self.system_id.load(Ordering::Acquire)
+    }
+
+    /// The cluster and timeline it was last seen on.
+    pub(crate) fn identity(&self) -> Identity {
+        Identity {
+            system_id: self.system_id(),
+            timeline: self.timeline(),
+        }
+    }
+
+    /// Records the identity a check saw (unknown parts keep what was known).
+    pub(crate) fn set_identity(&self, identity: Identity) {
+        if identity.system_id != 0 {
+            self.system_id.store(identity.system_id, Ordering::Release);
+        }
+        if identity.timeline != 0 {
+            self.timeline.store(identity.timeline, Ordering::Release);
+        }
+    }
+
+    /// Takes the server out of service as `state` with `problem` (a replica found diverged
+    /// without a check of its own). Returns whether it was in service.
+    pub(crate) fn take_out(&self, state: State, problem: String) -> bool {
+        self.set_problem(Some((state, problem)))
+    }
+
     pub(crate) fn lag(&self) -> Option<Duration> {
         match self.lag_micros.load(Ordering::Relaxed) {
             u64::MAX => None,
@@ -351,10 +418,20 @@ impl fmt::Debug for Server {
         f.debug_struct("Server")
             .field("name", &self.name)
             .field("address", &self.address)
+            .field("member", &self.member)
             .field("state", &self.state())
+            .field("timeline", &self.timeline())
             .field("weight", &self.weight())
             .finish()
     }
+}
+
+/// Which cluster a server belongs to and which timeline it is on, as a check saw them; 0
+/// for what could not be read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) system_id: u64,
+    pub(crate) timeline: u32,
 }
 
 fn from_unix_ms(ms: u64) -> Option<SystemTime> {

@@ -319,24 +319,8 @@ impl Cluster {
     }
 
     async fn bootstrap_replica(&self, name: &str, user: &str, password: &str) -> io::Result<Node> {
-        let node = Node::new(name, &self.root, &self.bin, self.owner);
-        let script = self.root.join("replica-bootstrap.sh");
-        if !script.exists() {
-            fs::write(&script, BOOTSTRAP_SCRIPT)?;
-            fs::set_permissions(&script, fs::Permissions::from_mode(0o755))?;
-        }
-        let mut bootstrap = self.command("sh");
-        bootstrap
-            .arg(&script)
-            .env("PGDATA", &node.data)
-            .env("PRIMARY_HOST", "127.0.0.1")
-            .env("PRIMARY_PORT", self.primary.port.to_string())
-            .env("REPLICATION_USER", user)
-            .env("PGPASSWORD", password)
-            .env("PG_BIN", &self.bin)
-            .env("WAIT_SECONDS", "30");
-        run(bootstrap, "replica-bootstrap.sh").await?;
-        let mut node = node;
+        let mut node = Node::new(name, &self.root, &self.bin, self.owner);
+        node.bootstrap_from(&self.primary, user, password).await?;
         node.start_on_free_port().await?;
         Ok(node)
     }
@@ -463,6 +447,74 @@ impl Node {
             .arg(&self.data)
             .args(["-w", "-t", "60", "-m", mode.as_arg()]);
         run(stop, "pg_ctl stop").await
+    }
+
+    /// Promotes this standby to a primary (`pg_ctl promote`), waiting until it accepts
+    /// writes. It starts a new timeline.
+    pub async fn promote(&self) -> io::Result<()> {
+        let mut promote = self.command("pg_ctl");
+        promote
+            .arg("promote")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "60"]);
+        run(promote, "pg_ctl promote").await
+    }
+
+    /// Re-points this running standby at `primary` (its `primary_conninfo`, reloaded): it
+    /// follows the primary's latest timeline if it can, as after a failover. A standby that
+    /// replayed past the point where `primary`'s timeline forked cannot, and stays where it is.
+    pub async fn follow(&self, primary: &Node) -> io::Result<()> {
+        self.execute(&format!(
+            "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={} user={USER} \
+             password={PASSWORD} application_name={}'",
+            primary.port, self.name
+        ))
+        .await?;
+        self.execute("SELECT pg_reload_conf()").await
+    }
+
+    /// Stops this standby's WAL receiver (an empty `primary_conninfo`): it keeps what it has
+    /// and receives nothing more until [`follow`](Self::follow).
+    pub async fn detach(&self) -> io::Result<()> {
+        self.execute("ALTER SYSTEM SET primary_conninfo = ''")
+            .await?;
+        self.execute("SELECT pg_reload_conf()").await
+    }
+
+    /// Makes this stopped server a fresh hot standby of `primary` and starts it on its old
+    /// port: its data directory is replaced by a base backup of `primary`
+    /// (`scripts/replica-bootstrap.sh`), as a former primary is rebuilt after a failover.
+    pub async fn rejoin_as_standby(&self, primary: &Node) -> io::Result<()> {
+        fs::remove_dir_all(&self.data)?;
+        self.bootstrap_from(primary, USER, PASSWORD).await?;
+        // The backup carries the primary's port; this server keeps its own.
+        append(
+            &self.data.join("postgresql.conf"),
+            &format!("port = {}\n", self.port),
+        )?;
+        self.start().await
+    }
+
+    /// Fills this node's (absent) data directory with a standby of `primary`, through
+    /// `scripts/replica-bootstrap.sh` as `user` with `password`.
+    async fn bootstrap_from(&self, primary: &Node, user: &str, password: &str) -> io::Result<()> {
+        let script = self.root.join("replica-bootstrap.sh");
+        if !script.exists() {
+            fs::write(&script, BOOTSTRAP_SCRIPT)?;
+            fs::set_permissions(&script, fs::Permissions::from_mode(0o755))?;
+        }
+        let mut bootstrap = self.command("sh");
+        bootstrap
+            .arg(&script)
+            .env("PGDATA", &self.data)
+            .env("PRIMARY_HOST", "127.0.0.1")
+            .env("PRIMARY_PORT", primary.port.to_string())
+            .env("REPLICATION_USER", user)
+            .env("PGPASSWORD", password)
+            .env("PG_BIN", &self.bin)
+            .env("WAIT_SECONDS", "30");
+        run(bootstrap, "replica-bootstrap.sh").await
     }
 
     /// Freezes the server's postmaster with `SIGSTOP`: it still accepts TCP connections (the
