@@ -108,6 +108,10 @@ async fn writes_follow_a_promotion_and_nothing_is_read_from_a_dead_timeline() {
     assert_eq!(status.primary.timeline, Some(2), "{status:?}");
     assert!(status.primary.healthy, "{status:?}");
 
+    // The former primary is a replica now, known on its old timeline until it is seen again.
+    assert_eq!(replica_status(&registry, &old_member).timeline, Some(1));
+    assert!(!in_rotation(&registry, &old_member));
+
     // replica2 still follows the dead primary's timeline: out, with the reason shown.
     let stranded = replica_status(&registry, "replica2");
     assert!(!stranded.in_rotation, "{stranded:?}");

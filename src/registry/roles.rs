@@ -229,6 +229,11 @@ fn move_primary(
             return false;
         }
         let set = reload::replica_set(shared, &config, &target.name, &mut changes);
+        // The former primary, as a replica, is what it was last seen as (its old timeline)
+        // until a check sees it again: never read as a last resort while it has not followed.
+        for replica in set.next.iter().filter(|r| r.member == from.member) {
+            replica.set_identity(from.identity());
+        }
         shared.replicas.store(Arc::new(set.next));
         shared.primary.store(Arc::clone(&primary));
         shared
