@@ -64,7 +64,7 @@ use self::server::Kind;
 pub(crate) use self::server::Server;
 pub(crate) use self::target::Checkout;
 pub(crate) use self::target::Target;
-use crate::config::{Config, ConfigError, PRIMARY_NAME, ReplicaConfig};
+use crate::config::{Config, ConfigError, ReplicaConfig};
 use crate::consistency::{CLOCK_SKEW_MS, ConsistencyToken, Sticky, StickyMode, TokenRejection};
 use crate::error::Error;
 use crate::intent::{Reason, Role, RouteIntent};
@@ -203,28 +203,11 @@ impl Registry {
             health_check_interval_seconds = config.health_check_interval.as_secs_f64(),
             "rwsplit configuration"
         );
-        let members = config.members();
-        let primary = Server::new(
-            PRIMARY_NAME,
-            &members[0].name,
-            Kind::Primary,
-            config.primary_options(),
-            &config.primary.pool,
-            0,
-        );
+        let primary = Server::primary(&config, &config.members()[0]);
         let replicas: Vec<Arc<Server>> = config
             .replicas
             .iter()
-            .map(|replica| {
-                Server::new(
-                    &replica.name,
-                    &replica.name,
-                    Kind::Replica,
-                    config.replica_options(replica),
-                    &config.replica_pool(replica),
-                    replica.weight,
-                )
-            })
+            .map(|replica| Server::replica(&config, replica))
             .collect();
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {

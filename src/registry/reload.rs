@@ -6,9 +6,9 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::server::{Kind, Server};
+use super::server::Server;
 use super::{Registry, Shared, health};
-use crate::config::{Config, PRIMARY_NAME, ReplicaConfig, Roles};
+use crate::config::{Config, Member, ReplicaConfig, Roles};
 use crate::error::Error;
 
 impl Registry {
@@ -103,12 +103,7 @@ impl Registry {
             &config.primary_candidates,
         );
         let old_primary = shared.primary.load_full();
-        let primary_member = current_primary_member(&config, &old_primary);
-        let member = config
-            .members()
-            .into_iter()
-            .find(|m| m.name == primary_member)
-            .expect("the member was found in this configuration");
+        let member = current_primary_member(&config, &old_primary);
         let primary_options = config.primary_options_at(&member);
         let new_primary = (*old_primary.member != *member.name
             || !old_primary.same_settings(&primary_options, &config.primary.pool))
@@ -118,14 +113,7 @@ impl Registry {
                  draining"
                     .to_owned(),
             );
-            let server = Server::new(
-                PRIMARY_NAME,
-                &member.name,
-                Kind::Primary,
-                primary_options,
-                &config.primary.pool,
-                0,
-            );
+            let server = Server::primary(&config, &member);
             // The same server (or its new address, which the next check confirms): what is
             // known of its position and timeline carries over, so that tokens keep verifying.
             server.set_position(old_primary.position());
@@ -153,7 +141,7 @@ impl Registry {
             mut retired,
             removed,
             fresh: replicas_fresh,
-        } = replica_set(shared, &config, &primary_member, &mut changes);
+        } = replica_set(shared, &config, &member.name, &mut changes);
         let mut fresh = replicas_fresh;
 
         {
@@ -196,18 +184,16 @@ impl Registry {
     }
 }
 
-/// The name of the configured server the primary should be on under `config`: the one it is
+/// The configured server the primary should be on under `config`: the one it is
 /// on now when `config` still lists it and roles are observed, else the configured `host`.
-fn current_primary_member(config: &Config, primary: &Server) -> String {
-    let members = config.members();
+fn current_primary_member(config: &Config, primary: &Server) -> Member {
+    let mut members = config.members();
     let observed = config.roles == Roles::Observed;
-    match members
+    let at = members
         .iter()
-        .find(|m| observed && *m.name == *primary.member)
-    {
-        Some(member) => member.name.clone(),
-        None => members[0].name.clone(),
-    }
+        .position(|m| observed && *m.name == *primary.member)
+        .unwrap_or(0);
+    members.swap_remove(at)
 }
 
 /// The replicas under `config` while the primary is on `primary_member`, reusing the running
@@ -309,14 +295,7 @@ pub(super) fn new_replica(
     replica: &ReplicaConfig,
     config: &Config,
 ) -> Arc<Server> {
-    let server = Server::new(
-        &replica.name,
-        &replica.name,
-        Kind::Replica,
-        config.replica_options(replica),
-        &config.replica_pool(replica),
-        replica.weight,
-    );
+    let server = Server::replica(config, replica);
     server.eject("not checked yet".to_owned());
     server.join(shared);
     server

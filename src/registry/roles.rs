@@ -23,9 +23,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::health::{self, Observation};
-use super::server::{Identity, Kind, Server, State};
+use super::server::{Identity, Server, State};
 use super::{Shared, probe, reload};
-use crate::config::{PRIMARY_NAME, Roles};
+use crate::config::Roles;
 
 /// One server answering as a primary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,14 +208,7 @@ fn move_primary(
     let Some(target) = config.members().into_iter().find(|m| m.name == member) else {
         return false;
     };
-    let primary = Server::new(
-        PRIMARY_NAME,
-        &target.name,
-        Kind::Primary,
-        config.primary_options_at(&target),
-        &config.primary.pool,
-        0,
-    );
+    let primary = Server::primary(&config, &target);
     primary.set_identity(observed.identity);
     if let Some(position) = observed.position {
         primary.set_position(position);

@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::Shared;
 use super::lag::Lag;
-use crate::config::PoolConfig;
+use crate::config::{Config, Member, PRIMARY_NAME, PoolConfig, ReplicaConfig};
 use crate::consistency::unix_ms;
 use crate::metrics::RouteTable;
 
@@ -176,6 +176,31 @@ impl Server {
             acquire_duration: OnceLock::new(),
             registry: OnceLock::new(),
         })
+    }
+
+    /// The primary as `config` describes it, on the configured server `member`: read-write
+    /// sessions with the primary's credentials at the member's address, the primary's pool.
+    pub(crate) fn primary(config: &Config, member: &Member) -> Arc<Server> {
+        Server::new(
+            PRIMARY_NAME,
+            &member.name,
+            Kind::Primary,
+            config.primary_options_at(member),
+            &config.primary.pool,
+            0,
+        )
+    }
+
+    /// The replica `replica` as `config` describes it (read-only sessions, its pool, weight).
+    pub(crate) fn replica(config: &Config, replica: &ReplicaConfig) -> Arc<Server> {
+        Server::new(
+            &replica.name,
+            &replica.name,
+            Kind::Replica,
+            config.replica_options(replica),
+            &config.replica_pool(replica),
+            replica.weight,
+        )
     }
 
     /// Whether this server's pool was made from these connection settings and limits.
