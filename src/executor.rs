@@ -184,7 +184,7 @@ impl<'t, 'q, E: Execute<'q, Postgres>> Run<'t, E> {
     /// Whether an attempt on `server` runs in a read-only transaction: a `DbRead`'s on the
     /// primary (a replica's sessions are read-only already).
     fn read_only_on(&self, server: &Server) -> bool {
-        self.read_only && server.is_primary()
+        self.read_only && server.reads_in_read_only_transaction()
     }
 
     /// A connection for the next attempt (failing over as [`Db::acquire`] does), with the

@@ -97,7 +97,7 @@ mod registry;
 mod route_override;
 mod status;
 
-pub use config::{Config, ConfigError, ConsistencyConfig, ReplicaConfig, Roles};
+pub use config::{Config, ConfigError, ConsistencyConfig, ReplicaConfig, ReplicaReadOnly, Roles};
 pub use consistency::{ConsistencyToken, StickyMode, TokenRejection};
 pub use db_error::{DbError, DbErrorKind};
 pub use error::Error;

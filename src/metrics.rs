@@ -65,7 +65,7 @@ use metrics::{
 
 use crate::consistency::TokenRejection;
 use crate::intent::{Reason, Role, RouteIntent};
-use crate::registry::Server;
+use crate::registry::{Capabilities, Capability, Server};
 
 pub(crate) const ROUTE_DECISIONS: &str = "rwsplit_route_decisions_total";
 pub(crate) const REQUEST_DURATION: &str = "rwsplit_request_duration_seconds";
@@ -95,6 +95,8 @@ pub(crate) const PRIMARY_MOVES: &str = "rwsplit_primary_moves_total";
 pub(crate) const PRIMARY_REFUSALS: &str = "rwsplit_primary_refusals_total";
 pub(crate) const PRIMARY_TIMELINE: &str = "rwsplit_primary_timeline";
 pub(crate) const SERVER_TIMELINE: &str = "rwsplit_server_timeline";
+pub(crate) const SERVER_CAPABILITY: &str = "rwsplit_server_capability";
+pub(crate) const SLOW_CHECKS: &str = "rwsplit_server_slow_checks_total";
 
 /// Describes every metric to the installed recorder (once per registry; cheap).
 pub(crate) fn describe() {
@@ -104,6 +106,11 @@ pub(crate) fn describe() {
             "Servers handed to handlers, by role, reason and route.",
         ),
         (HEALTH_CHECKS, "Health checks by server and result."),
+        (
+            SLOW_CHECKS,
+            "Checks and probes that timed out on a server that answered other work meanwhile: \
+             it stayed in service.",
+        ),
         (
             POOL_ACQUIRE_TIMEOUTS,
             "Connection acquisitions that timed out (pool exhaustion).",
@@ -205,6 +212,11 @@ pub(crate) fn describe() {
             SERVER_TIMELINE,
             Unit::Count,
             "The timeline the server was last seen on.",
+        ),
+        (
+            SERVER_CAPABILITY,
+            Unit::Count,
+            "1 when this role may use a monitoring capability on the server, 0 when it may not.",
         ),
     ];
     for (name, unit, help) in gauges {
@@ -431,6 +443,20 @@ pub(crate) fn primary_moved(to: &Arc<str>) {
 
 pub(crate) fn primary_refused(server: &Arc<str>) {
     counter!(PRIMARY_REFUSALS, "server" => Arc::clone(server)).increment(1);
+}
+
+/// `rwsplit_server_capability`: what this role may ask `server`, one series per capability.
+pub(crate) fn capabilities(server: &Arc<str>, capabilities: Capabilities) {
+    for capability in Capability::ALL {
+        let value = f64::from(u8::from(capabilities.has(capability)));
+        gauge!(SERVER_CAPABILITY, "server" => Arc::clone(server), "capability" => capability.as_str())
+            .set(value);
+    }
+}
+
+/// Counts a check or probe of `server` that timed out while it answered other work.
+pub(crate) fn slow_check(server: &Arc<str>, by: &'static str) {
+    counter!(SLOW_CHECKS, "server" => Arc::clone(server), "by" => by).increment(1);
 }
 
 pub(crate) fn primary_timeline(timeline: u32) {

@@ -99,6 +99,9 @@ fn server(s: &ServerStatus) -> Value {
             "in_use": s.pool_size - s.pool_idle,
             "max": s.pool_max,
         },
+        "capabilities": s.capabilities,
+        "missing_capabilities": s.missing_capabilities,
+        "read_only": s.read_only,
     })
 }
 

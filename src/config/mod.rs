@@ -74,6 +74,7 @@ pub struct Config {
     pub(crate) health_check_timeout: Duration,
     pub(crate) failover_on_pool_exhausted: bool,
     pub(crate) roles: Roles,
+    pub(crate) replica_read_only: ReplicaReadOnly,
     pub(crate) primary_candidates: Option<Vec<String>>,
     pub(crate) consistency: ConsistencyConfig,
 }
@@ -92,6 +93,35 @@ pub enum Roles {
     /// The primary is the configured `host` and nothing else: a promotion elsewhere is not
     /// followed (writes fail with 503 until the configuration names the new primary).
     Configured,
+}
+
+/// How replica sessions are kept read-only (`db.replicaReadOnly`), so that a write through a
+/// `DbRead` fails the same way on every server, even on a replica promoted while in rotation.
+///
+/// A connection pooler between rwsplit and the replicas decides which work: PgBouncer refuses
+/// the `options` startup parameter, and in transaction pooling a session setting does not
+/// follow the client from one transaction to the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReplicaReadOnly {
+    /// `StartupOption`, and `SessionSet` on a replica that refuses the startup parameter
+    /// (PgBouncer, some proxies), chosen when its first connection is refused and logged once.
+    /// The default.
+    #[default]
+    Auto,
+    /// `default_transaction_read_only = on` as a startup option: no round trip. Straight to
+    /// PostgreSQL, or a pooler that passes `options`.
+    StartupOption,
+    /// `SET default_transaction_read_only = on` on each new connection: behind a pooler in
+    /// session pooling (PgBouncer's `pool_mode = session`).
+    SessionSet,
+    /// Each `DbRead` query on the replica runs in `BEGIN READ ONLY` (as on the primary): behind
+    /// a pooler in transaction pooling; two more round trips a query.
+    Transaction,
+    /// Nothing of rwsplit's: the standby refuses writes itself. Behind transaction pooling when
+    /// the extra round trips matter; a replica promoted while in rotation would accept a
+    /// `DbRead`'s write until the next check takes it out.
+    Standby,
 }
 
 /// One read replica: where it is, its weight, and what it does not inherit from the primary.
@@ -201,6 +231,7 @@ impl Config {
             health_check_timeout: Duration::from_secs(5),
             failover_on_pool_exhausted: false,
             roles: Roles::Observed,
+            replica_read_only: ReplicaReadOnly::Auto,
             primary_candidates: None,
             consistency: ConsistencyConfig::default(),
         }
@@ -360,6 +391,15 @@ impl Config {
     /// it on when replicas have spare capacity and queueing is what hurts.
     pub fn failover_on_pool_exhausted(mut self, enabled: bool) -> Self {
         self.failover_on_pool_exhausted = enabled;
+        self
+    }
+
+    /// How replica sessions are kept read-only (`replicaReadOnly`): see [`ReplicaReadOnly`].
+    /// Default [`Auto`](ReplicaReadOnly::Auto): a startup option, or a `SET` after connect where
+    /// a pooler refuses it. Behind transaction pooling, choose
+    /// [`Transaction`](ReplicaReadOnly::Transaction) or [`Standby`](ReplicaReadOnly::Standby).
+    pub fn replica_read_only(mut self, means: ReplicaReadOnly) -> Self {
+        self.replica_read_only = means;
         self
     }
 
@@ -700,11 +740,8 @@ impl Config {
         if replica.ssl_root_cert.is_some() {
             server.ssl_root_cert = replica.ssl_root_cert.clone();
         }
-        // Read-only sessions: a replica that is promoted while in rotation still refuses the
-        // writes of a `DbRead`.
-        server
-            .connect_options(&replica.host, replica.port)
-            .options([("default_transaction_read_only", "on")])
+        // Read-only sessions are the server's to set up (see `ReplicaReadOnly`).
+        server.connect_options(&replica.host, replica.port)
     }
 
     pub(crate) fn replica_pool(&self, replica: &ReplicaConfig) -> PoolConfig {

@@ -18,7 +18,10 @@ use sqlx::postgres::PgSslMode;
 
 use super::duration::parse_duration;
 use super::env::{Unexpanded, expand, names};
-use super::{Config, ConfigError, ConsistencyConfig, PoolOverrides, ReplicaConfig, Roles, Secret};
+use super::{
+    Config, ConfigError, ConsistencyConfig, PoolOverrides, ReplicaConfig, ReplicaReadOnly, Roles,
+    Secret,
+};
 use crate::consistency::StickyMode;
 
 /// The application's whole configuration: keys beside `db` are not ours and are skipped.
@@ -56,6 +59,7 @@ struct Db {
     health_check_timeout: Option<Text<Duration>>,
     failover_on_pool_exhausted: Option<Text<bool>>,
     roles: Option<Text<Roles>>,
+    replica_read_only: Option<Text<ReplicaReadOnly>>,
     primary_candidates: Option<Vec<Text<String>>>,
     read_replicas: Option<Vec<Replica>>,
     consistency: Option<Consistency>,
@@ -189,6 +193,7 @@ impl Db {
             self.failover_on_pool_exhausted,
         );
         set(&mut config.roles, self.roles);
+        set(&mut config.replica_read_only, self.replica_read_only);
         if let Some(candidates) = self.primary_candidates {
             config.primary_candidates = Some(candidates.into_iter().map(|c| c.0).collect());
         }
@@ -781,6 +786,23 @@ impl FromText for Roles {
             _ => {
                 Err("must be observed (follow promotions) or configured (the host only)".to_owned())
             }
+        }
+    }
+}
+
+impl FromText for ReplicaReadOnly {
+    const EXPECTED: &'static str = "auto, startupOption, sessionSet, transaction or standby";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "auto" => Ok(ReplicaReadOnly::Auto),
+            "startupOption" => Ok(ReplicaReadOnly::StartupOption),
+            "sessionSet" => Ok(ReplicaReadOnly::SessionSet),
+            "transaction" => Ok(ReplicaReadOnly::Transaction),
+            "standby" => Ok(ReplicaReadOnly::Standby),
+            _ => Err(
+                "must be one of auto, startupOption, sessionSet, transaction, standby".to_owned(),
+            ),
         }
     }
 }

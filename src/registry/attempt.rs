@@ -81,6 +81,8 @@ impl<'t> Attempts<'t> {
             let start = Instant::now();
             let error = match acquire_from(&server).await {
                 Some(Ok(conn)) => {
+                    // sqlx pings an idle connection before handing it out: the server answers.
+                    server.served();
                     crate::metrics::acquired(&server, start.elapsed());
                     return Ok((conn, server));
                 }
@@ -119,8 +121,18 @@ impl<'t> Attempts<'t> {
         if matches!(error, sqlx::Error::PoolTimedOut) {
             crate::metrics::acquire_timeout(server);
         }
+        // A pooler refusing the read-only startup option: the next connection does without it.
+        if server.startup_option_refused(error) {
+            return Some("startup_option");
+        }
         let cause = match fault(error, Phase::Connect) {
             Fault::Server("timeout") if server.full() => return Some("exhausted"),
+            // No new connection in time, but the server answered other work meanwhile: it is
+            // busy, not gone. This work moves on; the server stays in service.
+            Fault::Server("timeout") if server.answered_within(server.connect_timeout()) => {
+                crate::metrics::slow_check(&server.name, "connect");
+                return Some("slow");
+            }
             // The primary is the only server that can write: refusing every write for a
             // moment of saturation would cost more than waiting for a connection.
             Fault::Server("too_many_connections") if server.is_primary() => return None,

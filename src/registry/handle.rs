@@ -125,7 +125,7 @@ impl<A: Access> Db<A> {
     /// PostgreSQL's `25006`.
     pub async fn acquire(&self) -> Result<DbConnection, Error> {
         let target = &self.target;
-        if A::READ_ONLY && target.is_primary() {
+        if A::READ_ONLY && target.server().reads_in_read_only_transaction() {
             return begin(target, target.pool(), Some(BEGIN_READ_ONLY))
                 .await
                 .map(DbConnection::read_only);
@@ -133,7 +133,7 @@ impl<A: Access> Db<A> {
         let mut attempts = Attempts::new(target, A::READ_ONLY);
         match attempts.checkout().await {
             // A read that failed over to the primary: read-only there too.
-            Ok((conn, used)) if A::READ_ONLY && used.is_primary() => {
+            Ok((conn, used)) if A::READ_ONLY && used.reads_in_read_only_transaction() => {
                 drop(conn);
                 begin(target, &used.pool, Some(BEGIN_READ_ONLY))
                     .await

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
+use super::capabilities::{self, Capabilities, Capability, Discovery};
 use super::lag::{Lag, PrimaryHistory, ReplicaPosition, settled_position};
 use super::server::{Identity, Server, State};
 use super::{Shared, probe, roles};
@@ -29,27 +30,13 @@ const NOT_PRIMARY_OBSERVED: &str = "is in recovery (a standby, not a primary): w
 
 const NOT_STANDBY: &str = "is not a standby (pg_is_in_recovery() is false)";
 
-/// One query for every server, whatever its role: whether it is a standby; a primary's insert
-/// position; a standby's received and replayed positions and replay age; and which cluster
-/// and timeline it is on. A primary's timeline is its current WAL file's; a standby's is the
-/// highest of its last restartpoint's, its minimum recovery point's and what its WAL receiver
-/// receives (that column is visible to superusers and `pg_read_all_stats` members only; the
-/// others still show a timeline switch, at the standby's next restartpoint).
-const SERVER_QUERY: &str = "SELECT pg_is_in_recovery(), \
-     CASE WHEN pg_is_in_recovery() THEN NULL \
-          ELSE pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8 END, \
-     current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size')), \
-     pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::int8, \
-     pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8, \
-     EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8, \
-     (SELECT system_identifier FROM pg_control_system()), \
-     CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END, \
-     GREATEST((SELECT timeline_id FROM pg_control_checkpoint()), \
-              (SELECT min_recovery_end_timeline FROM pg_control_recovery()), \
-              (SELECT received_tli FROM pg_stat_wal_receiver))::int8";
-
+/// The primary's position between full checks.
 const PRIMARY_POSITION: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8, \
      current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size'))";
+
+/// The same, for a server whose WAL settings this role cannot read.
+const PRIMARY_POSITION_ONLY: &str =
+    "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8, 0::int8, 0::int8";
 
 /// What one check of a server saw.
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +48,10 @@ pub(super) struct Observation {
     /// A standby's positions.
     pub(super) replica: ReplicaPosition,
     pub(super) identity: Identity,
+    /// Aurora's own replica lag (`aurora_replica_status()`), where it is Aurora.
+    pub(super) aurora_lag: Option<Duration>,
+    /// What the check could ask.
+    pub(super) capabilities: Capabilities,
 }
 
 /// The timeline in a WAL file name (its first eight hex digits), as `pg_walfile_name` gives it.
@@ -185,6 +176,23 @@ impl Verdict {
     }
 }
 
+/// Whether a look at `server` that got no answer (`failure`) within `took` found it only
+/// busy: it is in service and answered the application meanwhile. A loaded host answers a
+/// fresh connection or a check late while it serves every other query; the server then stays
+/// as it is, and the next look decides.
+pub(super) fn only_slow(server: &Server, failure: &Failure, took: Duration, by: Source) -> bool {
+    let slow = failure.timed_out && server.answered_within(took);
+    if slow {
+        metrics::slow_check(&server.name, by.as_str());
+        tracing::debug!(
+            server = %server.name,
+            by = by.as_str(),
+            "check got no answer in time, but the server answers other work: it stays in service"
+        );
+    }
+    slow
+}
+
 /// The verdict on the primary from its answer, and its position when it is one. Records its
 /// identity.
 pub(super) fn primary_verdict(
@@ -193,7 +201,8 @@ pub(super) fn primary_verdict(
     answer: Result<Observation, String>,
 ) -> (Verdict, Option<u64>) {
     match answer {
-        Ok(seen) if !seen.in_recovery && seen.position.is_some() => {
+        // A primary whose position this role cannot read is still the primary.
+        Ok(seen) if !seen.in_recovery => {
             server.set_identity(seen.identity);
             shared.primary_seen(seen.identity);
             let verdict = Verdict {
@@ -256,16 +265,36 @@ pub(super) fn replica_verdict(
             if let Some(replayed) = position.replayed {
                 server.set_position(replayed);
             }
-            let lag = history.lag(primary, position, Instant::now());
-            let problem = shared.lag_problem(lag);
+            let lag = replica_lag(&seen, primary, history);
+            let problem = lag.and_then(|lag| shared.lag_problem(lag));
             let result = if problem.is_some() { "lagging" } else { "ok" };
             Verdict {
                 problem: problem.map(|p| (State::Lagging, p)),
-                lag: Some(lag),
+                lag,
                 result,
             }
         }
     }
+}
+
+/// A standby's lag from what its check could ask: Aurora's own figure; bytes and time from
+/// the replay position; time alone from the replay timestamp, measured against the primary's
+/// history. `None` when nothing this role may ask can measure it: the replica then stays in
+/// service on reachability and role alone.
+fn replica_lag(seen: &Observation, primary: Option<u64>, history: &PrimaryHistory) -> Option<Lag> {
+    let now = Instant::now();
+    if let Some(time) = seen.aurora_lag {
+        return Some(Lag { time, bytes: None });
+    }
+    let position = seen.replica;
+    let can = |c| seen.capabilities.has(c);
+    let comparable = primary.is_some() || can(Capability::ReceivePosition) || !history.is_empty();
+    if can(Capability::ReplayPosition) && comparable {
+        return Some(history.lag(primary, position, now));
+    }
+    history
+        .lag_by_time(position.replay_age, now)
+        .map(|time| Lag { time, bytes: None })
 }
 
 /// Where a verdict came from, for the logs and the re-admission metric.
@@ -277,7 +306,7 @@ pub(super) enum Source {
 }
 
 impl Source {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Source::Check => "check",
             Source::Poll => "poll",
@@ -365,6 +394,7 @@ async fn poll_positions(shared: &Arc<Shared>) {
                 shared.suspect(server, "poll", &failure.message);
                 continue;
             }
+            Err(failure) if only_slow(server, &failure, timeout, Source::Poll) => continue,
             answer => {
                 let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
                 let answer = answer.map_err(|f| f.message);
@@ -393,10 +423,19 @@ pub(super) fn record_primary(shared: &Shared, position: u64) {
 
 /// The primary's position, from its checker's connection, when it answers; recorded.
 pub(super) async fn sample_primary(shared: &Shared, timeout: Duration) -> Option<u64> {
-    let position = run_check(&shared.primary(), timeout, false, |conn| {
+    let primary = shared.primary.load_full();
+    let capabilities = primary.capabilities().unwrap_or(Capabilities::POSTGRES);
+    if !capabilities.has(Capability::InsertPosition) {
+        return None;
+    }
+    let sql = match capabilities.has(Capability::WalSettings) {
+        true => PRIMARY_POSITION,
+        false => PRIMARY_POSITION_ONLY,
+    };
+    let position = run_check(&primary, timeout, false, move |conn, _| {
         Box::pin(async move {
             let (insert, block, segment): (i64, i64, i64) =
-                sqlx::query_as(PRIMARY_POSITION).fetch_one(conn).await?;
+                sqlx::query_as(sql).fetch_one(conn).await?;
             Ok(settled_position(
                 insert as u64,
                 block as u64,
@@ -449,18 +488,28 @@ async fn check_round(shared: &Arc<Shared>) -> bool {
         return true;
     }
 
-    let (verdict, primary_position) =
-        primary_verdict(shared, &server, primary.map_err(|f| f.message));
-    if let Some(position) = primary_position {
-        record_primary(shared, position);
-    }
-    metrics::health_check(&server, verdict.result, primary_took);
-    apply(shared, &server, &verdict, Source::Check);
+    let primary_position = match primary {
+        Err(failure) if only_slow(&server, &failure, primary_took, Source::Check) => None,
+        primary => {
+            let (verdict, position) =
+                primary_verdict(shared, &server, primary.map_err(|f| f.message));
+            if let Some(position) = position {
+                record_primary(shared, position);
+            }
+            metrics::health_check(&server, verdict.result, primary_took);
+            apply(shared, &server, &verdict, Source::Check);
+            position
+        }
+    };
 
     let verdicts: Vec<_> = {
         let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
         results
             .into_iter()
+            .filter(|(index, answer, took)| match answer {
+                Err(failure) => !only_slow(&all[*index], failure, *took, Source::Check),
+                Ok(_) => true,
+            })
             .map(|(index, answer, took)| {
                 let answer = answer.map_err(|f| f.message);
                 let verdict =
@@ -481,61 +530,140 @@ async fn check_round(shared: &Arc<Shared>) -> bool {
     false
 }
 
-/// Asks `server` what [`SERVER_QUERY`] asks, on the checker's connection (or, with `fresh`,
-/// a new one).
+/// Asks `server` its role, positions and identity, on the checker's connection (or, with
+/// `fresh`, a new one), with the check its capabilities allow. They are found out on a server
+/// first reached and on every new checker connection (a probe's fresh connection re-uses
+/// them), and again when the check itself fails with an error of the statement (a function
+/// revoked since, a promotion to a role that has other functions): that is the query's
+/// fault, never the server's. Only `pg_is_in_recovery()` failing, or the session, is.
 pub(super) async fn observe(
     server: &Server,
     timeout: Duration,
     fresh: bool,
 ) -> Result<Observation, Failure> {
-    run_check(server, timeout, fresh, |conn| {
+    let known = server.capabilities();
+    let (seen, discovery) = run_check(server, timeout, fresh, move |conn, opened| {
         Box::pin(async move {
-            #[allow(clippy::type_complexity)]
-            let row: (
-                bool,
-                Option<i64>,
-                i64,
-                i64,
-                Option<i64>,
-                Option<i64>,
-                Option<f64>,
-                Option<i64>,
-                Option<String>,
-                Option<i64>,
-            ) = sqlx::query_as(SERVER_QUERY).fetch_one(conn).await?;
-            let (
-                in_recovery,
-                insert,
-                block,
-                segment,
-                received,
-                replayed,
-                age,
-                system,
-                walfile,
-                tli,
-            ) = row;
-            let timeline = match walfile.as_deref().and_then(walfile_timeline) {
-                Some(timeline) => timeline,
-                None => tli.and_then(|t| u32::try_from(t).ok()).unwrap_or(0),
+            let mut discovery = None;
+            let mut capabilities = match known {
+                Some(known) if fresh || !opened => known,
+                _ => {
+                    let found = capabilities::discover(conn).await?;
+                    let capabilities = found.capabilities;
+                    discovery = Some(found);
+                    capabilities
+                }
             };
-            Ok(Observation {
-                in_recovery,
-                position: insert.map(|p| settled_position(p as u64, block as u64, segment as u64)),
-                replica: ReplicaPosition {
-                    received: received.map(|p| p as u64),
-                    replayed: replayed.map(|p| p as u64),
-                    replay_age: age.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()),
-                },
-                identity: Identity {
-                    // An unsigned 64-bit number that PostgreSQL shows as a bigint.
-                    system_id: system.map_or(0, |s| s as u64),
-                    timeline,
-                },
-            })
+            let seen = match ask(conn, capabilities).await {
+                Err(error) if capabilities::is_statements(&error) => {
+                    let found = match discovery {
+                        // Just found out, and still failing: ask the role only.
+                        Some(found) => Discovery {
+                            capabilities: Capabilities::NONE,
+                            ..found
+                        },
+                        None => capabilities::discover(conn).await?,
+                    };
+                    capabilities = found.capabilities;
+                    discovery = Some(found);
+                    match ask(conn, capabilities).await {
+                        Err(error) if capabilities::is_statements(&error) => {
+                            capabilities = Capabilities::NONE;
+                            ask(conn, capabilities).await?
+                        }
+                        answer => answer?,
+                    }
+                }
+                answer => answer?,
+            };
+            Ok((seen, discovery))
         })
     })
-    .await
+    .await?;
+    if let Some(discovery) = discovery {
+        noticed(server, &discovery);
+    }
+    Ok(seen)
+}
+
+/// Records what `server` offers, and says so once when that changed.
+fn noticed(server: &Server, discovery: &Discovery) {
+    let capabilities = discovery.capabilities;
+    if !server.set_capabilities(capabilities) {
+        return;
+    }
+    metrics::capabilities(&server.name, capabilities);
+    if discovery.missing.is_empty() {
+        tracing::debug!(server = %server.name, offers = ?capabilities, "monitoring functions found");
+        return;
+    }
+    tracing::warn!(
+        server = %server.name,
+        address = %server.address,
+        missing = %discovery.describe_missing(),
+        "some monitoring functions are not available to this role on this server: it stays in \
+         service, checked without them"
+    );
+}
+
+/// One check of the server's role, positions and identity with `capabilities`.
+async fn ask(
+    conn: &mut PgConnection,
+    capabilities: Capabilities,
+) -> Result<Observation, sqlx::Error> {
+    #[allow(clippy::type_complexity)]
+    let row: (
+        bool,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<f64>,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+        Option<f64>,
+    ) = // Built from the constants in `capabilities` only.
+        sqlx::query_as(sqlx::AssertSqlSafe(capabilities.check_query()))
+        .persistent(false)
+        .fetch_one(conn)
+        .await?;
+    let (
+        in_recovery,
+        insert,
+        block,
+        segment,
+        received,
+        replayed,
+        age,
+        system,
+        walfile,
+        tli,
+        aurora,
+    ) = row;
+    let timeline = match walfile.as_deref().and_then(walfile_timeline) {
+        Some(timeline) => timeline,
+        None => tli.and_then(|t| u32::try_from(t).ok()).unwrap_or(0),
+    };
+    let (block, segment) = (block.unwrap_or(0) as u64, segment.unwrap_or(0) as u64);
+    let seconds = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).ok();
+    Ok(Observation {
+        in_recovery,
+        position: insert.map(|p| settled_position(p as u64, block, segment)),
+        replica: ReplicaPosition {
+            received: received.map(|p| p as u64),
+            replayed: replayed.map(|p| p as u64),
+            replay_age: age.and_then(seconds),
+        },
+        identity: Identity {
+            // An unsigned 64-bit number that PostgreSQL shows as a bigint.
+            system_id: system.map_or(0, |s| s as u64),
+            timeline,
+        },
+        aurora_lag: aurora.and_then(|ms| seconds(ms / 1000.0)),
+        capabilities,
+    })
 }
 
 type CheckFuture<'c, T> =
@@ -552,18 +680,29 @@ pub(super) struct Failure {
 /// Runs `query` on the checker's own connection to `server`, opening it if needed, within
 /// `timeout`. A failed or timed-out check drops the connection so the next one starts fresh.
 /// With `fresh` (a probe), the query runs on a new connection, which then becomes the
-/// checker's: a server passes a probe only if it accepts new connections.
+/// checker's: a server passes a probe only if it accepts new connections. `query` is told
+/// whether its connection is new.
 async fn run_check<T>(
     server: &Server,
     timeout: Duration,
     fresh: bool,
-    query: impl for<'c> FnOnce(&'c mut PgConnection) -> CheckFuture<'c, T>,
+    query: impl for<'c> FnOnce(&'c mut PgConnection, bool) -> CheckFuture<'c, T>,
 ) -> Result<T, Failure> {
-    let options = || server.options.clone().disable_statement_logging();
+    let options = || server.connect_options().disable_statement_logging();
+    // A pooler that refuses the read-only startup option: the server switches to a `SET`
+    // after connect, and the connection is tried again at once.
+    let connect = || async {
+        match PgConnection::connect_with(&options()).await {
+            Err(error) if server.startup_option_refused(&error) => {
+                PgConnection::connect_with(&options()).await
+            }
+            answer => answer,
+        }
+    };
     if fresh {
         let attempt = async {
-            let mut conn = PgConnection::connect_with(&options()).await?;
-            let value = query(&mut conn).await?;
+            let mut conn = connect().await?;
+            let value = query(&mut conn, true).await?;
             Ok::<_, sqlx::Error>((value, conn))
         };
         let (value, conn) = answer(tokio::time::timeout(timeout, attempt).await, timeout)?;
@@ -583,11 +722,12 @@ async fn run_check<T>(
         drop(slot.take());
     }
     let attempt = async {
-        if slot.is_none() {
-            *slot = Some(PgConnection::connect_with(&options()).await?);
+        let opened = slot.is_none();
+        if opened {
+            *slot = Some(connect().await?);
         }
         let conn = slot.as_mut().expect("connection was just opened");
-        query(conn).await
+        query(conn, opened).await
     };
     let result = answer(tokio::time::timeout(timeout, attempt).await, timeout);
     if result.is_err() {

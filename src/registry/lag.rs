@@ -37,6 +37,11 @@ pub(crate) fn settled_position(insert: u64, block_size: u64, segment_size: u64) 
     if offset == header { page } else { insert }
 }
 
+/// WAL a primary writes without transactions to replay (a checkpoint, a snapshot of running
+/// transactions): less than one page. More than this past a replica's last replayed
+/// transaction is work it has not replayed.
+const OWN_WAL: u64 = 8192;
+
 /// Samples kept; at one sample per check that covers far more than any sensible lag threshold.
 const HISTORY: usize = 4096;
 
@@ -91,6 +96,43 @@ impl PrimaryHistory {
     /// comparable with the old one's.
     pub(crate) fn clear(&mut self) {
         self.samples.clear();
+    }
+
+    /// Whether no position of the primary has been recorded.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// A replica's lag in time when its byte positions cannot be read, from its replay
+    /// timestamp alone (`replay_age`: how old its last replayed transaction is): the time since
+    /// the primary moved more than [`OWN_WAL`] past where it was at that transaction, or none
+    /// when it has not (an idle primary makes the timestamp grow, not the lag). `None` when
+    /// it cannot be measured: no timestamp, or no history of the primary to compare with.
+    pub(crate) fn lag_by_time(
+        &self,
+        replay_age: Option<Duration>,
+        now: Instant,
+    ) -> Option<Duration> {
+        let age = replay_age?;
+        let (&(first_at, _), _) = (self.samples.front()?, self.samples.back()?);
+        // Where the primary was when the replica's last transaction committed there: the last
+        // sample at or before that moment (or the first one, when that is older than them all).
+        let replayed_at = now.checked_sub(age).unwrap_or(first_at);
+        let base = self
+            .samples
+            .iter()
+            .take_while(|&&(at, _)| at <= replayed_at)
+            .last()
+            .or(self.samples.front())
+            .map_or(0, |&(_, p)| p);
+        let moved = self
+            .samples
+            .iter()
+            .find(|&&(at, p)| at > replayed_at && p > base.saturating_add(OWN_WAL));
+        Some(match moved {
+            Some(&(at, _)) => now.saturating_duration_since(at),
+            None => Duration::ZERO,
+        })
     }
 
     /// The lag of a replica at `now`, given the primary's position from this round of checks
@@ -151,6 +193,34 @@ mod tests {
             replayed: Some(replayed),
             replay_age: None,
         }
+    }
+
+    #[test]
+    fn lag_by_time_alone_ignores_an_idle_primary_and_counts_from_its_next_writes() {
+        let t0 = Instant::now();
+        let mut history = PrimaryHistory::default();
+        // Nothing to compare with: not measurable.
+        assert_eq!(history.lag_by_time(Some(secs(5)), t0), None);
+        history.record(t0, 100_000);
+        // A checkpoint's few bytes later on: still idle.
+        history.record(t0 + secs(300), 100_200);
+        // The last transaction replayed an hour ago, the primary idle since: no lag.
+        let now = t0 + secs(3600);
+        assert_eq!(
+            history.lag_by_time(Some(secs(3600)), now),
+            Some(Duration::ZERO)
+        );
+        // Writes from 3600 s on; the replica's last transaction is from 3590 s.
+        history.record(now, 200_000);
+        let later = now + secs(7);
+        assert_eq!(history.lag_by_time(Some(secs(17)), later), Some(secs(7)));
+        // It replayed a transaction after the writes began: caught up to there.
+        assert_eq!(
+            history.lag_by_time(Some(secs(1)), later),
+            Some(Duration::ZERO)
+        );
+        // No timestamp: not measurable.
+        assert_eq!(history.lag_by_time(None, later), None);
     }
 
     #[test]

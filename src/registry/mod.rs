@@ -31,6 +31,7 @@
 //! ```
 
 mod attempt;
+mod capabilities;
 mod file;
 mod handle;
 mod health;
@@ -54,6 +55,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 
 pub(crate) use self::attempt::Attempts;
+pub(crate) use self::capabilities::{Capabilities, Capability};
 pub(crate) use self::handle::BEGIN_READ_ONLY;
 pub use self::handle::{Access, Db, DbConnection, DbRead, DbWrite, ReadOnly, ReadWrite};
 use self::lag::{Lag, PrimaryHistory, settled_position};
@@ -75,10 +77,18 @@ const TOKEN_QUERY: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn):
      current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size')), \
      pg_walfile_name(pg_current_wal_insert_lsn()) /* rwsplit consistency token */";
 
+/// The same, for a primary whose WAL settings or file names this role cannot read.
+const TOKEN_QUERY_POSITION: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8, \
+     0::int8, 0::int8, NULL::text /* rwsplit consistency token */";
+
 /// A replica's replay position, asked when a read with a token finds no replica known to have
 /// its write. Marked so that `pg_stat_statements` counts it apart.
 const ASK_REPLAY: &str = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8 \
      /* rwsplit replay position */";
+
+/// A token's position when the primary's could not be read: more than any replica has, so
+/// its client reads from the primary until the token expires.
+pub(crate) const PINNED: u64 = u64::MAX;
 
 /// The shared handle to the primary and replica pools. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -298,7 +308,9 @@ impl Registry {
                     .await?
             }
         };
-        shared.observe_primary(token.position(), token.issued_at_ms());
+        if token.position() != PINNED {
+            shared.observe_primary(token.position(), token.issued_at_ms());
+        }
         Ok(token)
     }
 
@@ -318,7 +330,9 @@ impl Registry {
             // Positions compare within one timeline only.
             let sampled = shared.primary_sampled_ms.load(Ordering::Acquire);
             let primary = shared.primary();
-            let ahead = token.position() > primary.position()
+            // A pinned token names no position (only a key holder can make one).
+            let ahead = token.position() != PINNED
+                && token.position() > primary.position()
                 && same_timeline(token.timeline(), primary.timeline())
                 && sampled > token.issued_at_ms().saturating_add(CLOCK_SKEW_MS);
             if ahead && shared.sticky.mode == StickyMode::Lsn {
@@ -588,13 +602,34 @@ impl Shared {
     /// The primary's insert position now, as a token. The insert position, not the write
     /// position: it covers a session's commit even with `synchronous_commit = off`, where the
     /// commit record may not be written yet.
+    ///
+    /// Where this role cannot read the primary's position, the token names no position
+    /// ([`PINNED`]): the client reads from the primary until it expires (`maxPin`).
     async fn primary_position(&self) -> Result<ConsistencyToken, Error> {
         let primary = self.primary.load_full();
-        let (insert, block, segment, walfile): (i64, i64, i64, String) =
-            sqlx::query_as(TOKEN_QUERY)
-                .fetch_one(&primary.pool)
-                .await
-                .map_err(|e| Error::database(&primary, e))?;
+        let capabilities = primary.capabilities().unwrap_or(Capabilities::POSTGRES);
+        if !capabilities.has(Capability::InsertPosition) {
+            return Ok(ConsistencyToken::new(PINNED));
+        }
+        let sql = match capabilities.has(Capability::WalSettings)
+            && capabilities.has(Capability::WalFile)
+        {
+            true => TOKEN_QUERY,
+            false => TOKEN_QUERY_POSITION,
+        };
+        let row: Result<(i64, i64, i64, Option<String>), sqlx::Error> = sqlx::query_as(sql)
+            .persistent(false)
+            .fetch_one(&primary.pool)
+            .await;
+        let (insert, block, segment, walfile) = match row {
+            Ok(row) => row,
+            // Revoked since the last check: the next check finds out again.
+            Err(error) if capabilities::is_statements(&error) => {
+                return Ok(ConsistencyToken::new(PINNED));
+            }
+            Err(error) => return Err(Error::database(&primary, error)),
+        };
+        let walfile = walfile.unwrap_or_default();
         let position = settled_position(insert as u64, block as u64, segment as u64);
         let timeline = health::walfile_timeline(&walfile).unwrap_or(primary.timeline());
         Ok(ConsistencyToken::new(position).on_timeline(timeline))
@@ -607,7 +642,10 @@ impl Shared {
         let bound = self.sticky.poll_interval.min(Duration::from_millis(250));
         let mut asks = tokio::task::JoinSet::new();
         for (server, _) in self.rotation.load().members.iter() {
-            if server.exhausted() {
+            let can = server
+                .capabilities()
+                .is_none_or(|c| c.has(Capability::ReplayPosition));
+            if server.exhausted() || !can {
                 continue;
             }
             let server = Arc::clone(server);
@@ -615,6 +653,7 @@ impl Shared {
                 let ask = async {
                     let mut conn = server.pool.acquire().await?;
                     sqlx::query_scalar::<_, Option<i64>>(ASK_REPLAY)
+                        .persistent(false)
                         .fetch_one(&mut *conn)
                         .await
                 };
@@ -1005,6 +1044,15 @@ pub struct ServerStatus {
     pub pool_idle: u32,
     /// Most connections its pool may open.
     pub pool_max: u32,
+    /// The monitoring capabilities this role may use on it (`replay_position`,
+    /// `system_identifier`, ...; see the README's "Where it runs"), `None` until found out.
+    pub capabilities: Option<Vec<&'static str>>,
+    /// The expected capabilities it lacks: what its checks do without.
+    pub missing_capabilities: Vec<&'static str>,
+    /// How its sessions are kept read-only: `read-write` (the primary), `startup option`,
+    /// `SET after connect`, `read-only transaction per query` or `the standby's own read-only
+    /// state` (see [`ReplicaReadOnly`](crate::ReplicaReadOnly)).
+    pub read_only: &'static str,
 }
 
 impl ServerStatus {
@@ -1028,6 +1076,14 @@ impl ServerStatus {
             pool_size: size,
             pool_idle: idle.min(size),
             pool_max: server.max_connections(),
+            capabilities: server
+                .capabilities()
+                .map(|c| c.offered().map(Capability::as_str).collect()),
+            missing_capabilities: server
+                .capabilities()
+                .map(|c| c.missing().map(Capability::as_str).collect())
+                .unwrap_or_default(),
+            read_only: server.read_only_means(),
         }
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::Shared;
-use super::health::{self, Source, apply, observe, sample_primary};
+use super::health::{self, Source, Verdict, apply, observe, only_slow, sample_primary};
 use super::roles;
 use super::server::{Server, State};
 use crate::metrics;
@@ -118,6 +118,11 @@ async fn probe(shared: &Arc<Shared>, server: &Arc<Server>) -> bool {
     let started = Instant::now();
     let verdict = if server.is_primary() {
         let answer = observe(server, timeout, true).await;
+        if let Err(failure) = &answer
+            && only_slow(server, failure, started.elapsed(), Source::Probe)
+        {
+            return passed_slow(shared, server, started);
+        }
         // With roles observed, the primary may be another server now: every configured server
         // is asked, and the writes move when another must take them.
         if roles::discover(shared, server, answer.as_ref().ok()).await {
@@ -137,6 +142,11 @@ async fn probe(shared: &Arc<Shared>, server: &Arc<Server>) -> bool {
             false => None,
         };
         let answer = observe(server, timeout, true).await;
+        if let Err(failure) = &answer
+            && only_slow(server, failure, started.elapsed(), Source::Probe)
+        {
+            return passed_slow(shared, server, started);
+        }
         let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
         health::replica_verdict(
             shared,
@@ -155,6 +165,21 @@ async fn probe(shared: &Arc<Shared>, server: &Arc<Server>) -> bool {
     shared.refresh_rotation();
     shared.publish_metrics();
     passed
+}
+
+/// A suspect whose probe got no fresh connection in time while it answered other work: it is
+/// busy, not gone, and serves again.
+fn passed_slow(shared: &Arc<Shared>, server: &Arc<Server>, started: Instant) -> bool {
+    metrics::probed(&server.name, "slow", started.elapsed());
+    let verdict = Verdict {
+        problem: None,
+        lag: server.known_lag(),
+        result: "slow",
+    };
+    apply(shared, server, &verdict, Source::Probe);
+    shared.refresh_rotation();
+    shared.publish_metrics();
+    true
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ impl Registry {
         let member = current_primary_member(&config, &old_primary);
         let primary_options = config.primary_options_at(&member);
         let new_primary = (*old_primary.member != *member.name
-            || !old_primary.same_settings(&primary_options, &config.primary.pool))
+            || !old_primary.same_settings(&primary_options, &config.primary.pool, None))
         .then(|| {
             changes.push(
                 "primary: connection settings or pool limits changed, new pool; old pool \
@@ -238,7 +238,9 @@ pub(super) fn replica_set(
         let options = config.replica_options(replica);
         let pool = config.replica_pool(replica);
         match existing {
-            Some(server) if server.same_settings(&options, &pool) => {
+            Some(server)
+                if server.same_settings(&options, &pool, Some(config.replica_read_only)) =>
+            {
                 let before = server.weight.swap(replica.weight, Ordering::Relaxed);
                 if before != replica.weight {
                     changes.push(format!(

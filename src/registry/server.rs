@@ -12,8 +12,9 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::Shared;
+use super::capabilities::Capabilities;
 use super::lag::Lag;
-use crate::config::{Config, Member, PRIMARY_NAME, PoolConfig, ReplicaConfig};
+use crate::config::{Config, Member, PRIMARY_NAME, PoolConfig, ReplicaConfig, ReplicaReadOnly};
 use crate::consistency::unix_ms;
 use crate::metrics::RouteTable;
 
@@ -84,7 +85,12 @@ pub(crate) struct Server {
     pub(crate) address: String,
     pub(crate) pool: PgPool,
     pub(crate) header_value: Option<HeaderValue>,
+    /// The connection settings as configured, without what makes a session read-only.
     pub(crate) options: PgConnectOptions,
+    /// How its sessions are read-only, as configured (`None`: the primary's are not).
+    read_only_setting: Option<ReplicaReadOnly>,
+    /// How they are now: a [`Sessions`], shared with the pool's connect hook.
+    sessions: Arc<AtomicU8>,
     max_idle: Option<u32>,
     pub(crate) weight: AtomicU32,
     /// A [`State`].
@@ -115,6 +121,11 @@ pub(crate) struct Server {
     timeline: AtomicU32,
     /// `pg_control_system().system_identifier`; 0 until known.
     system_id: AtomicU64,
+    /// What this role may ask the server (see [`Capabilities`]); 0 until found out.
+    capabilities: AtomicU32,
+    /// Milliseconds since the Unix epoch when a query of the application last completed on
+    /// this server (0: none yet): a server answering work is not taken out for one slow check.
+    served_ms: AtomicU64,
     /// Milliseconds since the Unix epoch of the last finished check (0: none yet).
     last_check_ms: AtomicU64,
     /// Milliseconds since the Unix epoch of the last successful check (0: none yet).
@@ -131,6 +142,77 @@ pub(crate) struct Server {
     registry: OnceLock<Weak<Shared>>,
 }
 
+/// How a server's sessions are read-only now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Sessions {
+    /// Read-write: the primary's.
+    ReadWrite = 0,
+    /// `default_transaction_read_only` as a startup option.
+    StartupOption = 1,
+    /// `SET default_transaction_read_only = on` after connect.
+    SessionSet = 2,
+    /// Each `DbRead` query in `BEGIN READ ONLY`.
+    Transaction = 3,
+    /// The standby's own.
+    Standby = 4,
+}
+
+impl Sessions {
+    fn of(setting: Option<ReplicaReadOnly>) -> Sessions {
+        match setting {
+            None => Sessions::ReadWrite,
+            Some(ReplicaReadOnly::SessionSet) => Sessions::SessionSet,
+            Some(ReplicaReadOnly::Transaction) => Sessions::Transaction,
+            Some(ReplicaReadOnly::Standby) => Sessions::Standby,
+            Some(_) => Sessions::StartupOption,
+        }
+    }
+
+    fn load(cell: &AtomicU8) -> Sessions {
+        match cell.load(Ordering::Acquire) {
+            1 => Sessions::StartupOption,
+            2 => Sessions::SessionSet,
+            3 => Sessions::Transaction,
+            4 => Sessions::Standby,
+            _ => Sessions::ReadWrite,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Sessions::ReadWrite => "read-write",
+            Sessions::StartupOption => "startup option",
+            Sessions::SessionSet => "SET after connect",
+            Sessions::Transaction => "read-only transaction per query",
+            Sessions::Standby => "the standby's own read-only state",
+        }
+    }
+}
+
+/// `options` as a session of this kind connects: with the startup option, or as they are.
+fn session_options(options: &PgConnectOptions, sessions: Sessions) -> PgConnectOptions {
+    match sessions {
+        Sessions::StartupOption => options
+            .clone()
+            .options([("default_transaction_read_only", "on")]),
+        _ => options.clone(),
+    }
+}
+
+/// Whether `error`, from opening a connection, is a pooler or proxy refusing the `options`
+/// startup parameter (PgBouncer: `unsupported startup parameter: options`).
+pub(crate) fn refuses_startup_option(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            let message = db.message();
+            message.contains("options")
+                && (message.contains("startup parameter") || db.code().as_deref() == Some("08P01"))
+        }
+        _ => false,
+    }
+}
+
 impl Server {
     pub(crate) fn new(
         name: &str,
@@ -139,20 +221,37 @@ impl Server {
         options: PgConnectOptions,
         pool_config: &PoolConfig,
         weight: u32,
+        read_only: Option<ReplicaReadOnly>,
     ) -> Arc<Server> {
+        let initial = Sessions::of(read_only);
+        let sessions = Arc::new(AtomicU8::new(initial as u8));
+        let hook = Arc::clone(&sessions);
         let pool_options = PgPoolOptions::new()
             .max_connections(pool_config.max_connections)
             .acquire_timeout(pool_config.connect_timeout)
             .max_lifetime(pool_config.max_lifetime)
-            .idle_timeout(pool_config.idle_timeout);
+            .idle_timeout(pool_config.idle_timeout)
+            .after_connect(move |conn, _| {
+                let set = Sessions::load(&hook) == Sessions::SessionSet;
+                Box::pin(async move {
+                    if set {
+                        sqlx::raw_sql("SET default_transaction_read_only = on")
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            });
         Arc::new(Server {
             name: Arc::from(name),
             member: Arc::from(member),
             kind,
             address: format!("{}:{}", options.get_host(), options.get_port()),
-            pool: pool_options.connect_lazy_with(options.clone()),
+            pool: pool_options.connect_lazy_with(session_options(&options, initial)),
             header_value: HeaderValue::from_str(name).ok(),
             options,
+            read_only_setting: read_only,
+            sessions,
             max_idle: pool_config.max_idle,
             weight: AtomicU32::new(weight),
             // Until checked, a server counts as serving: `Registry::connect` checks before it
@@ -168,6 +267,8 @@ impl Server {
             position: AtomicU64::new(0),
             timeline: AtomicU32::new(0),
             system_id: AtomicU64::new(0),
+            capabilities: AtomicU32::new(0),
+            served_ms: AtomicU64::new(0),
             last_check_ms: AtomicU64::new(0),
             last_ok_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
@@ -188,11 +289,23 @@ impl Server {
             config.primary_options_at(member),
             &config.primary.pool,
             0,
+            None,
         )
     }
 
     /// The replica `replica` as `config` describes it (read-only sessions, its pool, weight).
     pub(crate) fn replica(config: &Config, replica: &ReplicaConfig) -> Arc<Server> {
+        let means = config.replica_read_only;
+        if !matches!(
+            means,
+            ReplicaReadOnly::Auto | ReplicaReadOnly::StartupOption
+        ) {
+            tracing::info!(
+                replica = %replica.name,
+                means = Sessions::of(Some(means)).as_str(),
+                "replica sessions kept read-only as db.replicaReadOnly sets"
+            );
+        }
         Server::new(
             &replica.name,
             &replica.name,
@@ -200,7 +313,59 @@ impl Server {
             config.replica_options(replica),
             &config.replica_pool(replica),
             replica.weight,
+            Some(config.replica_read_only),
         )
+    }
+
+    /// The connection settings a new session with this server uses (the checker's too).
+    pub(crate) fn connect_options(&self) -> PgConnectOptions {
+        session_options(&self.options, Sessions::load(&self.sessions))
+    }
+
+    /// Whether a `DbRead`'s query on this server must run in a read-only transaction: on the
+    /// primary, and on a replica whose sessions are not read-only by themselves.
+    pub(crate) fn reads_in_read_only_transaction(&self) -> bool {
+        matches!(
+            Sessions::load(&self.sessions),
+            Sessions::ReadWrite | Sessions::Transaction
+        )
+    }
+
+    /// After `error` opening a connection: when it is the startup option refused (a pooler in
+    /// front) and the means was left to rwsplit, switches this server's sessions to a `SET`
+    /// after connect and says so once. Returns whether it switched (a new connection may now
+    /// succeed).
+    pub(crate) fn startup_option_refused(&self, error: &sqlx::Error) -> bool {
+        if self.read_only_setting != Some(ReplicaReadOnly::Auto) || !refuses_startup_option(error) {
+            return false;
+        }
+        let switched = self
+            .sessions
+            .compare_exchange(
+                Sessions::StartupOption as u8,
+                Sessions::SessionSet as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if switched {
+            self.pool.set_connect_options(self.options.clone());
+            tracing::warn!(
+                replica = %self.name,
+                address = %self.address,
+                means = Sessions::SessionSet.as_str(),
+                "the server (or a pooler in front of it) refuses the `options` startup parameter: \
+                 replica sessions are made read-only by `SET default_transaction_read_only = on` \
+                 after connect. Behind transaction pooling set db.replicaReadOnly to transaction \
+                 or standby"
+            );
+        }
+        switched
+    }
+
+    /// How its sessions are read-only now, for the status endpoint.
+    pub(crate) fn read_only_means(&self) -> &'static str {
+        Sessions::load(&self.sessions).as_str()
     }
 
     /// Whether this server's pool was made from these connection settings and limits.
@@ -208,7 +373,11 @@ impl Server {
         &self,
         options: &sqlx::postgres::PgConnectOptions,
         pool: &PoolConfig,
+        read_only: Option<ReplicaReadOnly>,
     ) -> bool {
+        if self.read_only_setting != read_only {
+            return false;
+        }
         let made = self.pool.options();
         // Compared through `Debug`, which PgConnectOptions has and PartialEq it has not; the
         // text is never shown.
@@ -401,6 +570,37 @@ impl Server {
         }
     }
 
+    /// What this role may ask the server, once found out.
+    pub(crate) fn capabilities(&self) -> Option<Capabilities> {
+        Capabilities::from_stored(self.capabilities.load(Ordering::Acquire))
+    }
+
+    /// Records what this role may ask the server. Returns whether that changed.
+    pub(crate) fn set_capabilities(&self, capabilities: Capabilities) -> bool {
+        let stored = capabilities.to_stored();
+        self.capabilities.swap(stored, Ordering::AcqRel) != stored
+    }
+
+    /// Records that a query of the application completed on this server just now.
+    #[inline]
+    pub(crate) fn served(&self) {
+        self.served_ms
+            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// Whether the server is in service and answered the application within the last
+    /// `window`: then a check, probe or new connection that got no answer in time says it is
+    /// busy, not that it is gone.
+    pub(crate) fn answered_within(&self, window: Duration) -> bool {
+        let since = unix_ms(SystemTime::now()).saturating_sub(window.as_millis() as u64);
+        self.is_healthy() && self.served_ms.load(Ordering::Relaxed) >= since
+    }
+
+    /// How long the pool waits for a connection.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.pool.options().get_acquire_timeout()
+    }
+
     /// Takes the server out of service as `state` with `problem` (a replica found diverged
     /// without a check of its own). Returns whether it was in service.
     pub(crate) fn take_out(&self, state: State, problem: String) -> bool {
@@ -412,6 +612,14 @@ impl Server {
             u64::MAX => None,
             micros => Some(Duration::from_micros(micros)),
         }
+    }
+
+    /// The lag last recorded, as a check records it.
+    pub(crate) fn known_lag(&self) -> Option<Lag> {
+        self.lag().map(|time| Lag {
+            time,
+            bytes: self.lag_bytes(),
+        })
     }
 
     pub(crate) fn lag_bytes(&self) -> Option<u64> {

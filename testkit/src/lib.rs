@@ -30,6 +30,10 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod pooler;
+
+pub use pooler::{PoolMode, Pooler};
+
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use std::os::unix::process::CommandExt;
@@ -146,6 +150,14 @@ impl Cluster {
     /// The CA certificate that signed the servers' certificate (with `tls`).
     pub fn ca_cert(&self) -> PathBuf {
         self.root.join("ca.crt")
+    }
+
+    /// Starts PgBouncer (Debian's `pgbouncer`) in `mode` in front of `node`, letting in the
+    /// superuser and `users` (name, password). Stopped when the returned value is dropped.
+    pub fn pooler(&self, node: &Node, mode: PoolMode, users: &[(&str, &str)]) -> io::Result<Pooler> {
+        let mut all = vec![(USER, PASSWORD)];
+        all.extend_from_slice(users);
+        Pooler::start(node, mode, &all, self.owner)
     }
 
     /// The directory holding every data directory and log.

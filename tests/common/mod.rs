@@ -17,6 +17,7 @@ use tower::ServiceExt;
 pub const INTERVAL: Duration = Duration::from_millis(200);
 pub const LAG_THRESHOLD: Duration = Duration::from_secs(1);
 
+pub mod app_role;
 pub mod load;
 
 /// A primary with two replicas and an `items` table, replicated.
