@@ -130,7 +130,7 @@ async fn with_every_monitoring_function_revoked_servers_serve_on_role_alone() {
     let registry = Registry::connect(app_config(&cluster)).await.unwrap();
     serves_as_usual(&cluster, &registry, "all revoked").await;
     let status = registry.status();
-    assert_eq!(status.replicas[0].missing_capabilities.len(), 10, "{status:?}");
+    assert_eq!(status.replicas[0].missing_capabilities.len(), 9, "{status:?}");
     assert_eq!(status.primary.timeline, None);
 
     // A write's token cannot name a position: the client reads from the primary.

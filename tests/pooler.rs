@@ -68,6 +68,7 @@ async fn plain_pool(port: u16, read_only_option: bool) -> Result<i32, sqlx::Erro
         .connect_with(options)
         .await?;
     let port = sqlx::query_scalar("SELECT inet_server_port()")
+        .persistent(false)
         .fetch_one(&pool)
         .await?;
     pool.close().await;
@@ -214,6 +215,7 @@ async fn behind_pgbouncer_in_transaction_pooling_reads_run_in_read_only_transact
     .await
     .unwrap();
     let read_only: String = sqlx::query_scalar("SHOW default_transaction_read_only")
+        .persistent(false)
         .fetch_one(&mut conn)
         .await
         .unwrap();

@@ -329,8 +329,8 @@ pub(crate) fn is_statements(error: &sqlx::Error) -> bool {
 /// session does (the server's fault); a capability that fails with an error of the
 /// statement is left out.
 pub(crate) async fn discover(conn: &mut PgConnection) -> Result<Discovery, sqlx::Error> {
-    sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()")
-        .fetch_one(&mut *conn)
+    sqlx::raw_sql("SELECT pg_is_in_recovery()")
+        .execute(&mut *conn)
         .await?;
     let mut capabilities = Capabilities::NONE;
     let mut missing = Vec::new();

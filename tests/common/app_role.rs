@@ -69,6 +69,7 @@ pub async fn serves_as_usual(cluster: &Cluster, registry: &Registry, case: &str)
 pub fn sneaky_app(registry: Registry) -> axum::Router {
     async fn sneak(db: rwsplit::DbRead) -> Result<String, rwsplit::DbError> {
         sqlx::query("INSERT INTO items (name) VALUES ('through a read')")
+            .persistent(false)
             .execute(&db)
             .await?;
         Ok(String::new())

@@ -72,7 +72,9 @@ async fn whoami<'c>(
     db: impl sqlx::Executor<'c, Database = sqlx::Postgres>,
 ) -> Result<String, DbError> {
     let (port, standby): (i32, bool) =
+        // Unnamed statements, as behind PgBouncer in transaction pooling (tests/pooler.rs).
         sqlx::query_as("SELECT inet_server_port(), pg_is_in_recovery()")
+            .persistent(false)
             .fetch_one(db)
             .await?;
     Ok(format!("{port} {standby}"))
@@ -85,6 +87,7 @@ async fn read(db: DbRead) -> Result<String, DbError> {
 async fn write(db: DbWrite) -> Result<String, DbError> {
     let mut tx = db.begin().await?;
     sqlx::query("INSERT INTO items (name) VALUES ('x') /* from a transaction */")
+        .persistent(false)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
