@@ -37,7 +37,9 @@
 //!       "state": "serving", "in_rotation": true, "lag_seconds": 0.0, "lag_bytes": 0,
 //!       "timeline": 1, "system_identifier": "7302...",
 //!       "last_check": "2026-11-22T07:00:00.123Z", "last_success": "...", "last_error": null,
-//!       "pool": { "size": 4, "idle": 3, "in_use": 1, "max": 10 } }
+//!       "pool": { "size": 4, "idle": 3, "in_use": 1, "max": 10 },
+//!       "capabilities": ["insert_position", "wal_file", "receive_position", "..."],
+//!       "missing_capabilities": ["system_identifier"], "read_only": "startup option" }
 //!   ]
 //! }
 //! ```
@@ -53,7 +55,8 @@ use crate::registry::{Registry, ServerStatus};
 
 /// Answers with the registry's state as JSON: separation, the primary, and each replica's
 /// address (never credentials), weight, health, rotation, lag in seconds and bytes, timeline
-/// and system identifier, last check, last success, last error and pool use. The primary also
+/// and system identifier, last check, last success, last error, pool use, the monitoring
+/// capabilities this role has and lacks there, and how its sessions are kept read-only. The primary also
 /// names the configured server (`member`) that takes the writes now.
 pub async fn status(State(registry): State<Registry>) -> Response {
     let status = registry.status();

@@ -97,9 +97,14 @@ async fn each_monitoring_function_revoked_removes_only_what_needs_it() {
         assert_eq!(missing(&registry), vec![lost.to_vec(); 3], "{object}");
         serves_as_usual(&cluster, &registry, object).await;
         // Said once per server, naming the function.
-        assert_eq!(logs.count(WARNING) - before, 3, "{object}:\n{}", logs.text());
+        assert_eq!(
+            logs.count(WARNING) - before,
+            3,
+            "{object}:\n{}",
+            logs.text()
+        );
         let last = logs.text();
-        let warned = last.lines().filter(|l| l.contains(WARNING)).last().unwrap();
+        let warned = last.lines().rfind(|l| l.contains(WARNING)).unwrap();
         assert!(warned.contains(function), "{object}: {warned}");
         registry.shutdown().await;
         replicated(
@@ -130,7 +135,11 @@ async fn with_every_monitoring_function_revoked_servers_serve_on_role_alone() {
     let registry = Registry::connect(app_config(&cluster)).await.unwrap();
     serves_as_usual(&cluster, &registry, "all revoked").await;
     let status = registry.status();
-    assert_eq!(status.replicas[0].missing_capabilities.len(), 9, "{status:?}");
+    assert_eq!(
+        status.replicas[0].missing_capabilities.len(),
+        9,
+        "{status:?}"
+    );
     assert_eq!(status.primary.timeline, None);
 
     // A write's token cannot name a position: the client reads from the primary.
@@ -160,7 +169,9 @@ async fn with_every_monitoring_function_revoked_servers_serve_on_role_alone() {
             .await
             .unwrap();
         assert_eq!(response.status(), 500);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
         assert!(String::from_utf8_lossy(&body).contains("write_through_read"));
     }
     registry.shutdown().await;

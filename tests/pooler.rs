@@ -13,7 +13,7 @@ use axum::body::Body;
 use common::app_role::*;
 use common::*;
 use http::{Request, StatusCode};
-use rwsplit::{Config, ReplicaConfig, ReplicaReadOnly, Registry};
+use rwsplit::{Config, Registry, ReplicaConfig, ReplicaReadOnly};
 use rwsplit_testkit::{Cluster, PoolMode, Pooler};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -102,7 +102,10 @@ async fn reads_its_writes(cluster: &Cluster, registry: &Registry) {
                 .await
                 .unwrap();
             assert_eq!(response.status(), StatusCode::OK);
-            response.headers()["x-db-target"].to_str().unwrap().to_owned()
+            response.headers()["x-db-target"]
+                .to_str()
+                .unwrap()
+                .to_owned()
         }
     };
     for _ in 0..5 {
@@ -112,11 +115,18 @@ async fn reads_its_writes(cluster: &Cluster, registry: &Registry) {
     for replica in cluster.replicas() {
         replica.resume_replay().await.unwrap();
     }
-    cluster.wait_caught_up(Duration::from_secs(10)).await.unwrap();
-    wait_for_async("the writer back on replicas", Duration::from_secs(10), || {
-        let read = read(Some(token.clone()));
-        async move { read.await != "primary" }
-    })
+    cluster
+        .wait_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
+    wait_for_async(
+        "the writer back on replicas",
+        Duration::from_secs(10),
+        || {
+            let read = read(Some(token.clone()));
+            async move { read.await != "primary" }
+        },
+    )
     .await;
 }
 
@@ -161,10 +171,15 @@ async fn behind_pgbouncer_in_session_pooling_replicas_serve_reads_read_only() {
     // A plain sqlx pool through the same PgBouncer works; with the read-only startup option
     // PgBouncer refuses it.
     let replica1 = i32::from(cluster.replica(0).port());
-    assert_eq!(plain_pool(poolers[1].port(), false).await.unwrap(), replica1);
+    assert_eq!(
+        plain_pool(poolers[1].port(), false).await.unwrap(),
+        replica1
+    );
     let refused = plain_pool(poolers[1].port(), true).await.unwrap_err();
     assert!(
-        refused.to_string().contains("unsupported startup parameter"),
+        refused
+            .to_string()
+            .contains("unsupported startup parameter"),
         "{refused}"
     );
 
@@ -192,7 +207,10 @@ async fn behind_pgbouncer_in_transaction_pooling_reads_run_in_read_only_transact
     let cluster = cluster_with_app_role().await;
     let poolers = poolers(&cluster, PoolMode::Transaction);
     let replica1 = i32::from(cluster.replica(0).port());
-    assert_eq!(plain_pool(poolers[1].port(), false).await.unwrap(), replica1);
+    assert_eq!(
+        plain_pool(poolers[1].port(), false).await.unwrap(),
+        replica1
+    );
 
     let config = through(&poolers).replica_read_only(ReplicaReadOnly::Transaction);
     let registry = Registry::connect(config).await.unwrap();

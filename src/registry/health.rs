@@ -434,8 +434,10 @@ pub(super) async fn sample_primary(shared: &Shared, timeout: Duration) -> Option
     };
     let position = run_check(&primary, timeout, false, move |conn, _| {
         Box::pin(async move {
-            let (insert, block, segment): (i64, i64, i64) =
-                sqlx::query_as(sql).persistent(false).fetch_one(conn).await?;
+            let (insert, block, segment): (i64, i64, i64) = sqlx::query_as(sql)
+                .persistent(false)
+                .fetch_one(conn)
+                .await?;
             Ok(settled_position(
                 insert as u64,
                 block as u64,

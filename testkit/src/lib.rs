@@ -154,7 +154,12 @@ impl Cluster {
 
     /// Starts PgBouncer (Debian's `pgbouncer`) in `mode` in front of `node`, letting in the
     /// superuser and `users` (name, password). Stopped when the returned value is dropped.
-    pub fn pooler(&self, node: &Node, mode: PoolMode, users: &[(&str, &str)]) -> io::Result<Pooler> {
+    pub fn pooler(
+        &self,
+        node: &Node,
+        mode: PoolMode,
+        users: &[(&str, &str)],
+    ) -> io::Result<Pooler> {
         let mut all = vec![(USER, PASSWORD)];
         all.extend_from_slice(users);
         Pooler::start(node, mode, &all, self.owner)

@@ -88,4 +88,3 @@ pub fn missing(registry: &Registry) -> Vec<Vec<&'static str>> {
         .map(|s| s.missing_capabilities.clone())
         .collect()
 }
-
