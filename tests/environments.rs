@@ -9,13 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use axum::body::Body;
 use common::app_role::*;
 use common::*;
-use http::Request;
 use rwsplit::Registry;
 use rwsplit_testkit::Cluster;
-use tower::ServiceExt;
 
 #[tokio::test]
 async fn each_monitoring_function_revoked_removes_only_what_needs_it() {
@@ -144,36 +141,12 @@ async fn with_every_monitoring_function_revoked_servers_serve_on_role_alone() {
 
     // A write's token cannot name a position: the client reads from the primary.
     let app = app(registry.clone());
-    let response = app
-        .clone()
-        .oneshot(Request::post("/write").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let token = response.headers()["x-db-consistency"].clone();
+    let token = write_for_token(&app).await;
     for _ in 0..10 {
-        let request = Request::get("/whoami")
-            .header("x-db-consistency", token.clone())
-            .body(Body::empty())
-            .unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()["x-db-target"], "primary");
+        assert_eq!(read_target(&app, Some(&token)).await, "primary");
     }
     // A write through a DbRead is still refused on the replicas.
-    let sneaky = sneaky_app(registry.clone());
-    for _ in 0..4 {
-        let response = sneaky
-            .clone()
-            .oneshot(Request::get("/sneak").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 500);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .unwrap();
-        assert!(String::from_utf8_lossy(&body).contains("write_through_read"));
-    }
+    refuses_writes_through_reads(&registry).await;
     registry.shutdown().await;
 }
 
@@ -325,17 +298,7 @@ async fn an_aurora_like_reader_is_checked_by_aurora_replica_status() {
     println!("aurora stand-in: replica1 out {out:?} after its lag rose, back {back:?} after");
 
     // Readers have no replay position: a client that wrote reads from the writer.
-    let response = app
-        .clone()
-        .oneshot(Request::post("/write").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let token = response.headers()["x-db-consistency"].clone();
-    let request = Request::get("/whoami")
-        .header("x-db-consistency", token)
-        .body(Body::empty())
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    assert_eq!(response.headers()["x-db-target"], "primary");
+    let token = write_for_token(&app).await;
+    assert_eq!(read_target(&app, Some(&token)).await, "primary");
     registry.shutdown().await;
 }

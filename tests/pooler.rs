@@ -9,15 +9,12 @@ mod common;
 
 use std::time::Duration;
 
-use axum::body::Body;
 use common::app_role::*;
 use common::*;
-use http::{Request, StatusCode};
 use rwsplit::{Config, Registry, ReplicaConfig, ReplicaReadOnly};
 use rwsplit_testkit::{Cluster, PoolMode, Pooler};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tower::ServiceExt;
 
 /// PgBouncer in front of the primary and each replica.
 fn poolers(cluster: &Cluster, mode: PoolMode) -> Vec<Pooler> {
@@ -83,48 +80,18 @@ async fn reads_its_writes(cluster: &Cluster, registry: &Registry) {
     for replica in cluster.replicas() {
         replica.pause_replay().await.unwrap();
     }
-    let response = app
-        .clone()
-        .oneshot(Request::post("/write").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let token = response.headers()["x-db-consistency"].clone();
-    let read = |token: Option<http::HeaderValue>| {
-        let app = app.clone();
-        async move {
-            let mut request = Request::get("/whoami");
-            if let Some(token) = token {
-                request = request.header("x-db-consistency", token);
-            }
-            let response = app
-                .oneshot(request.body(Body::empty()).unwrap())
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-            response.headers()["x-db-target"]
-                .to_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
+    let token = write_for_token(&app).await;
     for _ in 0..5 {
-        assert_eq!(read(Some(token.clone())).await, "primary");
-        assert_ne!(read(None).await, "primary");
+        assert_eq!(read_target(&app, Some(&token)).await, "primary");
+        assert_ne!(read_target(&app, None).await, "primary");
     }
-    for replica in cluster.replicas() {
-        replica.resume_replay().await.unwrap();
-    }
-    cluster
-        .wait_caught_up(Duration::from_secs(10))
-        .await
-        .unwrap();
+    resume_all(cluster).await;
     wait_for_async(
         "the writer back on replicas",
         Duration::from_secs(10),
         || {
-            let read = read(Some(token.clone()));
-            async move { read.await != "primary" }
+            let (app, token) = (app.clone(), token.clone());
+            async move { read_target(&app, Some(&token)).await != "primary" }
         },
     )
     .await;
@@ -140,24 +107,6 @@ async fn wait_for_async<F: Future<Output = bool>>(
     while !condition().await {
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A write through a `DbRead` fails on a replica with `write_through_read`.
-async fn refuses_writes_through_reads(registry: &Registry) {
-    let app = sneaky_app(registry.clone());
-    for _ in 0..4 {
-        let response = app
-            .clone()
-            .oneshot(Request::get("/sneak").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert_ne!(response.headers()["x-db-target"], "primary");
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .unwrap();
-        assert!(String::from_utf8_lossy(&body).contains("write_through_read"));
     }
 }
 

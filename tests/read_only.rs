@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::get;
-use common::{cluster, config, replicated};
+use common::{cluster, config, replicated, resume_all};
 use http::{Request, StatusCode};
 use rwsplit::{DbError, DbRead, DbWrite, Registry, RouteOverride, RwSplitLayer};
 use rwsplit_testkit::{Cluster, StopMode};
@@ -192,13 +192,7 @@ async fn a_write_through_db_read_fails_the_same_way_on_every_path() {
     // The same client's reads still see its write there.
     let read = read_back(&app, &written.body, &token).await;
     assert_eq!((read.status, read.server.as_str()), (200, "primary"));
-    for replica in cluster.replicas() {
-        replica.resume_replay().await.unwrap();
-    }
-    cluster
-        .wait_caught_up(Duration::from_secs(10))
-        .await
-        .unwrap();
+    resume_all(&cluster).await;
 
     // With separation disabled: everything on the primary, reads still read-only.
     let disabled = Registry::connect(config(&cluster).read_write_separation(false))

@@ -118,38 +118,59 @@ impl Capability {
         }
     }
 
-    /// The query that tells whether it is there, asking what the check asks: it fails with an
-    /// error of the statement when it is not. On a standby the primary-only functions are not called, but their
-    /// `EXECUTE` privilege is still checked when the query starts.
-    fn probe(self) -> &'static str {
+    /// What the check asks for it: one or more typed columns. Primary-only functions sit in
+    /// `CASE WHEN pg_is_in_recovery()`: on a standby they are not called, but their `EXECUTE`
+    /// privilege is still checked when the query starts, so trying the column tells.
+    fn columns(self) -> &'static str {
         match self {
             Capability::InsertPosition => {
-                "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
-                 ELSE pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0') END"
+                "CASE WHEN pg_is_in_recovery() THEN NULL \
+                 ELSE pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8 END"
             }
             Capability::WalFile => {
-                "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
+                "CASE WHEN pg_is_in_recovery() THEN NULL \
                  ELSE pg_walfile_name(pg_current_wal_lsn()) END"
             }
             Capability::ReceivePosition => {
-                "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')"
+                "pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::int8"
             }
-            Capability::ReplayPosition => "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')",
-            Capability::ReplayTimestamp => "SELECT pg_last_xact_replay_timestamp()",
-            Capability::SystemIdentifier => "SELECT system_identifier FROM pg_control_system()",
-            Capability::CheckpointTimeline => "SELECT timeline_id FROM pg_control_checkpoint()",
+            Capability::ReplayPosition => "pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8",
+            Capability::ReplayTimestamp => {
+                "EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8"
+            }
+            Capability::SystemIdentifier => "(SELECT system_identifier FROM pg_control_system())",
+            Capability::CheckpointTimeline => "(SELECT timeline_id FROM pg_control_checkpoint())",
             Capability::RecoveryTimeline => {
-                "SELECT min_recovery_end_timeline FROM pg_control_recovery()"
+                "(SELECT min_recovery_end_timeline FROM pg_control_recovery())"
             }
-            Capability::WalReceiver => "SELECT received_tli FROM pg_stat_wal_receiver",
+            Capability::WalReceiver => "(SELECT received_tli FROM pg_stat_wal_receiver)",
             Capability::WalSettings => {
-                "SELECT current_setting('wal_block_size')::int8, \
+                "current_setting('wal_block_size')::int8, \
                  pg_size_bytes(current_setting('wal_segment_size'))"
             }
             Capability::Aurora => {
-                "SELECT aurora_version(), (SELECT replica_lag_in_msec FROM aurora_replica_status() \
-                 WHERE server_id = aurora_db_instance_identifier() LIMIT 1)"
+                "(SELECT replica_lag_in_msec FROM aurora_replica_status() \
+                 WHERE server_id = aurora_db_instance_identifier() LIMIT 1)::float8"
             }
+        }
+    }
+
+    /// What stands in for [`columns`](Self::columns) when it is missing.
+    fn nulls(self) -> &'static str {
+        match self {
+            Capability::WalFile => "NULL::text",
+            Capability::ReplayTimestamp | Capability::Aurora => "NULL::float8",
+            Capability::WalSettings => "NULL::int8, NULL::int8",
+            _ => "NULL::int8",
+        }
+    }
+
+    /// The query that tells whether it is there: its columns, and for Aurora the function
+    /// that only Aurora has.
+    fn probe(self) -> String {
+        match self {
+            Capability::Aurora => format!("SELECT aurora_version(), {}", self.columns()),
+            _ => format!("SELECT {}", self.columns()),
         }
     }
 
@@ -159,6 +180,10 @@ impl Capability {
         self != Capability::Aurora
     }
 }
+
+/// A row of [`Capabilities::position_query`]: insert position, WAL block size, WAL segment
+/// size, WAL file name.
+pub(crate) type PositionRow = (i64, Option<i64>, Option<i64>, Option<String>);
 
 /// The capabilities a server offers this role, as a set.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
@@ -211,82 +236,89 @@ impl Capabilities {
         (stored & KNOWN != 0).then_some(Capabilities(stored & !KNOWN))
     }
 
+    /// Its columns when it is there, what stands in for them when it is not.
+    fn pick(self, capability: Capability) -> &'static str {
+        match self.has(capability) {
+            true => capability.columns(),
+            false => capability.nulls(),
+        }
+    }
+
     /// The one check query for a server with these capabilities. Its columns are always the
     /// same (what is not there is `NULL`): in recovery; a primary's insert position; WAL block
     /// and segment size; a standby's received and replayed positions and replay age; system
-    /// identifier; a primary's current WAL file; a standby's timeline; Aurora replica lag in
-    /// milliseconds.
+    /// identifier; a primary's current WAL file; a standby's timeline (the highest source);
+    /// Aurora replica lag in milliseconds.
     pub(crate) fn check_query(self) -> String {
-        let has = |c| self.has(c);
-        let pick = |c, sql: &'static str, null: &'static str| if has(c) { sql } else { null };
-        let mut timelines = Vec::new();
-        if has(Capability::CheckpointTimeline) {
-            timelines.push("(SELECT timeline_id FROM pg_control_checkpoint())");
-        }
-        if has(Capability::RecoveryTimeline) {
-            timelines.push("(SELECT min_recovery_end_timeline FROM pg_control_recovery())");
-        }
-        if has(Capability::WalReceiver) {
-            timelines.push("(SELECT received_tli FROM pg_stat_wal_receiver)");
-        }
-        let timeline = match timelines.len() {
-            0 => "NULL::int8".to_owned(),
-            _ => format!("GREATEST({})::int8", timelines.join(", ")),
+        let timelines: Vec<_> = [
+            Capability::CheckpointTimeline,
+            Capability::RecoveryTimeline,
+            Capability::WalReceiver,
+        ]
+        .into_iter()
+        .filter(|c| self.has(*c))
+        .map(Capability::columns)
+        .collect();
+        let timeline = match timelines.is_empty() {
+            true => "NULL::int8".to_owned(),
+            false => format!("GREATEST({})::int8", timelines.join(", ")),
         };
-        let columns = [
-            "pg_is_in_recovery()",
-            pick(
+        let mut columns = vec!["pg_is_in_recovery()"];
+        columns.extend(
+            [
                 Capability::InsertPosition,
-                "CASE WHEN pg_is_in_recovery() THEN NULL \
-                 ELSE pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8 END",
-                "NULL::int8",
-            ),
-            pick(
                 Capability::WalSettings,
-                "current_setting('wal_block_size')::int8",
-                "NULL::int8",
-            ),
-            pick(
-                Capability::WalSettings,
-                "pg_size_bytes(current_setting('wal_segment_size'))",
-                "NULL::int8",
-            ),
-            pick(
                 Capability::ReceivePosition,
-                "pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::int8",
-                "NULL::int8",
-            ),
-            pick(
                 Capability::ReplayPosition,
-                "pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8",
-                "NULL::int8",
-            ),
-            pick(
                 Capability::ReplayTimestamp,
-                "EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8",
-                "NULL::float8",
-            ),
-            pick(
                 Capability::SystemIdentifier,
-                "(SELECT system_identifier FROM pg_control_system())",
-                "NULL::int8",
-            ),
-            pick(
                 Capability::WalFile,
-                "CASE WHEN pg_is_in_recovery() THEN NULL \
-                 ELSE pg_walfile_name(pg_current_wal_lsn()) END",
-                "NULL::text",
-            ),
-            &timeline,
-            pick(
-                Capability::Aurora,
-                "(SELECT replica_lag_in_msec FROM aurora_replica_status() \
-                 WHERE server_id = aurora_db_instance_identifier() LIMIT 1)::float8",
-                "NULL::float8",
-            ),
-        ];
+            ]
+            .map(|c| self.pick(c)),
+        );
+        columns.push(&timeline);
+        columns.push(self.pick(Capability::Aurora));
         format!("SELECT {} /* rwsplit health check */", columns.join(", "))
     }
+
+    /// The primary's position query `for` a token or a poll: its insert position, WAL block
+    /// and segment size, and (for a token) the WAL file of that position, `NULL` for what this
+    /// role cannot read. `None` without the insert position. The two are written apart, not
+    /// only marked apart, so that `pg_stat_statements` (which ignores comments) counts them
+    /// apart.
+    pub(crate) fn position_query(self, purpose: PositionFor) -> Option<String> {
+        if !self.has(Capability::InsertPosition) {
+            return None;
+        }
+        let (insert, walfile, marker) = match purpose {
+            PositionFor::Token => (
+                "(pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8",
+                match self.has(Capability::WalFile) {
+                    true => "pg_walfile_name(pg_current_wal_insert_lsn())",
+                    false => "NULL::text",
+                },
+                "rwsplit consistency token",
+            ),
+            PositionFor::Poll => (
+                "pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8",
+                "NULL::text",
+                "rwsplit primary position",
+            ),
+        };
+        Some(format!(
+            "SELECT {insert}, {}, {walfile} /* {marker} */",
+            self.pick(Capability::WalSettings)
+        ))
+    }
+}
+
+/// What the primary's position is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PositionFor {
+    /// A consistency token after a write.
+    Token,
+    /// The health loop's position poll.
+    Poll,
 }
 
 impl fmt::Debug for Capabilities {
@@ -316,6 +348,23 @@ impl Discovery {
     }
 }
 
+/// Runs a monitoring query `sql` (built from this file's constants only) as one message of
+/// the simple query protocol and reads its one row. One message is one transaction for a
+/// pooler in transaction pooling, which may hand the next message to another server: sqlx's
+/// extended protocol (parse, then bind and execute) is not safe there, even unnamed.
+pub(crate) async fn one_row<'c, T>(
+    executor: impl sqlx::PgExecutor<'c>,
+    sql: String,
+) -> Result<T, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    let row = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .fetch_one(executor)
+        .await?;
+    T::from_row(&row)
+}
+
 /// Whether `error` from a monitoring query is the statement's (the function is missing,
 /// revoked or unsupported), rather than the server's or the session's.
 pub(crate) fn is_statements(error: &sqlx::Error) -> bool {
@@ -335,7 +384,9 @@ pub(crate) async fn discover(conn: &mut PgConnection) -> Result<Discovery, sqlx:
     let mut capabilities = Capabilities::NONE;
     let mut missing = Vec::new();
     for capability in Capability::ALL {
-        match sqlx::raw_sql(capability.probe()).execute(&mut *conn).await {
+        // Built from the constants above only.
+        let probe = sqlx::AssertSqlSafe(capability.probe());
+        match sqlx::raw_sql(probe).execute(&mut *conn).await {
             Ok(_) => capabilities = capabilities.with(capability),
             Err(error) if is_statements(&error) => {
                 if capability.expected() {
@@ -407,6 +458,24 @@ mod tests {
         let none = Capabilities::NONE.check_query();
         assert!(none.starts_with("SELECT pg_is_in_recovery(), NULL::int8"));
         assert_eq!(none.matches("NULL::").count(), 10, "{none}");
+    }
+
+    #[test]
+    fn the_primary_position_asks_only_what_is_there() {
+        assert_eq!(Capabilities::NONE.position_query(PositionFor::Token), None);
+        let all = Capabilities::POSTGRES
+            .position_query(PositionFor::Token)
+            .unwrap();
+        assert!(all.contains("pg_walfile_name") && all.contains("wal_block_size"));
+        let poll = Capabilities::POSTGRES
+            .position_query(PositionFor::Poll)
+            .unwrap();
+        assert!(!poll.contains("pg_walfile_name") && poll.contains("wal_block_size"));
+        let bare = Capabilities::NONE.with(Capability::InsertPosition);
+        let sql = bare.position_query(PositionFor::Token).unwrap();
+        assert!(!sql.contains("pg_walfile_name") && !sql.contains("wal_block_size"));
+        assert!(sql.ends_with("/* rwsplit consistency token */"), "{sql}");
+        assert_eq!(sql.matches("NULL::").count(), 3, "{sql}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use super::capabilities::{self, Capabilities, Capability, Discovery};
+use super::capabilities::{self, Capabilities, Capability, Discovery, PositionFor};
 use super::lag::{Lag, PrimaryHistory, ReplicaPosition, settled_position};
 use super::server::{Identity, Server, State};
 use super::{Shared, probe, roles};
@@ -29,14 +29,6 @@ const NOT_PRIMARY_OBSERVED: &str = "is in recovery (a standby, not a primary): w
                                     a configured server answers as the primary";
 
 const NOT_STANDBY: &str = "is not a standby (pg_is_in_recovery() is false)";
-
-/// The primary's position between full checks.
-const PRIMARY_POSITION: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8, \
-     current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size'))";
-
-/// The same, for a server whose WAL settings this role cannot read.
-const PRIMARY_POSITION_ONLY: &str =
-    "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8, 0::int8, 0::int8";
 
 /// What one check of a server saw.
 #[derive(Clone, Copy, Debug)]
@@ -425,23 +417,15 @@ pub(super) fn record_primary(shared: &Shared, position: u64) {
 pub(super) async fn sample_primary(shared: &Shared, timeout: Duration) -> Option<u64> {
     let primary = shared.primary.load_full();
     let capabilities = primary.capabilities().unwrap_or(Capabilities::POSTGRES);
-    if !capabilities.has(Capability::InsertPosition) {
-        return None;
-    }
-    let sql = match capabilities.has(Capability::WalSettings) {
-        true => PRIMARY_POSITION,
-        false => PRIMARY_POSITION_ONLY,
-    };
+    let sql = capabilities.position_query(PositionFor::Poll)?;
     let position = run_check(&primary, timeout, false, move |conn, _| {
         Box::pin(async move {
-            let (insert, block, segment): (i64, i64, i64) = sqlx::query_as(sql)
-                .persistent(false)
-                .fetch_one(conn)
-                .await?;
+            let (insert, block, segment, _): capabilities::PositionRow =
+                capabilities::one_row(conn, sql).await?;
             Ok(settled_position(
                 insert as u64,
-                block as u64,
-                segment as u64,
+                block.unwrap_or(0) as u64,
+                segment.unwrap_or(0) as u64,
             ))
         })
     })
@@ -546,39 +530,32 @@ pub(super) async fn observe(
     let known = server.capabilities();
     let (seen, discovery) = run_check(server, timeout, fresh, move |conn, opened| {
         Box::pin(async move {
-            let mut discovery = None;
-            let mut capabilities = match known {
-                Some(known) if fresh || !opened => known,
-                _ => {
-                    let found = capabilities::discover(conn).await?;
-                    let capabilities = found.capabilities;
-                    discovery = Some(found);
-                    capabilities
-                }
+            let mut discovery = match known {
+                Some(_) if fresh || !opened => None,
+                _ => Some(capabilities::discover(conn).await?),
             };
-            let seen = match ask(conn, capabilities).await {
-                Err(error) if capabilities::is_statements(&error) => {
-                    let found = match discovery {
-                        // Just found out, and still failing: ask the role only.
-                        Some(found) => Discovery {
-                            capabilities: Capabilities::NONE,
-                            ..found
-                        },
-                        None => capabilities::discover(conn).await?,
-                    };
-                    capabilities = found.capabilities;
-                    discovery = Some(found);
-                    match ask(conn, capabilities).await {
-                        Err(error) if capabilities::is_statements(&error) => {
-                            capabilities = Capabilities::NONE;
-                            ask(conn, capabilities).await?
-                        }
-                        answer => answer?,
+            let mut asking = discovery
+                .as_ref()
+                .map_or(known.unwrap_or(Capabilities::POSTGRES), |d| d.capabilities);
+            loop {
+                match ask(conn, asking).await {
+                    Err(error)
+                        if capabilities::is_statements(&error) && asking != Capabilities::NONE =>
+                    {
+                        // Found out again, or (just found out and still failing) the role only.
+                        let found = match discovery.take() {
+                            None => capabilities::discover(conn).await?,
+                            Some(found) => Discovery {
+                                capabilities: Capabilities::NONE,
+                                ..found
+                            },
+                        };
+                        asking = found.capabilities;
+                        discovery = Some(found);
                     }
+                    answer => return Ok((answer?, discovery)),
                 }
-                answer => answer?,
-            };
-            Ok((seen, discovery))
+            }
         })
     })
     .await?;
@@ -626,11 +603,7 @@ async fn ask(
         Option<String>,
         Option<i64>,
         Option<f64>,
-    ) = // Built from the constants in `capabilities` only.
-        sqlx::query_as(sqlx::AssertSqlSafe(capabilities.check_query()))
-        .persistent(false)
-        .fetch_one(conn)
-        .await?;
+    ) = capabilities::one_row(conn, capabilities.check_query()).await?;
     let (
         in_recovery,
         insert,

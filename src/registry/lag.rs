@@ -114,7 +114,7 @@ impl PrimaryHistory {
         now: Instant,
     ) -> Option<Duration> {
         let age = replay_age?;
-        let (&(first_at, _), _) = (self.samples.front()?, self.samples.back()?);
+        let &(first_at, first) = self.samples.front()?;
         // Where the primary was when the replica's last transaction committed there: the last
         // sample at or before that moment (or the first one, when that is older than them all).
         let replayed_at = now.checked_sub(age).unwrap_or(first_at);
@@ -123,8 +123,7 @@ impl PrimaryHistory {
             .iter()
             .take_while(|&&(at, _)| at <= replayed_at)
             .last()
-            .or(self.samples.front())
-            .map_or(0, |&(_, p)| p);
+            .map_or(first, |&(_, p)| p);
         let moved = self
             .samples
             .iter()

@@ -71,16 +71,6 @@ use crate::consistency::{CLOCK_SKEW_MS, ConsistencyToken, Sticky, StickyMode, To
 use crate::error::Error;
 use crate::intent::{Reason, Role, RouteIntent};
 
-/// The primary's insert position after a write. Written unlike the health loop's position
-/// query so that `pg_stat_statements` counts it apart, under the comment's name.
-const TOKEN_QUERY: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8, \
-     current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size')), \
-     pg_walfile_name(pg_current_wal_insert_lsn()) /* rwsplit consistency token */";
-
-/// The same, for a primary whose WAL settings or file names this role cannot read.
-const TOKEN_QUERY_POSITION: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8, \
-     0::int8, 0::int8, NULL::text /* rwsplit consistency token */";
-
 /// A replica's replay position, asked when a read with a token finds no replica known to have
 /// its write. Marked so that `pg_stat_statements` counts it apart.
 const ASK_REPLAY: &str = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8 \
@@ -308,9 +298,7 @@ impl Registry {
                     .await?
             }
         };
-        if token.position() != PINNED {
-            shared.observe_primary(token.position(), token.issued_at_ms());
-        }
+        shared.observe_primary(token.position(), token.issued_at_ms());
         Ok(token)
     }
 
@@ -608,19 +596,11 @@ impl Shared {
     async fn primary_position(&self) -> Result<ConsistencyToken, Error> {
         let primary = self.primary.load_full();
         let capabilities = primary.capabilities().unwrap_or(Capabilities::POSTGRES);
-        if !capabilities.has(Capability::InsertPosition) {
+        let Some(sql) = capabilities.position_query(capabilities::PositionFor::Token) else {
             return Ok(ConsistencyToken::new(PINNED));
-        }
-        let sql = match capabilities.has(Capability::WalSettings)
-            && capabilities.has(Capability::WalFile)
-        {
-            true => TOKEN_QUERY,
-            false => TOKEN_QUERY_POSITION,
         };
-        let row: Result<(i64, i64, i64, Option<String>), sqlx::Error> = sqlx::query_as(sql)
-            .persistent(false)
-            .fetch_one(&primary.pool)
-            .await;
+        let row: Result<capabilities::PositionRow, sqlx::Error> =
+            capabilities::one_row(&primary.pool, sql).await;
         let (insert, block, segment, walfile) = match row {
             Ok(row) => row,
             // Revoked since the last check: the next check finds out again.
@@ -629,8 +609,9 @@ impl Shared {
             }
             Err(error) => return Err(Error::database(&primary, error)),
         };
+        let (block, segment) = (block.unwrap_or(0) as u64, segment.unwrap_or(0) as u64);
         let walfile = walfile.unwrap_or_default();
-        let position = settled_position(insert as u64, block as u64, segment as u64);
+        let position = settled_position(insert as u64, block, segment);
         let timeline = health::walfile_timeline(&walfile).unwrap_or(primary.timeline());
         Ok(ConsistencyToken::new(position).on_timeline(timeline))
     }
@@ -652,12 +633,9 @@ impl Shared {
             asks.spawn(async move {
                 let ask = async {
                     let mut conn = server.pool.acquire().await?;
-                    sqlx::query_scalar::<_, Option<i64>>(ASK_REPLAY)
-                        .persistent(false)
-                        .fetch_one(&mut *conn)
-                        .await
+                    capabilities::one_row::<(Option<i64>,)>(&mut *conn, ASK_REPLAY.to_owned()).await
                 };
-                if let Ok(Ok(Some(position))) = tokio::time::timeout(bound, ask).await {
+                if let Ok(Ok((Some(position),))) = tokio::time::timeout(bound, ask).await {
                     server.advance_position(position as u64);
                 }
             });
@@ -721,7 +699,8 @@ impl Shared {
     /// Records a sample of the primary's position taken at `at_ms` (Unix ms).
     pub(super) fn observe_primary(&self, position: u64, at_ms: u64) {
         let primary = self.primary();
-        if position >= primary.position() {
+        // A pinned token's position is no position of the primary's.
+        if position != PINNED && position >= primary.position() {
             primary.set_position(position);
             self.primary_sampled_ms.fetch_max(at_ms, Ordering::AcqRel);
         }

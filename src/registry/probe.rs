@@ -116,45 +116,43 @@ pub(crate) fn next_wait(wait: Duration, cap: Duration) -> Duration {
 async fn probe(shared: &Arc<Shared>, server: &Arc<Server>) -> bool {
     let timeout = shared.config().health_check_timeout;
     let started = Instant::now();
-    let verdict = if server.is_primary() {
-        let answer = observe(server, timeout, true).await;
-        if let Err(failure) = &answer
-            && only_slow(server, failure, started.elapsed(), Source::Probe)
-        {
-            return passed_slow(shared, server, started);
+    // A replica's lag is measured against the primary's position now, as in a full check.
+    let primary = match !server.is_primary() && shared.primary().is_healthy() {
+        true => sample_primary(shared, timeout).await,
+        false => None,
+    };
+    let answer = observe(server, timeout, true).await;
+    let verdict = match answer {
+        // No fresh connection in time while the server answers other work: busy, not gone.
+        Err(failure) if only_slow(server, &failure, started.elapsed(), Source::Probe) => Verdict {
+            problem: None,
+            lag: server.known_lag(),
+            result: "slow",
+        },
+        answer if server.is_primary() => {
+            // With roles observed, the primary may be another server now: every configured
+            // server is asked, and the writes move when another must take them.
+            if roles::discover(shared, server, answer.as_ref().ok()).await {
+                metrics::probed(&server.name, "moved", started.elapsed());
+                return true;
+            }
+            let (verdict, position) =
+                health::primary_verdict(shared, server, answer.map_err(|f| f.message));
+            if let Some(position) = position {
+                health::record_primary(shared, position);
+            }
+            verdict
         }
-        // With roles observed, the primary may be another server now: every configured server
-        // is asked, and the writes move when another must take them.
-        if roles::discover(shared, server, answer.as_ref().ok()).await {
-            metrics::probed(&server.name, "moved", started.elapsed());
-            return true;
+        answer => {
+            let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+            health::replica_verdict(
+                shared,
+                server,
+                answer.map_err(|f| f.message),
+                primary,
+                &history,
+            )
         }
-        let (verdict, position) =
-            health::primary_verdict(shared, server, answer.map_err(|f| f.message));
-        if let Some(position) = position {
-            health::record_primary(shared, position);
-        }
-        verdict
-    } else {
-        // Lag is measured against the primary's position now, as in a full check.
-        let primary = match shared.primary().is_healthy() {
-            true => sample_primary(shared, timeout).await,
-            false => None,
-        };
-        let answer = observe(server, timeout, true).await;
-        if let Err(failure) = &answer
-            && only_slow(server, failure, started.elapsed(), Source::Probe)
-        {
-            return passed_slow(shared, server, started);
-        }
-        let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
-        health::replica_verdict(
-            shared,
-            server,
-            answer.map_err(|f| f.message),
-            primary,
-            &history,
-        )
     };
     metrics::probed(&server.name, verdict.result, started.elapsed());
     let passed = verdict.problem.is_none();
@@ -165,21 +163,6 @@ async fn probe(shared: &Arc<Shared>, server: &Arc<Server>) -> bool {
     shared.refresh_rotation();
     shared.publish_metrics();
     passed
-}
-
-/// A suspect whose probe got no fresh connection in time while it answered other work: it is
-/// busy, not gone, and serves again.
-fn passed_slow(shared: &Arc<Shared>, server: &Arc<Server>, started: Instant) -> bool {
-    metrics::probed(&server.name, "slow", started.elapsed());
-    let verdict = Verdict {
-        problem: None,
-        lag: server.known_lag(),
-        result: "slow",
-    };
-    apply(shared, server, &verdict, Source::Probe);
-    shared.refresh_rotation();
-    shared.publish_metrics();
-    true
 }
 
 #[cfg(test)]

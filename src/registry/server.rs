@@ -584,8 +584,12 @@ impl Server {
     /// Records that a query of the application completed on this server just now.
     #[inline]
     pub(crate) fn served(&self) {
-        self.served_ms
-            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+        let now = unix_ms(SystemTime::now());
+        // Written at most once a millisecond: every request's checkout passes here, and a
+        // store on each would bounce the cache line between cores.
+        if self.served_ms.load(Ordering::Relaxed) != now {
+            self.served_ms.store(now, Ordering::Relaxed);
+        }
     }
 
     /// Whether the server is in service and answered the application within the last

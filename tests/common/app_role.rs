@@ -88,3 +88,53 @@ pub fn missing(registry: &Registry) -> Vec<Vec<&'static str>> {
         .map(|s| s.missing_capabilities.clone())
         .collect()
 }
+
+/// POSTs `/write` through `app`; returns the consistency token its response carries.
+pub async fn write_for_token(app: &axum::Router) -> http::HeaderValue {
+    let request = http::Request::post("/write").body(axum::body::Body::empty());
+    let response = tower::ServiceExt::oneshot(app.clone(), request.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.headers()["x-db-consistency"].clone()
+}
+
+/// GETs `/whoami` through `app`, with `token` if given; returns the server that served it
+/// (`x-db-target`).
+pub async fn read_target(app: &axum::Router, token: Option<&http::HeaderValue>) -> String {
+    let mut request = http::Request::get("/whoami");
+    if let Some(token) = token {
+        request = request.header("x-db-consistency", token);
+    }
+    let request = request.body(axum::body::Body::empty()).unwrap();
+    let response = tower::ServiceExt::oneshot(app.clone(), request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.headers()["x-db-target"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A write through a `DbRead` fails on a replica with `write_through_read`.
+pub async fn refuses_writes_through_reads(registry: &Registry) {
+    let app = sneaky_app(registry.clone());
+    for _ in 0..4 {
+        let response = app
+            .clone()
+            .oneshot(
+                http::Request::get("/sneak")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_ne!(response.headers()["x-db-target"], "primary");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("write_through_read"));
+    }
+}

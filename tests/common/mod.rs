@@ -90,8 +90,11 @@ async fn write(db: DbWrite) -> Result<String, DbError> {
         .persistent(false)
         .execute(&mut *tx)
         .await?;
+    // Asked in the transaction: behind a pooler in transaction pooling, sqlx's statements
+    // outside one may reach another server connection between parse and execute.
+    let served = whoami(&mut *tx).await?;
     tx.commit().await?;
-    whoami(&db).await
+    Ok(served)
 }
 
 async fn probe(db: DbRead) -> Result<String, (StatusCode, String)> {
@@ -165,6 +168,17 @@ pub async fn executed(node: &Node, needle: &str) -> i64 {
     .fetch_one(&mut conn)
     .await
     .unwrap()
+}
+
+/// Resumes WAL replay on every replica and waits until they have replayed everything.
+pub async fn resume_all(cluster: &Cluster) {
+    for replica in cluster.replicas() {
+        replica.resume_replay().await.unwrap();
+    }
+    cluster
+        .wait_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
 }
 
 /// Writes one row on the primary every 50 ms until the returned sender is dropped, so that a paused replica
