@@ -8,9 +8,11 @@
 //! what reaches the handler). [`DbWrite`](crate::DbWrite) also derefs to the primary's [`sqlx::PgPool`]
 //! (`&*db`), for APIs that need a pool; queries on it get no failover.
 //!
-//! While the primary is down (or not a primary), extracting [`DbWrite`](crate::DbWrite), or a [`DbRead`] that
-//! needs the primary, is rejected at once with `503` and `database_read_only`
-//! ([`DbRejection::ReadOnly`]); reads that a replica can serve go on.
+//! While the primary is known not to be one (in recovery, or refused as a split brain),
+//! extracting [`DbWrite`](crate::DbWrite), or a [`DbRead`] that needs the primary, is rejected at
+//! once with `503` and `database_read_only` ([`DbRejection::ReadOnly`]); reads that a replica
+//! can serve go on. While it is only unreachable, its work waits for a connection, as on a
+//! plain pool.
 //!
 //! - [`DbRead`] is a replica for a read intent and the primary for a write intent: a POST
 //!   handler that reads through `DbRead` reads from the primary and sees its own writes. It is

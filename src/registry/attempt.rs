@@ -11,7 +11,7 @@
 //!   anywhere, and says nothing about the server.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
@@ -21,11 +21,6 @@ use super::{Checkout, Server, Shared, Target};
 use crate::db_error::WriteThroughRead;
 use crate::fault::{Fault, Phase, fault};
 use crate::intent::Role;
-
-/// Longest a read waits for a connection from a server out of service, tried as a last resort
-/// because nothing in service could serve it: a refused server answers at once, and sqlx would
-/// otherwise retry it until the pool's acquire timeout.
-const LAST_RESORT_WAIT: Duration = Duration::from_secs(1);
 
 /// One piece of work's attempts so far.
 pub(crate) struct Attempts<'t> {
@@ -83,6 +78,11 @@ impl<'t> Attempts<'t> {
                 Some(Ok(conn)) => {
                     // sqlx pings an idle connection before handing it out: the server answers.
                     server.served();
+                    // A server out of service gave a connection: its probe runs now, not
+                    // after its backoff.
+                    if !server.is_healthy() {
+                        server.wanted.notify_one();
+                    }
                     crate::metrics::acquired(&server, start.elapsed());
                     return Ok((conn, server));
                 }
@@ -265,7 +265,8 @@ impl<'t> Attempts<'t> {
 /// (another read lost its connection, or a check failed), or when the primary moves to another
 /// server: sqlx keeps retrying a refused server until the acquire timeout, as it may be
 /// starting up. A primary that only leaves service is waited for (it may be restarting). A
-/// server already out of service (tried as a last resort) gets [`LAST_RESORT_WAIT`].
+/// replica already out of service (tried as a last resort) is waited for as long as a plain
+/// pool would, its acquire timeout, without being dropped when it leaves.
 async fn acquire_from(server: &Server) -> Option<Result<PoolConnection<Postgres>, sqlx::Error>> {
     if server.is_primary() {
         let acquire = server.pool.acquire();
@@ -285,8 +286,7 @@ async fn acquire_from(server: &Server) -> Option<Result<PoolConnection<Postgres>
         }
     }
     if !server.is_healthy() {
-        let acquired = tokio::time::timeout(LAST_RESORT_WAIT, server.pool.acquire()).await;
-        return Some(acquired.unwrap_or(Err(sqlx::Error::PoolTimedOut)));
+        return Some(server.pool.acquire().await);
     }
     let left = server.left.notified();
     tokio::pin!(left);

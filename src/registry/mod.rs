@@ -386,7 +386,13 @@ impl Registry {
                 shared.wanted(intent);
                 reason
             }
-            Decision::Primary(reason) => reason,
+            Decision::Primary(reason) => {
+                // Waiting for a primary out of service: its probe runs soon.
+                if !shared.primary().is_healthy() {
+                    shared.wanted(intent);
+                }
+                reason
+            }
         };
         let role = match reason {
             Reason::Disabled => Role::Write,

@@ -7,7 +7,7 @@
 //! long each time, up to [`MAX_BACKOFF`] (or the health interval, if shorter). Each probe opens
 //! a fresh connection and asks what the full check asks: reachable, the right role, lag under
 //! both thresholds. The first probe that passes puts the server back; a suspect whose probe
-//! fails leaves service. Work refused for want of a server (a write while the primary is
+//! fails leaves service. Work waiting or refused for want of a server (a write while the primary is
 //! down) wakes its probe early, at most every [`DEMAND_GAP`], so that under traffic a server
 //! is back within about that long of answering again. At most one probe task runs per server,
 //! and it holds the registry only while it probes.

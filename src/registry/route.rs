@@ -14,10 +14,14 @@
 //! 4. a replica out of service for being unreachable (its last known position covering the
 //!    token, if any): rather than refuse without trying ([`LastResort`](Reason::LastResort));
 //!    with stale reads allowed, one out for lag too;
-//! 5. nobody: the request is refused with 503.
+//! 5. the primary out of service for being unreachable: the read waits for one of its
+//!    connections, as it would on a plain pool;
+//! 6. nobody: the request is refused with 503.
 //!
 //! A write (and everything, with separation disabled) goes to the primary while it is in
-//! service, and is refused at once while it is not.
+//! service or merely unreachable (the work then waits for a connection, as on a plain pool, so
+//! that it succeeds as soon as the primary answers again), and is refused at once while the
+//! primary is known not to be one (in recovery, or refused as a split brain).
 
 use super::server::State;
 use crate::intent::{Reason, Role, RouteIntent};
@@ -62,7 +66,8 @@ pub(crate) enum Decision<R> {
 /// service ends the search, so a plain read looks at one replica.
 pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>) -> Decision<R> {
     let primary_usable = ask.primary.in_service() && !ask.primary_tried;
-    let primary = |reason| match primary_usable {
+    let primary_awaited = ask.primary.awaited() && !ask.primary_tried;
+    let primary = |reason| match primary_awaited {
         true => Decision::Primary(reason),
         false => Decision::Refuse(reason),
     };
@@ -119,7 +124,7 @@ pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>)
     if stale_ok && let Some(replica) = stale.or(out) {
         return Decision::Replica(replica, Reason::ReadOnly);
     }
-    Decision::Refuse(when_primary)
+    primary(when_primary)
 }
 
 /// Whether this read is among the `share` percent of reads sent to replicas during a gradual
@@ -288,9 +293,22 @@ mod tests {
             decide(ask(read(), UNREACHABLE), out.clone()),
             Decision::Replica('a', Reason::LastResort)
         );
-        // Once it failed as well: out for lag or role is never tried without stale reads.
+        // Once it failed as well: out for lag or role is never tried without stale reads; the
+        // unreachable primary is waited for, as on a plain pool, and refused once it failed.
         assert_eq!(
             decide(ask(read(), UNREACHABLE), tried(out.clone(), "a")),
+            Decision::Primary(Reason::Fallback)
+        );
+        let both_failed = Ask {
+            primary_tried: true,
+            ..ask(read(), UNREACHABLE)
+        };
+        assert_eq!(
+            decide(both_failed, tried(out.clone(), "a")),
+            Decision::Refuse(Reason::Fallback)
+        );
+        assert_eq!(
+            decide(ask(read(), WRONG_ROLE), tried(out.clone(), "a")),
             Decision::Refuse(Reason::Fallback)
         );
         // With stale reads allowed while the primary is down, the lagging one serves.
@@ -329,9 +347,14 @@ mod tests {
             decide(ask(read_after(60), SERVING), replicas(&[(LAGGING, 90)])),
             Decision::Primary(Reason::Fallback)
         );
-        // Primary down: a replica that lacks the write never serves without stale reads...
+        // Primary unreachable: a replica that lacks the write never serves without stale
+        // reads; the primary is waited for (refused once it is known not to be one)...
         assert_eq!(
             decide(ask(read_after(60), UNREACHABLE), all.clone()),
+            Decision::Primary(Reason::Sticky)
+        );
+        assert_eq!(
+            decide(ask(read_after(60), WRONG_ROLE), all.clone()),
             Decision::Refuse(Reason::Sticky)
         );
         // ... and does with them.
@@ -351,13 +374,13 @@ mod tests {
             Decision::Replica('a', Reason::LastResort)
         );
         assert_eq!(
-            decide(ask(read_after(60), UNREACHABLE), tried(out, "a")),
+            decide(ask(read_after(60), WRONG_ROLE), tried(out, "a")),
             Decision::Refuse(Reason::Fallback)
         );
     }
 
     #[test]
-    fn writes_go_to_the_primary_or_are_refused_at_once() {
+    fn writes_wait_for_an_unreachable_primary_and_are_refused_by_one_that_is_not_a_primary() {
         let write = RouteIntent::write(Reason::Method);
         let all = replicas(&[(SERVING, 0)]);
         assert_eq!(
@@ -368,9 +391,14 @@ mod tests {
             decide(ask(write, SUSPECT), all.clone()),
             Decision::Primary(Reason::Method)
         );
-        for down in [UNREACHABLE, WRONG_ROLE] {
+        // Unreachable (perhaps restarting): waited for, as on a plain pool.
+        assert_eq!(
+            decide(ask(write, UNREACHABLE), all.clone()),
+            Decision::Primary(Reason::Method)
+        );
+        for not_a_primary in [WRONG_ROLE, State::Diverged] {
             assert_eq!(
-                decide(ask(write, down), all.clone()),
+                decide(ask(write, not_a_primary), all.clone()),
                 Decision::Refuse(Reason::Method)
             );
         }
@@ -391,6 +419,14 @@ mod tests {
             primary: UNREACHABLE,
             ..off
         };
-        assert_eq!(decide(off_down, all), Decision::Refuse(Reason::Disabled));
+        assert_eq!(
+            decide(off_down, all.clone()),
+            Decision::Primary(Reason::Disabled)
+        );
+        let off_demoted = Ask {
+            primary: WRONG_ROLE,
+            ..off
+        };
+        assert_eq!(decide(off_demoted, all), Decision::Refuse(Reason::Disabled));
     }
 }

@@ -62,6 +62,13 @@ impl State {
         matches!(self, State::Serving | State::Suspect)
     }
 
+    /// Whether work that only this server can do waits for one of its connections, as it would
+    /// on a plain pool: in service, or out only for being unreachable (it may be restarting).
+    /// A server out for its role or its timeline refuses such work at once.
+    pub(crate) fn awaited(self) -> bool {
+        self.in_service() || self == State::Unreachable
+    }
+
     /// The state as a lowercase label, for logs, metrics and the status endpoint.
     pub(crate) fn as_str(self) -> &'static str {
         match self {

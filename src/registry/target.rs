@@ -67,8 +67,9 @@ impl Target {
         &self.server
     }
 
-    /// Whether this target cannot work now: the primary, known to be down (or not a primary).
+    /// Whether this target refuses work now: the primary, known not to be a primary (in
+    /// recovery, or refused). A primary that is only unreachable is waited for.
     pub(crate) fn primary_down(&self) -> bool {
-        self.is_primary() && !self.server.is_healthy()
+        self.is_primary() && !self.server.state().awaited()
     }
 }
