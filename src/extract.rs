@@ -150,7 +150,7 @@ fn hand_out(parts: &Parts, target: Target, wrote: bool) -> Result<Target, DbReje
     let server = target.server();
     let metrics = server.routes.get(&server.name, route);
     metrics.decided(target.intent());
-    if target.primary_down() {
+    if target.primary_refuses() {
         return Err(DbRejection::ReadOnly);
     }
     if spans_enabled() {

@@ -866,3 +866,33 @@ fn roles_and_primary_candidates_parse_and_name_bad_values() {
         .to_string();
     assert!(built.contains("replica3"), "{built}");
 }
+
+/// `replicaReadOnly`: `auto` by default, each means by name, a bad value named with its key.
+#[tokio::test]
+async fn replica_read_only_parses_and_names_bad_values() {
+    let replicas = "  readReplicas:\n    - { name: replica1, host: h1 }\n";
+    let means = |yaml: &str| {
+        let registry = rwsplit::Registry::connect_lazy(parse(&db(yaml)).unwrap()).unwrap();
+        registry.status().replicas[0].read_only
+    };
+    assert_eq!(means(replicas), "startup option");
+    for (value, shown) in [
+        ("auto", "startup option"),
+        ("startupOption", "startup option"),
+        ("sessionSet", "SET after connect"),
+        ("transaction", "read-only transaction per query"),
+        ("standby", "the standby's own read-only state"),
+    ] {
+        assert_eq!(
+            means(&format!("  replicaReadOnly: {value}\n{replicas}")),
+            shown,
+            "{value}"
+        );
+    }
+    let message = error(&db(&format!("  replicaReadOnly: sometimes\n{replicas}")));
+    assert!(
+        message.contains("db.replicaReadOnly") && message.contains("sometimes"),
+        "{message}"
+    );
+    assert!(message.contains("sessionSet"), "{message}");
+}

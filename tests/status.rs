@@ -61,7 +61,19 @@ async fn status_reports_the_real_state_without_credentials() {
         assert!(replica["last_check"].as_str().unwrap().ends_with('Z'));
         assert!(replica["last_error"].is_null());
         assert_eq!(replica["pool"]["max"], 10);
+        // A superuser may ask everything: nothing missing, and sessions read-only by the
+        // startup option straight to PostgreSQL.
+        assert!(
+            replica["capabilities"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("replay_position")),
+            "{replica}"
+        );
+        assert_eq!(replica["missing_capabilities"], serde_json::json!([]));
+        assert_eq!(replica["read_only"], "startup option");
     }
+    assert_eq!(json["primary"]["read_only"], "read-write");
     assert_eq!(replicas[0]["weight"], 3);
     assert_eq!(replicas[1]["weight"], 1);
 

@@ -69,7 +69,7 @@ impl Target {
 
     /// Whether this target refuses work now: the primary, known not to be a primary (in
     /// recovery, or refused). A primary that is only unreachable is waited for.
-    pub(crate) fn primary_down(&self) -> bool {
+    pub(crate) fn primary_refuses(&self) -> bool {
         self.is_primary() && !self.server.state().awaited()
     }
 }
