@@ -1,12 +1,18 @@
-//! The `DbRead` and `DbWrite` extractors: the pool that matches the request's intent.
+//! The `DbRead` and `DbWrite` extractors: the server that matches the request's intent.
 //!
-//! Both get the [`Registry`] from your state through [`FromRef`], so they work with a state
-//! of your own as long as it can hand out the registry, and both need the
-//! [`RwSplitLayer`](crate::RwSplitLayer) in front of the route. Handlers keep writing plain
-//! sqlx and run queries on the extractor itself (`fetch_one(&db)`): a read whose replica cannot
-//! give a connection then fails over to another server (see [`DbError`](crate::DbError) for
-//! what reaches the handler). [`DbWrite`](crate::DbWrite) also derefs to the primary's [`sqlx::PgPool`]
-//! (`&*db`), for APIs that need a pool; queries on it get no failover.
+//! [`RwSplitLayer`](crate::RwSplitLayer) puts the [`Registry`] and the request's intent into
+//! the request's extensions, and the extractors take them from there: they work with any
+//! router state (`Router<()>`, a state struct of your own, a pool kept in an `Extension`)
+//! and need no `.with_state(registry)`. A route the layer does not wrap is rejected with
+//! `500` and `rwsplit_layer_missing` ([`DbRejection::MissingLayer`]). Handlers that want the
+//! registry itself take `Extension<Registry>`.
+//!
+//! Handlers keep writing plain sqlx and run queries on the extractor itself
+//! (`fetch_one(&db)`): a read whose replica cannot give a connection then fails over to
+//! another server (see [`DbError`](crate::DbError) for what reaches the handler).
+//! [`DbWrite`](crate::DbWrite) also derefs to the primary's [`sqlx::PgPool`] (`&*db`), for APIs
+//! that need a pool; queries on it get no failover. Errors are sqlx's own (`sqlx::Error`), as
+//! from a `PgPool`, so an app's `From<sqlx::Error>` keeps its `?` working.
 //!
 //! While the primary is known not to be one (in recovery, or refused as a split brain),
 //! extracting [`DbWrite`](crate::DbWrite), or a [`DbRead`] that needs the primary, is rejected at
@@ -17,20 +23,40 @@
 //! - [`DbRead`] is a replica for a read intent and the primary for a write intent: a POST
 //!   handler that reads through `DbRead` reads from the primary and sees its own writes. It is
 //!   read-only wherever it runs (see [`Db`]); `db.begin()` starts a read-only transaction.
-//! - [`DbWrite`](crate::DbWrite) is always the primary. Begin read-write transactions with it (`db.begin()`).
-//!   A request that takes a `DbWrite` gets a consistency token; one that only reads does not.
+//! - [`DbWrite`](crate::DbWrite) is always the primary. Begin read-write transactions with it
+//!   (`db.begin()`). A request that takes a `DbWrite` gets a consistency token; one that only
+//!   reads does not. [`DbWrite::as_read`](crate::DbWrite::as_read) (or `DbRead::from`) gives a
+//!   read-only view of it for helpers that take a `DbRead`.
 //!
 //! ```
-//! use axum::{Json, Router, extract::{FromRef, Path}, routing::get};
-//! use rwsplit::{Config, DbError, DbRead, DbWrite, Registry, RwSplitLayer};
+//! use axum::{Extension, Json, Router, extract::{Path, State}, routing::get};
+//! use rwsplit::{Config, DbRead, DbWrite, Registry, RwSplitLayer};
 //!
-//! #[derive(Clone, FromRef)]
+//! // The app's own state and error type, as they were before rwsplit.
+//! #[derive(Clone)]
 //! struct AppState {
-//!     registry: Registry,
 //!     greeting: String,
 //! }
 //!
-//! async fn show(db: DbRead, Path(id): Path<i64>) -> Result<Json<String>, DbError> {
+//! #[derive(Debug)]
+//! enum AppError {
+//!     Sqlx(sqlx::Error),
+//! }
+//!
+//! impl From<sqlx::Error> for AppError {
+//!     fn from(e: sqlx::Error) -> Self {
+//!         AppError::Sqlx(e)
+//!     }
+//! }
+//!
+//! impl axum::response::IntoResponse for AppError {
+//!     fn into_response(self) -> axum::response::Response {
+//!         let AppError::Sqlx(e) = self;
+//!         (http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+//!     }
+//! }
+//!
+//! async fn show(db: DbRead, Path(id): Path<i64>) -> Result<Json<String>, AppError> {
 //!     let name: String = sqlx::query_scalar("SELECT name FROM items WHERE id = $1")
 //!         .bind(id)
 //!         .fetch_one(&db)
@@ -38,23 +64,34 @@
 //!     Ok(Json(name))
 //! }
 //!
-//! async fn rename(db: DbWrite, Path(id): Path<i64>, name: String) -> Result<(), DbError> {
-//!     let mut tx = db.begin().await?;
+//! async fn rename(
+//!     db: DbWrite,
+//!     State(state): State<AppState>,
+//!     Path(id): Path<i64>,
+//!     name: String,
+//! ) -> Result<String, AppError> {
+//!     let mut tx = db.begin().await?; // sqlx::Error, as from PgPool::begin
 //!     sqlx::query("UPDATE items SET name = $1 WHERE id = $2")
 //!         .bind(name)
 //!         .bind(id)
 //!         .execute(&mut *tx)
 //!         .await?;
-//!     Ok(tx.commit().await?)
+//!     tx.commit().await?;
+//!     Ok(state.greeting)
+//! }
+//!
+//! async fn replicas(Extension(registry): Extension<Registry>) -> String {
+//!     registry.status().replicas.len().to_string()
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), rwsplit::Error> {
 //! let registry = Registry::connect_lazy(Config::new("127.0.0.1"))?;
-//! let app: Router = Router::<AppState>::new()
+//! let app: Router = Router::new()
 //!     .route("/items/{id}", get(show).put(rename))
-//!     .layer(RwSplitLayer::new(registry.clone()))
-//!     .with_state(AppState { registry, greeting: "hi".into() });
+//!     .route("/replicas", get(replicas))
+//!     .with_state(AppState { greeting: "hi".into() })
+//!     .layer(RwSplitLayer::new(registry));
 //! # let _ = app;
 //! # Ok(())
 //! # }
@@ -65,7 +102,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::MatchedPath;
-use axum_core::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
@@ -74,48 +111,36 @@ use crate::intent::{Reason, RouteIntent};
 use crate::layer::{record_served, spans_enabled};
 use crate::registry::{Db, DbRead, ReadOnly, ReadWrite, Registry, Target};
 
-impl<S> FromRequestParts<S> for Db<ReadOnly>
-where
-    Registry: FromRef<S>,
-    S: Send + Sync,
-{
+impl<S: Sync> FromRequestParts<S> for Db<ReadOnly> {
     type Rejection = DbRejection;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let intent = intent(parts)?;
-        let target = Registry::from_ref(state).resolve_waiting(intent).await;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let (registry, intent) = routed(parts)?;
+        let target = registry.resolve_waiting(intent).await;
         // A read writes nothing, wherever it runs: no consistency token for it.
         hand_out(parts, target, false).map(Db::new)
     }
 }
 
-impl<S> FromRequestParts<S> for Db<ReadWrite>
-where
-    Registry: FromRef<S>,
-    S: Send + Sync,
-{
+impl<S: Sync> FromRequestParts<S> for Db<ReadWrite> {
     type Rejection = DbRejection;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let intent = intent(parts)?;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let (registry, intent) = routed(parts)?;
         let intent = if intent.is_write() {
             intent
         } else {
             // A read route whose handler asked for the primary: the handler overrides.
             RouteIntent::write(Reason::Override)
         };
-        let target = Registry::from_ref(state).resolve(intent);
+        let target = registry.resolve(intent);
         hand_out(parts, target, true).map(Db::new)
     }
 }
 
 /// `Option<DbRead>` is `None` when the [`RwSplitLayer`](crate::RwSplitLayer) is not installed
 /// (or the pools are shut down), for handlers that can do without the database.
-impl<S> OptionalFromRequestParts<S> for Db<ReadOnly>
-where
-    Registry: FromRef<S>,
-    S: Send + Sync,
-{
+impl<S: Sync> OptionalFromRequestParts<S> for Db<ReadOnly> {
     type Rejection = Infallible;
 
     async fn from_request_parts(
@@ -130,12 +155,16 @@ where
     }
 }
 
-fn intent(parts: &Parts) -> Result<RouteIntent, DbRejection> {
-    parts
-        .extensions
-        .get::<RouteIntent>()
-        .copied()
-        .ok_or(DbRejection::MissingLayer)
+/// The registry and the intent [`RwSplitLayer`](crate::RwSplitLayer) put into the request.
+fn routed(parts: &Parts) -> Result<(&Registry, RouteIntent), DbRejection> {
+    let extensions = &parts.extensions;
+    match (
+        extensions.get::<Registry>(),
+        extensions.get::<RouteIntent>(),
+    ) {
+        (Some(registry), Some(intent)) => Ok((registry, *intent)),
+        _ => Err(DbRejection::MissingLayer),
+    }
 }
 
 fn hand_out(parts: &Parts, target: Target, wrote: bool) -> Result<Target, DbRejection> {

@@ -68,6 +68,10 @@ pub enum Reason {
     /// A read that a replica could have served, kept on the primary by a gradual rollout
     /// (`readReplicaShare` under 100 %).
     Rollout,
+    /// A read kept on the primary because no replica in rotation has replayed what the
+    /// primary had when [`Registry::wait_for_replicas`](crate::Registry::wait_for_replicas) was
+    /// called (after startup migrations).
+    Barrier,
 }
 
 impl Role {
@@ -93,7 +97,7 @@ impl Role {
 
 impl Reason {
     /// How many reasons there are, for tables indexed by [`index`](Self::index).
-    pub(crate) const COUNT: usize = 10;
+    pub(crate) const COUNT: usize = 11;
 
     /// A dense index, `0..COUNT`.
     pub(crate) const fn index(self) -> usize {
@@ -108,11 +112,12 @@ impl Reason {
             Reason::Direct => 7,
             Reason::LastResort => 8,
             Reason::Rollout => 9,
+            Reason::Barrier => 10,
         }
     }
 
     /// The reason as a lowercase label: `method`, `override`, `policy`, `disabled`, `sticky`,
-    /// `fallback`, `read_only`, `direct`, `last_resort`, `rollout`.
+    /// `fallback`, `read_only`, `direct`, `last_resort`, `rollout`, `barrier`.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Method => "method",
@@ -125,6 +130,7 @@ impl Reason {
             Reason::Direct => "direct",
             Reason::LastResort => "last_resort",
             Reason::Rollout => "rollout",
+            Reason::Barrier => "barrier",
         }
     }
 }

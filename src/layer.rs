@@ -200,7 +200,10 @@ where
                 intent = intent.requiring(position);
             }
         }
-        request.extensions_mut().insert(intent);
+        // The extractors find both here, whatever the router's state.
+        let extensions = request.extensions_mut();
+        extensions.insert(intent);
+        extensions.insert(registry.clone());
         let span = if spans_enabled() {
             tracing::debug_span!(
                 "rwsplit",

@@ -105,8 +105,8 @@ pub use extract::DbRejection;
 pub use intent::{MethodPolicy, Reason, Role, RouteIntent, RoutePolicy};
 pub use layer::{ResponseFuture, RwSplit, RwSplitLayer, TARGET_HEADER};
 pub use registry::{
-    Access, Db, DbConnection, DbRead, DbWrite, ReadOnly, ReadWrite, Registry, RegistryStatus,
-    ServerStatus,
+    Access, CaughtUp, Db, DbConnection, DbRead, DbWrite, ReadOnly, ReadWrite, Registry,
+    RegistryStatus, ServerStatus,
 };
 pub use route_override::{RouteOverride, RouteOverrideService};
 /// The TLS modes of [`Config::ssl_mode`], re-exported from sqlx.

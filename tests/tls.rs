@@ -42,6 +42,7 @@ fn config(cluster: &Cluster, host: &str) -> Config {
     config
 }
 
+#[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
 #[tokio::test]
 async fn require_encrypts_every_connection_and_replicas_inherit_it() {
     let cluster = tls_cluster().await;
@@ -65,6 +66,7 @@ async fn require_encrypts_every_connection_and_replicas_inherit_it() {
     assert!(!encrypted(&plain.primary()).await.unwrap());
 }
 
+#[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
 #[tokio::test]
 async fn verify_full_accepts_the_right_host_name_and_rejects_a_wrong_one() {
     let cluster = tls_cluster().await;

@@ -49,6 +49,7 @@
 mod consistency;
 mod duration;
 mod env;
+mod url;
 mod yaml;
 
 use std::fmt;
@@ -137,6 +138,8 @@ pub struct ReplicaConfig {
     pub(crate) ssl_mode: Option<PgSslMode>,
     pub(crate) ssl_root_cert: Option<PathBuf>,
     pub(crate) pool: PoolOverrides,
+    /// Connection settings it was made from ([`ReplicaConfig::from_connect_options`]).
+    pub(crate) base: Option<Base>,
 }
 
 #[derive(Clone, Debug)]
@@ -149,6 +152,21 @@ pub(crate) struct ServerConfig {
     pub(crate) ssl_mode: PgSslMode,
     pub(crate) ssl_root_cert: Option<PathBuf>,
     pub(crate) pool: PoolConfig,
+    /// Connection settings it was made from (a URL, [`Config::from_connect_options`]): what
+    /// the fields above do not name (a password, TLS files, `options`, the statement cache)
+    /// comes from here.
+    pub(crate) base: Option<Base>,
+}
+
+/// sqlx connection settings a configuration was made from. They may hold a password, so
+/// `Debug` shows none of them.
+#[derive(Clone)]
+pub(crate) struct Base(pub(crate) PgConnectOptions);
+
+impl fmt::Debug for Base {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PgConnectOptions { .. }")
+    }
 }
 
 /// Pool limits of one server.
@@ -221,6 +239,7 @@ impl Config {
                 ssl_mode: PgSslMode::Prefer,
                 ssl_root_cert: None,
                 pool: PoolConfig::default(),
+                base: None,
             },
             replicas: Vec::new(),
             separation: false,
@@ -725,6 +744,12 @@ impl Config {
 
     pub(crate) fn replica_options(&self, replica: &ReplicaConfig) -> PgConnectOptions {
         let mut server = self.primary.clone();
+        if replica.base.is_some() {
+            // Made from settings of its own: nothing of the primary's but what is set after.
+            server.base = replica.base.clone();
+            server.password = None;
+            server.ssl_root_cert = None;
+        }
         if let Some(username) = &replica.username {
             server.username = username.clone();
         }
@@ -775,13 +800,19 @@ pub(crate) const MAX_WEIGHT: u32 = 10_000;
 
 impl ServerConfig {
     fn connect_options(&self, host: &str, port: u16) -> PgConnectOptions {
-        let mut options = PgConnectOptions::new_without_pgpass()
+        let (base, named) = match &self.base {
+            Some(Base(options)) => (options.clone(), options.get_application_name().is_some()),
+            None => (PgConnectOptions::new_without_pgpass(), false),
+        };
+        let mut options = base
             .host(host)
             .port(port)
             .username(&self.username)
             .database(&self.database)
-            .ssl_mode(self.ssl_mode)
-            .application_name("rwsplit");
+            .ssl_mode(self.ssl_mode);
+        if !named {
+            options = options.application_name("rwsplit");
+        }
         if let Some(password) = &self.password {
             options = options.password(&password.0);
         }
@@ -820,6 +851,7 @@ impl ReplicaConfig {
             ssl_mode: None,
             ssl_root_cert: None,
             pool: PoolOverrides::default(),
+            base: None,
         }
     }
 

@@ -39,7 +39,6 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{Attempts, Target};
-use crate::error::Error;
 use crate::intent::RouteIntent;
 
 /// The statement that runs a [`DbRead`]'s query, or hands out its connection, on the primary.
@@ -123,7 +122,10 @@ impl<A: Access> Db<A> {
     /// server in rotation when the replica gives no connection), or a `BEGIN READ ONLY`
     /// transaction on the primary (rolled back when dropped). A write on it fails with
     /// PostgreSQL's `25006`.
-    pub async fn acquire(&self) -> Result<DbConnection, Error> {
+    ///
+    /// Errors are sqlx's own, as from [`PgPool::acquire`]: a handler's `?` converts them
+    /// wherever it converted the pool's.
+    pub async fn acquire(&self) -> Result<DbConnection, sqlx::Error> {
         let target = &self.target;
         if A::READ_ONLY && target.server().reads_in_read_only_transaction() {
             return begin(target, target.pool(), Some(BEGIN_READ_ONLY))
@@ -140,7 +142,7 @@ impl<A: Access> Db<A> {
                     .map(DbConnection::read_only)
             }
             Ok((conn, _)) => Ok(DbConnection(Conn::Pooled(conn))),
-            Err(error) => Err(Error::database(target.server(), error)),
+            Err(error) => Err(error),
         }
     }
 
@@ -148,7 +150,9 @@ impl<A: Access> Db<A> {
     /// a [`DbRead`], `BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY` on the replica (or
     /// primary) the request got, so that several reads see one snapshot; for a [`DbWrite`], a
     /// read-write transaction on the primary. Transactions do not fail over.
-    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, Error> {
+    ///
+    /// Errors are sqlx's own, as from [`PgPool::begin`].
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         let statement = A::READ_ONLY.then_some(BEGIN_SNAPSHOT);
         begin(&self.target, self.target.pool(), statement).await
     }
@@ -159,7 +163,7 @@ async fn begin(
     target: &Target,
     pool: &PgPool,
     statement: Option<&'static str>,
-) -> Result<Transaction<'static, Postgres>, Error> {
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let server = target.server();
     let start = Instant::now();
     let begun = match statement {
@@ -173,12 +177,34 @@ async fn begin(
         }
         Err(error) => {
             Attempts::new(target, statement.is_some()).connect_failed(server, &error);
-            Err(Error::database(server, error))
+            Err(error)
         }
     }
 }
 
 impl Db<ReadWrite> {
+    /// A read-only view of this handle: the same primary, for helpers that take a
+    /// [`DbRead`]. Its queries see what this request wrote (they run on the primary) and
+    /// stay read-only there (each in `BEGIN READ ONLY`).
+    ///
+    /// ```
+    /// use rwsplit::{DbError, DbRead, DbWrite};
+    ///
+    /// async fn count(db: &DbRead) -> Result<i64, DbError> {
+    ///     Ok(sqlx::query_scalar("SELECT count(*) FROM items").fetch_one(db).await?)
+    /// }
+    ///
+    /// async fn add(db: DbWrite, name: String) -> Result<String, DbError> {
+    ///     sqlx::query("INSERT INTO items (name) VALUES ($1)").bind(name).execute(&db).await?;
+    ///     // The count includes the row just written: the view reads from the primary.
+    ///     Ok(count(&db.as_read()).await?.to_string())
+    /// }
+    /// # let _ = add;
+    /// ```
+    pub fn as_read(&self) -> DbRead {
+        Db::new(self.target.clone())
+    }
+
     /// The primary's pool: for APIs that need a pool (migrations, `LISTEN`). Queries run on
     /// it take their connection inside sqlx, without rwsplit's metrics.
     pub fn pool(&self) -> &PgPool {
@@ -188,6 +214,13 @@ impl Db<ReadWrite> {
     /// The primary's pool.
     pub fn into_pool(self) -> PgPool {
         self.target.pool().clone()
+    }
+}
+
+/// A [`DbWrite`] where a [`DbRead`] is expected: see [`DbWrite::as_read`].
+impl From<Db<ReadWrite>> for Db<ReadOnly> {
+    fn from(db: Db<ReadWrite>) -> Db<ReadOnly> {
+        Db::new(db.target)
     }
 }
 

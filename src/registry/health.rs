@@ -402,6 +402,7 @@ async fn poll_positions(shared: &Arc<Shared>) {
     if changed {
         shared.refresh_rotation();
     }
+    shared.lift_barrier();
     shared.publish_metrics();
 }
 
@@ -509,6 +510,7 @@ async fn check_round(shared: &Arc<Shared>) -> bool {
         apply(shared, &all[index], &verdict, Source::Check);
     }
     shared.refresh_rotation();
+    shared.lift_barrier();
     for server in shared.servers() {
         server.trim_idle().await;
     }

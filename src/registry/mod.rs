@@ -31,6 +31,7 @@
 //! ```
 
 mod attempt;
+mod barrier;
 mod capabilities;
 mod file;
 mod handle;
@@ -55,6 +56,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 
 pub(crate) use self::attempt::Attempts;
+pub use self::barrier::CaughtUp;
 pub(crate) use self::capabilities::{Capabilities, Capability};
 pub(crate) use self::handle::BEGIN_READ_ONLY;
 pub use self::handle::{Access, Db, DbConnection, DbRead, DbWrite, ReadOnly, ReadWrite};
@@ -111,6 +113,8 @@ pub(crate) struct Shared {
     timeline_floor: AtomicU32,
     /// A full check asked for by `roles::elect_soon` is running.
     electing: AtomicBool,
+    /// The position every read must see (`Registry::wait_for_replicas`; 0: none).
+    barrier: AtomicU64,
     tickets: Tickets,
     /// Unique among the registries of this process, for the threads' snapshots.
     id: u64,
@@ -237,6 +241,7 @@ impl Registry {
             system_id: AtomicU64::new(0),
             timeline_floor: AtomicU32::new(0),
             electing: AtomicBool::new(false),
+            barrier: AtomicU64::new(0),
             config: ArcSwap::from_pointee(config),
         });
         for server in shared.servers() {
@@ -265,8 +270,9 @@ impl Registry {
         self.shared.primary().pool.clone()
     }
 
-    /// Begins a transaction. Transactions always run on the primary.
-    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, Error> {
+    /// Begins a transaction. Transactions always run on the primary. Errors are sqlx's own,
+    /// as from [`PgPool::begin`].
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         self.write().begin().await
     }
 
@@ -844,6 +850,10 @@ impl Shared {
                 && intent.is_read()
                 && tried.is_empty()
                 && !route::rollout_admits(self.share.load(Ordering::Relaxed)),
+            barrier: match intent.is_read() {
+                true => self.barrier(),
+                false => 0,
+            },
         };
         // A replica last seen on another timeline than the primary's has forked from it,
         // whatever its state says until its next check.
@@ -863,7 +873,9 @@ impl Shared {
         // A plain read's first choice comes from this thread's snapshot of the rotation; the
         // rest is looked at only when that one will not do.
         let first = match (intent.role(), intent.min_position(), tried.is_empty()) {
-            (Role::Read, None, true) if separation && !ask.held_back => self.pick_replica(),
+            (Role::Read, None, true) if separation && !ask.held_back && ask.barrier == 0 => {
+                self.pick_replica()
+            }
             _ => None,
         };
         let rest = std::iter::once_with(|| {

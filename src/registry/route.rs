@@ -38,6 +38,8 @@ pub(crate) struct Ask {
     pub(crate) primary_tried: bool,
     /// A read held on the primary by a gradual rollout (`readReplicaShare` under 100 %).
     pub(crate) held_back: bool,
+    /// The position every read must see, from `Registry::wait_for_replicas` (0: none).
+    pub(crate) barrier: u64,
 }
 
 /// One replica as the decision sees it.
@@ -82,7 +84,8 @@ pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>)
     if ask.held_back && primary_usable {
         return Decision::Primary(Reason::Rollout);
     }
-    let need = intent.min_position().unwrap_or(0);
+    let token_need = intent.min_position().unwrap_or(0);
+    let need = token_need.max(ask.barrier);
     let stale_ok = ask.stale_reads_when_read_only && !ask.primary.in_service();
     let mut any_in_service = false;
     // The first replica of each kind, in order, for when no replica in service will do.
@@ -111,8 +114,9 @@ pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>)
             _ => {}
         }
     }
-    let when_primary = match (need, any_in_service) {
-        (0, _) | (_, false) => Reason::Fallback,
+    let when_primary = match (any_in_service, token_need, ask.barrier) {
+        (false, _, _) | (true, 0, 0) => Reason::Fallback,
+        (true, 0, _) => Reason::Barrier,
         _ => Reason::Sticky,
     };
     if primary_usable {
@@ -171,6 +175,7 @@ mod tests {
             primary,
             primary_tried: false,
             held_back: false,
+            barrier: 0,
         }
     }
 
