@@ -402,7 +402,12 @@ async fn a_blip_of_every_server_costs_about_as_long_as_the_blip() {
     );
     assert_eq!(report.stale, 0, "{report}");
     assert_eq!(lost, 0);
-    assert!(report.reads > 500, "{report}");
+    // The load ran: at least half the reads the plain pools sent in the same run (on a
+    // saturated host both send far fewer than on a quiet one).
+    assert!(
+        report.reads > 0 && report.reads * 2 >= baseline.reads,
+        "{report} against plain pools' {baseline}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
