@@ -25,7 +25,7 @@
 //! | `rwsplit_pool_max_connections` | gauge | `server` | pool limit |
 //! | `rwsplit_pool_acquire_duration_seconds` | histogram | `server` | waits for a connection through rwsplit (`acquire`, `begin`, tokens) |
 //! | `rwsplit_pool_acquire_timeouts_total` | counter | `server` | acquisitions that timed out: pool exhaustion |
-//! | `rwsplit_server_ejections_total` | counter | `server`, `cause` | servers taken out of service at once after a failed connection (`unreachable`, `timeout`, `tls`, `authentication`, `shutting_down`, `protocol`) |
+//! | `rwsplit_server_ejections_total` | counter | `server`, `cause` | servers taken out of service at once after a failed connection (`unreachable`, `refused`, `timeout`, `tls`, `authentication`, `shutting_down`, `protocol`) |
 //! | `rwsplit_read_failovers_total` | counter | `server`, `cause` | reads moved off a server that could not serve them (`exhausted`, `closed` or an ejection cause) |
 //! | `rwsplit_consistency_tokens_issued_total` | counter | | tokens issued after writes |
 //! | `rwsplit_consistency_tokens_honoured_total` | counter | | valid tokens applied to a request |

@@ -11,7 +11,7 @@
 //!   anywhere, and says nothing about the server.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
@@ -74,8 +74,8 @@ impl<'t> Attempts<'t> {
                 }
             }
             let start = Instant::now();
-            let error = match acquire_from(&server).await {
-                Some(Ok(conn)) => {
+            let error = match self.wait_for(&server).await {
+                Waited::Got(Ok(conn)) => {
                     // sqlx pings an idle connection before handing it out: the server answers.
                     server.served();
                     // A server out of service gave a connection: its probe runs now, not
@@ -86,10 +86,10 @@ impl<'t> Attempts<'t> {
                     crate::metrics::acquired(&server, start.elapsed());
                     return Ok((conn, server));
                 }
-                Some(Err(error)) => error,
+                Waited::Got(Err(error)) => error,
                 // The primary moved while this work waited for a connection: nothing was sent,
                 // so even a write goes to the new primary.
-                None if server.is_primary() => match self.moved_primary(&server) {
+                Waited::Left if server.is_primary() => match self.moved_primary(&server) {
                     Some(next) => {
                         self.next = next;
                         continue;
@@ -97,7 +97,7 @@ impl<'t> Attempts<'t> {
                     None => return Err(sqlx::Error::PoolTimedOut),
                 },
                 // The replica left service while this read waited for it.
-                None => match self.move_on(&server, "left") {
+                Waited::Left => match self.move_on(&server, "left") {
                     true => continue,
                     false => return Err(sqlx::Error::PoolTimedOut),
                 },
@@ -261,42 +261,88 @@ impl<'t> Attempts<'t> {
     }
 }
 
-/// Waits for a connection from `server`; `None` when a replica leaves service meanwhile
-/// (another read lost its connection, or a check failed), or when the primary moves to another
-/// server: sqlx keeps retrying a refused server until the acquire timeout, as it may be
-/// starting up. A primary that only leaves service is waited for (it may be restarting). A
-/// replica already out of service (tried as a last resort) is waited for as long as a plain
-/// pool would, its acquire timeout, without being dropped when it leaves.
-async fn acquire_from(server: &Server) -> Option<Result<PoolConnection<Postgres>, sqlx::Error>> {
-    if server.is_primary() {
+/// How long work waits for a new connection before asking whether the server refuses
+/// connections (see [`reach`](super::reach)): a pool hides a refused connection behind its
+/// retries until the acquire timeout, while a plain connect sees the refusal at once.
+const SLOW_CONNECT: Duration = Duration::from_millis(100);
+
+/// The longest the refusal check waits for an answer: no answer is no refusal.
+const REACH_WITHIN: Duration = Duration::from_secs(1);
+
+/// How one wait for a connection ended.
+enum Waited {
+    /// The pool's answer.
+    Got(Result<PoolConnection<Postgres>, sqlx::Error>),
+    /// A replica left service (another read lost its connection, a check failed, or it refuses
+    /// connections), or the primary moved to another server.
+    Left,
+}
+
+impl Attempts<'_> {
+    /// Waits for a connection from `server`.
+    ///
+    /// A primary that leaves service is waited for (it may be restarting), as a plain pool
+    /// waits. A replica already out of service (tried as a last resort) is waited for as a
+    /// plain pool would, its acquire timeout, unless it refuses connections: then the refusal
+    /// is the answer at once. A wait for a new connection (the pool not full) longer than
+    /// [`SLOW_CONNECT`] asks whether the server refuses connections, at most once a second per
+    /// server; a server in service that does leaves service at once, and the work moves on.
+    async fn wait_for(&self, server: &Arc<Server>) -> Waited {
+        let last_resort = !server.is_primary() && !server.is_healthy();
         let acquire = server.pool.acquire();
         tokio::pin!(acquire);
+        let slow = tokio::time::sleep(SLOW_CONNECT);
+        tokio::pin!(slow);
+        let mut looked = false;
         loop {
             let left = server.left.notified();
             tokio::pin!(left);
             left.as_mut().enable();
-            if server.is_retired() {
-                return None;
+            let gone = match (server.is_primary(), last_resort) {
+                (true, _) => server.is_retired(),
+                (false, false) => !server.is_healthy(),
+                (false, true) => false,
+            };
+            if gone {
+                return Waited::Left;
+            }
+            if last_resort && looked && server.refused_recently() {
+                let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+                return Waited::Got(Err(sqlx::Error::Io(refused)));
             }
             tokio::select! {
                 biased;
-                result = &mut acquire => return Some(result),
-                () = left => {}
+                result = &mut acquire => return Waited::Got(result),
+                // A primary out of service is waited for: only a move ends its wait (seen at
+                // the top of the loop).
+                () = left, if !last_resort => {
+                    if !server.is_primary() {
+                        return Waited::Left;
+                    }
+                }
+                () = &mut slow, if !looked => {
+                    looked = true;
+                    if server.full() || !server.claim_reach_check() {
+                        continue;
+                    }
+                    let check = super::reach::refused(&server.options, REACH_WITHIN);
+                    tokio::pin!(check);
+                    let refusal = tokio::select! {
+                        biased;
+                        result = &mut acquire => return Waited::Got(result),
+                        refusal = &mut check => refusal,
+                    };
+                    let Some(error) = refusal else { continue };
+                    server.note_refusal();
+                    let error = sqlx::Error::Io(error);
+                    if last_resort {
+                        return Waited::Got(Err(error));
+                    }
+                    if let Some(shared) = &self.shared {
+                        shared.eject(server, "refused", &error);
+                    }
+                }
             }
         }
-    }
-    if !server.is_healthy() {
-        return Some(server.pool.acquire().await);
-    }
-    let left = server.left.notified();
-    tokio::pin!(left);
-    left.as_mut().enable();
-    if !server.is_healthy() {
-        return None;
-    }
-    tokio::select! {
-        biased;
-        result = server.pool.acquire() => Some(result),
-        () = left => None,
     }
 }

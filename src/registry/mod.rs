@@ -38,6 +38,7 @@ mod handle;
 mod health;
 mod lag;
 mod probe;
+mod reach;
 mod reload;
 mod roles;
 mod rounds;

@@ -133,6 +133,10 @@ pub(crate) struct Server {
     /// Milliseconds since the Unix epoch when a query of the application last completed on
     /// this server (0: none yet): a server answering work is not taken out for one slow check.
     served_ms: AtomicU64,
+    /// Milliseconds since the Unix epoch when work waiting for a new connection last asked
+    /// whether the server refuses connections (0: never), and when it last did (0: never).
+    reach_checked_ms: AtomicU64,
+    refused_ms: AtomicU64,
     /// Milliseconds since the Unix epoch of the last finished check (0: none yet).
     last_check_ms: AtomicU64,
     /// Milliseconds since the Unix epoch of the last successful check (0: none yet).
@@ -276,6 +280,8 @@ impl Server {
             system_id: AtomicU64::new(0),
             capabilities: AtomicU32::new(0),
             served_ms: AtomicU64::new(0),
+            reach_checked_ms: AtomicU64::new(0),
+            refused_ms: AtomicU64::new(0),
             last_check_ms: AtomicU64::new(0),
             last_ok_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
@@ -597,6 +603,30 @@ impl Server {
         if self.served_ms.load(Ordering::Relaxed) != now {
             self.served_ms.store(now, Ordering::Relaxed);
         }
+    }
+
+    /// Claims the right to ask whether the server refuses connections: at most once a second,
+    /// however much work waits for it.
+    pub(crate) fn claim_reach_check(&self) -> bool {
+        let now = unix_ms(SystemTime::now());
+        let last = self.reach_checked_ms.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= 1_000
+            && self
+                .reach_checked_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Records that the server refused a connection just now.
+    pub(crate) fn note_refusal(&self) {
+        self.refused_ms
+            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// Whether the server refused a connection within the last second.
+    pub(crate) fn refused_recently(&self) -> bool {
+        let at = self.refused_ms.load(Ordering::Relaxed);
+        at != 0 && unix_ms(SystemTime::now()).saturating_sub(at) < 1_000
     }
 
     /// Whether the server is in service and answered the application within the last
