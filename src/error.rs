@@ -16,7 +16,6 @@
 use std::fmt;
 
 use crate::config::ConfigError;
-use crate::registry::Server;
 
 /// What can go wrong when building or using a [`Registry`](crate::Registry).
 #[derive(Debug)]
@@ -38,10 +37,11 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn database(server: &Server, source: sqlx::Error) -> Error {
+    /// `source`, from the server called `server` at `address`.
+    pub(crate) fn database(server: &str, address: &str, source: sqlx::Error) -> Error {
         Error::Database {
-            server: server.name.to_string(),
-            address: server.address.clone(),
+            server: server.to_owned(),
+            address: address.to_owned(),
             source,
         }
     }

@@ -81,37 +81,37 @@
 #![deny(unreachable_pub)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod clock;
 mod config;
 mod consistency;
 mod db_error;
 mod error;
-mod executor;
-mod extract;
 mod fault;
-mod intent;
-mod layer;
+mod health;
+mod http;
 mod metrics;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
+mod query;
 mod registry;
-mod route_override;
-mod status;
+mod route;
+mod server;
 
-pub use config::{Config, ConfigError, ConsistencyConfig, ReplicaConfig, ReplicaReadOnly, Roles};
-pub use consistency::{ConsistencyToken, StickyMode, TokenRejection};
+pub use config::{
+    Config, ConfigError, ConsistencyConfig, ReplicaConfig, ReplicaReadOnly, Roles, StickyMode,
+};
+pub use consistency::{ConsistencyToken, TokenRejection};
 pub use db_error::{DbError, DbErrorKind};
 pub use error::Error;
-pub use extract::DbRejection;
-pub use intent::{MethodPolicy, Reason, Role, RouteIntent, RoutePolicy};
-pub use layer::{ResponseFuture, RwSplit, RwSplitLayer, TARGET_HEADER};
-pub use registry::{
-    Access, CaughtUp, Db, DbConnection, DbRead, DbWrite, ReadOnly, ReadWrite, Registry,
-    RegistryStatus, ServerStatus,
+pub use http::{
+    DbRejection, ResponseFuture, RouteOverride, RouteOverrideService, RwSplit, RwSplitLayer,
+    TARGET_HEADER, status,
 };
-pub use route_override::{RouteOverride, RouteOverrideService};
+pub use query::{Access, Db, DbConnection, DbRead, DbWrite, ReadOnly, ReadWrite};
+pub use registry::{CaughtUp, Registry, RegistryStatus, ServerStatus};
+pub use route::{MethodPolicy, Reason, Role, RouteIntent, RoutePolicy};
 /// The TLS modes of [`Config::ssl_mode`], re-exported from sqlx.
 pub use sqlx::postgres::PgSslMode;
-pub use status::status;
 
 /// The README's Rust snippets, compiled as doctests so that they stay true.
 #[cfg(doctest)]

@@ -8,28 +8,9 @@
 //! are kept, so that a request records them without allocating: install the recorder before
 //! serving requests, and do not give it an idle timeout that drops series.
 //!
-//! | name | type | labels | meaning |
-//! |---|---|---|---|
-//! | `rwsplit_route_decisions_total` | counter | `server`, `role`, `reason`, `route` | servers handed to handlers: the read/write distribution |
-//! | `rwsplit_request_duration_seconds` | histogram | `server`, `route` | requests through the layer, by the server that served them (`none`: no database) |
-//! | `rwsplit_server_healthy` | gauge | `server`, `role` | 1 when the last check passed |
-//! | `rwsplit_replica_in_rotation` | gauge | `server` | 1 when reads are sent to the replica |
-//! | `rwsplit_replicas_in_rotation` | gauge | | replicas taking reads; 0 means the primary serves them all |
-//! | `rwsplit_replica_lag_seconds` | gauge | `server` | replication lag in time |
-//! | `rwsplit_replica_lag_bytes` | gauge | `server` | replication lag in bytes of WAL |
-//! | `rwsplit_replica_weight` | gauge | `server` | configured weight |
-//! | `rwsplit_server_last_success_age_seconds` | gauge | `server` | time since the last passed check |
-//! | `rwsplit_health_checks_total` | counter | `server`, `result` | checks: `ok`, `unreachable`, `lagging`, `wrong_role` |
-//! | `rwsplit_health_check_duration_seconds` | histogram | `server` | check duration |
-//! | `rwsplit_pool_connections` | gauge | `server`, `state` | open connections, `idle` or `in_use` |
-//! | `rwsplit_pool_max_connections` | gauge | `server` | pool limit |
-//! | `rwsplit_pool_acquire_duration_seconds` | histogram | `server` | waits for a connection through rwsplit (`acquire`, `begin`, tokens) |
-//! | `rwsplit_pool_acquire_timeouts_total` | counter | `server` | acquisitions that timed out: pool exhaustion |
-//! | `rwsplit_server_ejections_total` | counter | `server`, `cause` | servers taken out of service at once after a failed connection (`unreachable`, `refused`, `timeout`, `tls`, `authentication`, `shutting_down`, `protocol`) |
-//! | `rwsplit_read_failovers_total` | counter | `server`, `cause` | reads moved off a server that could not serve them (`exhausted`, `closed` or an ejection cause) |
-//! | `rwsplit_consistency_tokens_issued_total` | counter | | tokens issued after writes |
-//! | `rwsplit_consistency_tokens_honoured_total` | counter | | valid tokens applied to a request |
-//! | `rwsplit_consistency_tokens_rejected_total` | counter | `reason` | tokens ignored, by [`TokenRejection`](crate::TokenRejection) |
+//! Each metric is declared once, in the table below (`metrics!`), with its kind, unit, labels
+//! and description; the README's Observability section lists them, and a test keeps the two
+//! the same.
 //!
 //! ```
 //! use metrics_util::debugging::DebuggingRecorder;
@@ -64,178 +45,147 @@ use metrics::{
 };
 
 use crate::consistency::TokenRejection;
-use crate::intent::{Reason, Role, RouteIntent};
-use crate::registry::{Capabilities, Capability, Server};
+use crate::route::{Reason, Role, RouteIntent};
 
-pub(crate) const ROUTE_DECISIONS: &str = "rwsplit_route_decisions_total";
-pub(crate) const REQUEST_DURATION: &str = "rwsplit_request_duration_seconds";
-pub(crate) const SERVER_HEALTHY: &str = "rwsplit_server_healthy";
-pub(crate) const REPLICA_IN_ROTATION: &str = "rwsplit_replica_in_rotation";
-pub(crate) const REPLICAS_IN_ROTATION: &str = "rwsplit_replicas_in_rotation";
-pub(crate) const REPLICA_LAG_SECONDS: &str = "rwsplit_replica_lag_seconds";
-pub(crate) const REPLICA_LAG_BYTES: &str = "rwsplit_replica_lag_bytes";
-pub(crate) const REPLICA_WEIGHT: &str = "rwsplit_replica_weight";
-pub(crate) const LAST_SUCCESS_AGE: &str = "rwsplit_server_last_success_age_seconds";
-pub(crate) const HEALTH_CHECKS: &str = "rwsplit_health_checks_total";
-pub(crate) const HEALTH_CHECK_DURATION: &str = "rwsplit_health_check_duration_seconds";
-pub(crate) const POOL_CONNECTIONS: &str = "rwsplit_pool_connections";
-pub(crate) const POOL_MAX: &str = "rwsplit_pool_max_connections";
-pub(crate) const POOL_ACQUIRE_DURATION: &str = "rwsplit_pool_acquire_duration_seconds";
-pub(crate) const POOL_ACQUIRE_TIMEOUTS: &str = "rwsplit_pool_acquire_timeouts_total";
-pub(crate) const EJECTIONS: &str = "rwsplit_server_ejections_total";
-pub(crate) const FAILOVERS: &str = "rwsplit_read_failovers_total";
-pub(crate) const SUSPICIONS: &str = "rwsplit_server_suspicions_total";
-pub(crate) const PROBES: &str = "rwsplit_server_probes_total";
-pub(crate) const PROBE_DURATION: &str = "rwsplit_server_probe_duration_seconds";
-pub(crate) const READMISSIONS: &str = "rwsplit_server_readmissions_total";
-pub(crate) const TOKENS_ISSUED: &str = "rwsplit_consistency_tokens_issued_total";
-pub(crate) const TOKENS_HONOURED: &str = "rwsplit_consistency_tokens_honoured_total";
-pub(crate) const TOKENS_REJECTED: &str = "rwsplit_consistency_tokens_rejected_total";
-pub(crate) const PRIMARY_MOVES: &str = "rwsplit_primary_moves_total";
-pub(crate) const PRIMARY_REFUSALS: &str = "rwsplit_primary_refusals_total";
-pub(crate) const PRIMARY_TIMELINE: &str = "rwsplit_primary_timeline";
-pub(crate) const SERVER_TIMELINE: &str = "rwsplit_server_timeline";
-pub(crate) const SERVER_CAPABILITY: &str = "rwsplit_server_capability";
-pub(crate) const SLOW_CHECKS: &str = "rwsplit_server_slow_checks_total";
+/// What kind of metric a name is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric, declared once: its name, kind, unit, labels and description.
+#[derive(Debug)]
+pub(crate) struct Metric {
+    pub(crate) name: &'static str,
+    pub(crate) kind: Kind,
+    unit: Unit,
+    /// Checked against the README's table by the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) labels: &'static [&'static str],
+    help: &'static str,
+}
+
+/// Declares every metric once: a constant for its name, and its entry in [`ALL`].
+macro_rules! metrics {
+    ($($constant:ident = $name:literal, $kind:ident, $unit:ident, [$($label:literal),*], $help:literal;)*) => {
+        $(pub(crate) const $constant: &str = $name;)*
+
+        /// Every metric rwsplit records.
+        pub(crate) const ALL: &[Metric] = &[$(Metric {
+            name: $name,
+            kind: Kind::$kind,
+            unit: Unit::$unit,
+            labels: &[$($label),*],
+            help: $help,
+        },)*];
+    };
+}
+
+metrics! {
+    ROUTE_DECISIONS = "rwsplit_route_decisions_total", Counter, Count, ["server", "role", "reason", "route"],
+        "Servers handed to handlers, by role, reason and route.";
+    REQUEST_DURATION = "rwsplit_request_duration_seconds", Histogram, Seconds, ["server", "route"],
+        "Requests through the layer, by serving server and route.";
+    SERVER_HEALTHY = "rwsplit_server_healthy", Gauge, Count, ["server", "role"],
+        "1 when the server's last health check passed.";
+    REPLICA_IN_ROTATION = "rwsplit_replica_in_rotation", Gauge, Count, ["server"],
+        "1 when reads are sent to the replica.";
+    REPLICAS_IN_ROTATION = "rwsplit_replicas_in_rotation", Gauge, Count, [],
+        "Replicas taking reads; 0 means the primary serves them all.";
+    REPLICA_LAG_SECONDS = "rwsplit_replica_lag_seconds", Gauge, Seconds, ["server"],
+        "Replication lag in time.";
+    REPLICA_LAG_BYTES = "rwsplit_replica_lag_bytes", Gauge, Bytes, ["server"],
+        "Replication lag in bytes of WAL.";
+    REPLICA_WEIGHT = "rwsplit_replica_weight", Gauge, Count, ["server"],
+        "The replica's configured weight.";
+    LAST_SUCCESS_AGE = "rwsplit_server_last_success_age_seconds", Gauge, Seconds, ["server"],
+        "Time since the server last passed a health check.";
+    HEALTH_CHECKS = "rwsplit_health_checks_total", Counter, Count, ["server", "result"],
+        "Health checks by server and result.";
+    HEALTH_CHECK_DURATION = "rwsplit_health_check_duration_seconds", Histogram, Seconds, ["server"],
+        "Health check duration.";
+    POOL_CONNECTIONS = "rwsplit_pool_connections", Gauge, Count, ["server", "state"],
+        "Open pool connections, idle or in use.";
+    POOL_MAX = "rwsplit_pool_max_connections", Gauge, Count, ["server"],
+        "Most connections the server's pool may open.";
+    POOL_ACQUIRE_DURATION = "rwsplit_pool_acquire_duration_seconds", Histogram, Seconds, ["server"],
+        "Time to get a connection from a pool, through rwsplit.";
+    POOL_ACQUIRE_TIMEOUTS = "rwsplit_pool_acquire_timeouts_total", Counter, Count, ["server"],
+        "Connection acquisitions that timed out (pool exhaustion).";
+    EJECTIONS = "rwsplit_server_ejections_total", Counter, Count, ["server", "cause"],
+        "Servers taken out of service at once because a connection to them failed.";
+    FAILOVERS = "rwsplit_read_failovers_total", Counter, Count, ["server", "cause"],
+        "Reads moved to another server because their first choice could not serve.";
+    SUSPICIONS = "rwsplit_server_suspicions_total", Counter, Count, ["server", "cause"],
+        "Servers suspected after a session on them was lost; a probe decides.";
+    PROBES = "rwsplit_server_probes_total", Counter, Count, ["server", "result"],
+        "Probes of suspected or out-of-service servers on a fresh connection, by result.";
+    PROBE_DURATION = "rwsplit_server_probe_duration_seconds", Histogram, Seconds, ["server"],
+        "Probe duration, connecting included.";
+    READMISSIONS = "rwsplit_server_readmissions_total", Counter, Count, ["server", "by"],
+        "Servers put back in service, by what found them well (probe, check or poll).";
+    TOKENS_ISSUED = "rwsplit_consistency_tokens_issued_total", Counter, Count, [],
+        "Consistency tokens issued after writes.";
+    TOKENS_HONOURED = "rwsplit_consistency_tokens_honoured_total", Counter, Count, [],
+        "Valid consistency tokens applied to a request's reads.";
+    TOKENS_REJECTED = "rwsplit_consistency_tokens_rejected_total", Counter, Count, ["reason"],
+        "Consistency tokens ignored (treated as absent), by reason.";
+    PRIMARY_MOVES = "rwsplit_primary_moves_total", Counter, Count, ["server"],
+        "Times the writes moved to another server that answers as the primary, by server.";
+    PRIMARY_REFUSALS = "rwsplit_primary_refusals_total", Counter, Count, ["server"],
+        "Checks that found a server answering as a primary that must take nothing (split brain, a former primary, another cluster), by server.";
+    PRIMARY_TIMELINE = "rwsplit_primary_timeline", Gauge, Count, [],
+        "The highest timeline a primary has been seen on.";
+    SERVER_TIMELINE = "rwsplit_server_timeline", Gauge, Count, ["server"],
+        "The timeline the server was last seen on.";
+    SERVER_CAPABILITY = "rwsplit_server_capability", Gauge, Count, ["server", "capability"],
+        "1 when this role may use a monitoring capability on the server, 0 when it may not.";
+    SLOW_CHECKS = "rwsplit_server_slow_checks_total", Counter, Count, ["server", "by"],
+        "Checks and probes that timed out on a server that answered other work meanwhile: it stayed in service.";
+}
 
 /// Describes every metric to the installed recorder (once per registry; cheap).
 pub(crate) fn describe() {
-    let counters = [
-        (
-            ROUTE_DECISIONS,
-            "Servers handed to handlers, by role, reason and route.",
-        ),
-        (HEALTH_CHECKS, "Health checks by server and result."),
-        (
-            SLOW_CHECKS,
-            "Checks and probes that timed out on a server that answered other work meanwhile: \
-             it stayed in service.",
-        ),
-        (
-            POOL_ACQUIRE_TIMEOUTS,
-            "Connection acquisitions that timed out (pool exhaustion).",
-        ),
-        (
-            EJECTIONS,
-            "Servers taken out of service at once because a connection to them failed.",
-        ),
-        (
-            FAILOVERS,
-            "Reads moved to another server because their first choice could not serve.",
-        ),
-        (
-            SUSPICIONS,
-            "Servers suspected after a session on them was lost; a probe decides.",
-        ),
-        (
-            PROBES,
-            "Probes of suspected or out-of-service servers on a fresh connection, by result.",
-        ),
-        (
-            READMISSIONS,
-            "Servers put back in service, by what found them well (probe, check or poll).",
-        ),
-        (TOKENS_ISSUED, "Consistency tokens issued after writes."),
-        (
-            TOKENS_HONOURED,
-            "Valid consistency tokens applied to a request's reads.",
-        ),
-        (
-            TOKENS_REJECTED,
-            "Consistency tokens ignored (treated as absent), by reason.",
-        ),
-        (
-            PRIMARY_MOVES,
-            "Times the writes moved to another server that answers as the primary, by server.",
-        ),
-        (
-            PRIMARY_REFUSALS,
-            "Checks that found a server answering as a primary that must take nothing (split \
-             brain, a former primary, another cluster), by server.",
-        ),
-    ];
-    for (name, help) in counters {
-        describe_counter!(name, Unit::Count, help);
+    for metric in ALL {
+        match metric.kind {
+            Kind::Counter => describe_counter!(metric.name, metric.unit, metric.help),
+            Kind::Gauge => describe_gauge!(metric.name, metric.unit, metric.help),
+            Kind::Histogram => describe_histogram!(metric.name, metric.unit, metric.help),
+        }
     }
-    let gauges = [
-        (
-            SERVER_HEALTHY,
-            Unit::Count,
-            "1 when the server's last health check passed.",
-        ),
-        (
-            REPLICA_IN_ROTATION,
-            Unit::Count,
-            "1 when reads are sent to the replica.",
-        ),
-        (
-            REPLICAS_IN_ROTATION,
-            Unit::Count,
-            "Replicas taking reads; 0 means the primary serves them all.",
-        ),
-        (
-            REPLICA_LAG_SECONDS,
-            Unit::Seconds,
-            "Replication lag in time.",
-        ),
-        (
-            REPLICA_LAG_BYTES,
-            Unit::Bytes,
-            "Replication lag in bytes of WAL.",
-        ),
-        (
-            REPLICA_WEIGHT,
-            Unit::Count,
-            "The replica's configured weight.",
-        ),
-        (
-            LAST_SUCCESS_AGE,
-            Unit::Seconds,
-            "Time since the server last passed a health check.",
-        ),
-        (
-            POOL_CONNECTIONS,
-            Unit::Count,
-            "Open pool connections, idle or in use.",
-        ),
-        (
-            POOL_MAX,
-            Unit::Count,
-            "Most connections the server's pool may open.",
-        ),
-        (
-            PRIMARY_TIMELINE,
-            Unit::Count,
-            "The highest timeline a primary has been seen on.",
-        ),
-        (
-            SERVER_TIMELINE,
-            Unit::Count,
-            "The timeline the server was last seen on.",
-        ),
-        (
-            SERVER_CAPABILITY,
-            Unit::Count,
-            "1 when this role may use a monitoring capability on the server, 0 when it may not.",
-        ),
-    ];
-    for (name, unit, help) in gauges {
-        describe_gauge!(name, unit, help);
+}
+
+/// One server's metrics on the request path: its per-route table and its acquire histogram,
+/// registered on first use and kept.
+pub(crate) struct ServerMetrics {
+    name: Arc<str>,
+    routes: RouteTable,
+    acquire: OnceLock<Histogram>,
+}
+
+impl ServerMetrics {
+    pub(crate) fn new(name: &str) -> ServerMetrics {
+        ServerMetrics {
+            name: Arc::from(name),
+            routes: RouteTable::default(),
+            acquire: OnceLock::new(),
+        }
     }
-    let histograms = [
-        (
-            REQUEST_DURATION,
-            "Requests through the layer, by serving server and route.",
-        ),
-        (HEALTH_CHECK_DURATION, "Health check duration."),
-        (PROBE_DURATION, "Probe duration, connecting included."),
-        (
-            POOL_ACQUIRE_DURATION,
-            "Time to get a connection from a pool, through rwsplit.",
-        ),
-    ];
-    for (name, help) in histograms {
-        describe_histogram!(name, Unit::Seconds, help);
+
+    /// The per-request metrics of `route` on this server.
+    pub(crate) fn route(&self, route: &str) -> Arc<RouteMetrics> {
+        self.routes.get(&self.name, route)
+    }
+
+    /// Records a wait for a connection through rwsplit.
+    pub(crate) fn acquired(&self, took: Duration) {
+        // Registered once per server and kept: registering on every query costs a lookup (and
+        // a key copy) in the recorder.
+        self.acquire
+            .get_or_init(|| histogram!(POOL_ACQUIRE_DURATION, "server" => Arc::clone(&self.name)))
+            .record(took.as_secs_f64());
     }
 }
 
@@ -354,47 +304,56 @@ impl Hasher for Fnv {
     }
 }
 
-/// Records what a health check found and the server's state after it.
-pub(crate) fn health_check(server: &Server, result: &'static str, took: Duration) {
-    let name = || Arc::clone(&server.name);
-    counter!(HEALTH_CHECKS, "server" => name(), "result" => result).increment(1);
-    histogram!(HEALTH_CHECK_DURATION, "server" => name()).record(took.as_secs_f64());
+/// Records what a health check found.
+pub(crate) fn health_check(server: &Arc<str>, result: &'static str, took: Duration) {
+    counter!(HEALTH_CHECKS, "server" => Arc::clone(server), "result" => result).increment(1);
+    histogram!(HEALTH_CHECK_DURATION, "server" => Arc::clone(server)).record(took.as_secs_f64());
+}
+
+/// One server's state, as its gauges show it.
+#[derive(Debug)]
+pub(crate) struct ServerGauges {
+    pub(crate) name: Arc<str>,
+    pub(crate) primary: bool,
+    pub(crate) healthy: bool,
+    pub(crate) in_rotation: bool,
+    pub(crate) weight: u32,
+    pub(crate) last_success_age: Option<Duration>,
+    pub(crate) pool_size: u32,
+    pub(crate) pool_idle: u32,
+    pub(crate) pool_max: u32,
+    pub(crate) timeline: u32,
+    pub(crate) lag: Option<Duration>,
+    pub(crate) lag_bytes: Option<u64>,
 }
 
 /// Publishes a server's state gauges: health, lag, weight, pool use.
-pub(crate) fn server_state(server: &Server, in_rotation: bool) {
-    let name = || Arc::clone(&server.name);
-    let role = if server.is_primary() {
-        "primary"
-    } else {
-        "replica"
-    };
+pub(crate) fn server_state(state: &ServerGauges) {
+    let name = || Arc::clone(&state.name);
+    let role = if state.primary { "primary" } else { "replica" };
     gauge!(SERVER_HEALTHY, "server" => name(), "role" => role)
-        .set(f64::from(u8::from(server.is_healthy())));
-    if let Some(success) = server.last_success() {
-        let age = success.elapsed().unwrap_or_default();
+        .set(f64::from(u8::from(state.healthy)));
+    if let Some(age) = state.last_success_age {
         gauge!(LAST_SUCCESS_AGE, "server" => name()).set(age.as_secs_f64());
     }
-    let size = server.pool.size();
-    let idle = u32::try_from(server.pool.num_idle())
-        .unwrap_or(u32::MAX)
-        .min(size);
+    let idle = state.pool_idle.min(state.pool_size);
     gauge!(POOL_CONNECTIONS, "server" => name(), "state" => "idle").set(f64::from(idle));
-    gauge!(POOL_CONNECTIONS, "server" => name(), "state" => "in_use").set(f64::from(size - idle));
-    gauge!(POOL_MAX, "server" => name()).set(f64::from(server.max_connections()));
-    if server.timeline() != 0 {
-        gauge!(SERVER_TIMELINE, "server" => name()).set(f64::from(server.timeline()));
+    gauge!(POOL_CONNECTIONS, "server" => name(), "state" => "in_use")
+        .set(f64::from(state.pool_size - idle));
+    gauge!(POOL_MAX, "server" => name()).set(f64::from(state.pool_max));
+    if state.timeline != 0 {
+        gauge!(SERVER_TIMELINE, "server" => name()).set(f64::from(state.timeline));
     }
-    if server.is_primary() {
+    if state.primary {
         return;
     }
-    gauge!(REPLICA_IN_ROTATION, "server" => name()).set(f64::from(u8::from(in_rotation)));
-    gauge!(REPLICA_WEIGHT, "server" => name()).set(f64::from(server.weight()));
+    gauge!(REPLICA_IN_ROTATION, "server" => name()).set(f64::from(u8::from(state.in_rotation)));
+    gauge!(REPLICA_WEIGHT, "server" => name()).set(f64::from(state.weight));
     // Unknown lag (unreachable) is left at its last value; `healthy` says why.
-    if let Some(lag) = server.lag().filter(|l| *l != Duration::MAX) {
+    if let Some(lag) = state.lag.filter(|l| *l != Duration::MAX) {
         gauge!(REPLICA_LAG_SECONDS, "server" => name()).set(lag.as_secs_f64());
     }
-    if let Some(bytes) = server.lag_bytes() {
+    if let Some(bytes) = state.lag_bytes {
         gauge!(REPLICA_LAG_BYTES, "server" => name()).set(bytes as f64);
     }
 }
@@ -403,21 +362,12 @@ pub(crate) fn replicas_in_rotation(count: usize) {
     gauge!(REPLICAS_IN_ROTATION).set(count as f64);
 }
 
-pub(crate) fn acquired(server: &Server, took: Duration) {
-    // Registered once per server and kept: registering on every query costs a lookup (and a
-    // key copy) in the recorder.
-    server
-        .acquire_duration
-        .get_or_init(|| histogram!(POOL_ACQUIRE_DURATION, "server" => Arc::clone(&server.name)))
-        .record(took.as_secs_f64());
+pub(crate) fn acquire_timeout(server: &Arc<str>) {
+    counter!(POOL_ACQUIRE_TIMEOUTS, "server" => Arc::clone(server)).increment(1);
 }
 
-pub(crate) fn acquire_timeout(server: &Server) {
-    counter!(POOL_ACQUIRE_TIMEOUTS, "server" => Arc::clone(&server.name)).increment(1);
-}
-
-pub(crate) fn ejected(server: &Server, cause: &'static str) {
-    counter!(EJECTIONS, "server" => Arc::clone(&server.name), "cause" => cause).increment(1);
+pub(crate) fn ejected(server: &Arc<str>, cause: &'static str) {
+    counter!(EJECTIONS, "server" => Arc::clone(server), "cause" => cause).increment(1);
 }
 
 pub(crate) fn suspected(server: &Arc<str>, cause: &'static str) {
@@ -433,8 +383,8 @@ pub(crate) fn readmitted(server: &Arc<str>, by: &'static str) {
     counter!(READMISSIONS, "server" => Arc::clone(server), "by" => by).increment(1);
 }
 
-pub(crate) fn failover(from: &Server, cause: &'static str) {
-    counter!(FAILOVERS, "server" => Arc::clone(&from.name), "cause" => cause).increment(1);
+pub(crate) fn failover(from: &Arc<str>, cause: &'static str) {
+    counter!(FAILOVERS, "server" => Arc::clone(from), "cause" => cause).increment(1);
 }
 
 pub(crate) fn primary_moved(to: &Arc<str>) {
@@ -445,12 +395,15 @@ pub(crate) fn primary_refused(server: &Arc<str>) {
     counter!(PRIMARY_REFUSALS, "server" => Arc::clone(server)).increment(1);
 }
 
-/// `rwsplit_server_capability`: what this role may ask `server`, one series per capability.
-pub(crate) fn capabilities(server: &Arc<str>, capabilities: Capabilities) {
-    for capability in Capability::ALL {
-        let value = f64::from(u8::from(capabilities.has(capability)));
-        gauge!(SERVER_CAPABILITY, "server" => Arc::clone(server), "capability" => capability.as_str())
-            .set(value);
+/// `rwsplit_server_capability`: what this role may ask `server`, one series per capability
+/// (its label, and whether the role may use it).
+pub(crate) fn capabilities(
+    server: &Arc<str>,
+    capabilities: impl IntoIterator<Item = (&'static str, bool)>,
+) {
+    for (capability, offered) in capabilities {
+        gauge!(SERVER_CAPABILITY, "server" => Arc::clone(server), "capability" => capability)
+            .set(f64::from(u8::from(offered)));
     }
 }
 
@@ -466,8 +419,8 @@ pub(crate) fn primary_timeline(timeline: u32) {
 }
 
 /// Drops a removed replica's state gauges to zero, so dashboards do not show it as healthy.
-pub(crate) fn forget(server: &Server) {
-    let name = || Arc::clone(&server.name);
+pub(crate) fn forget(server: &Arc<str>) {
+    let name = || Arc::clone(server);
     gauge!(SERVER_HEALTHY, "server" => name(), "role" => "replica").set(0.0);
     gauge!(REPLICA_IN_ROTATION, "server" => name()).set(0.0);
     gauge!(REPLICA_WEIGHT, "server" => name()).set(0.0);
@@ -496,4 +449,53 @@ impl TokenCounters {
 
 pub(crate) fn token_rejected(reason: TokenRejection) {
     counter!(TOKENS_REJECTED, "reason" => reason.as_str()).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's metrics table: each row's metric names with its labels cell.
+    fn readme_rows() -> Vec<(Vec<String>, String)> {
+        let readme = include_str!("../README.md");
+        readme
+            .lines()
+            .filter(|line| line.starts_with("| `rwsplit_"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split(" | ").collect();
+                let names = cells[0]
+                    .split('`')
+                    .filter(|part| part.starts_with("rwsplit_"))
+                    .map(str::to_owned)
+                    .collect();
+                (names, cells[2].to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_lists_every_metric_with_its_labels_and_no_other() {
+        let rows = readme_rows();
+        for metric in ALL {
+            let row = rows
+                .iter()
+                .find(|(names, _)| names.iter().any(|n| n == metric.name));
+            let (_, labels) = row.unwrap_or_else(|| panic!("{} is not in the README", metric.name));
+            for label in metric.labels {
+                assert!(
+                    labels.contains(label),
+                    "{}: label {label} not in `{labels}`",
+                    metric.name
+                );
+            }
+        }
+        for (names, _) in &rows {
+            for name in names {
+                assert!(
+                    ALL.iter().any(|m| m.name == name),
+                    "the README lists {name}, which is not recorded"
+                );
+            }
+        }
+    }
 }

@@ -8,14 +8,20 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
-/// The metric names rwsplit records: the `rwsplit_*` string constants of `src/metrics.rs`.
+/// The metric names rwsplit records: the names declared in the `metrics!` table of
+/// `src/metrics.rs` (`CONSTANT = "rwsplit_...", Kind, ...`).
 fn exported() -> BTreeSet<String> {
-    read("src/metrics.rs")
+    let names: BTreeSet<String> = read("src/metrics.rs")
         .lines()
-        .filter(|line| line.starts_with("pub(crate) const "))
+        .filter(|line| line.contains(" = \"rwsplit_"))
         .filter_map(|line| line.split('"').nth(1))
         .map(str::to_owned)
-        .collect()
+        .collect();
+    assert!(
+        names.len() > 20,
+        "the metrics table was not found: {names:?}"
+    );
+    names
 }
 
 /// Every `rwsplit_*` metric family named in `text`, with Prometheus' histogram suffixes removed.

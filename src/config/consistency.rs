@@ -5,7 +5,19 @@ use std::time::Duration;
 use http::HeaderName;
 
 use super::{ConfigError, Secret};
-use crate::consistency::StickyMode;
+
+/// How reads after a write are kept consistent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StickyMode {
+    /// Exact: a client's reads go to the primary until a replica has replayed its last write
+    /// (its WAL position). The default.
+    Lsn,
+    /// Simple: a client's reads go to the primary for a fixed window after each write.
+    Window,
+    /// None: reads after a write may see a replica that has not replayed it yet.
+    Off,
+}
 
 /// How reads after a write are kept consistent: the mode, the signing keys of its tokens, and
 /// how the tokens travel.
@@ -192,11 +204,12 @@ impl ConsistencyConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, value: &str, reason: &str| ConfigError::Invalid {
-            key: format!("db.consistency.{key}"),
-            value: value.to_owned(),
-            reason: reason.to_owned(),
-        };
+        self.check_keys()?;
+        self.check_durations()?;
+        self.check_carriers()
+    }
+
+    fn check_keys(&self) -> Result<(), ConfigError> {
         for (key, secret) in [
             ("signingKey", &self.signing_key),
             ("previousSigningKey", &self.previous_signing_key),
@@ -214,14 +227,15 @@ impl ConsistencyConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn check_durations(&self) -> Result<(), ConfigError> {
+        let day = super::MAX_DURATION;
         for (key, duration, max) in [
-            ("window", Some(self.window), super::MAX_DURATION),
-            ("maxPin", self.max_pin, super::MAX_DURATION),
-            (
-                "pollInterval",
-                Some(self.poll_interval),
-                super::MAX_DURATION,
-            ),
+            ("window", Some(self.window), day),
+            ("maxPin", self.max_pin, day),
+            ("pollInterval", Some(self.poll_interval), day),
             (
                 "waitForReplica",
                 Some(self.wait_for_replica),
@@ -248,6 +262,11 @@ impl ConsistencyConfig {
                 "must be at least 10ms",
             ));
         }
+        Ok(())
+    }
+
+    /// The header and the cookie that carry tokens.
+    fn check_carriers(&self) -> Result<(), ConfigError> {
         if HeaderName::try_from(self.header_name.as_str()).is_err() {
             return Err(invalid(
                 "headerName",
@@ -295,5 +314,14 @@ impl ConsistencyConfig {
         lag_threshold
             .saturating_add(self.poll_interval.saturating_mul(2))
             .saturating_add(check_timeout)
+    }
+}
+
+/// A value refused at `db.consistency.<key>`.
+fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: format!("db.consistency.{key}"),
+        value: value.to_owned(),
+        reason: reason.to_owned(),
     }
 }

@@ -11,8 +11,10 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Capability, PINNED, Registry, Shared};
+use super::tokens::PINNED;
+use super::{Registry, Shared};
 use crate::error::Error;
+use crate::health::{Capabilities, Capability};
 
 /// What [`Registry::wait_for_replicas`] found when it returned.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,7 +68,7 @@ impl Registry {
     /// ```
     pub async fn wait_for_replicas(&self, timeout: Duration) -> Result<CaughtUp, Error> {
         let shared = &self.shared;
-        if !shared.separation() || shared.replicas.load().is_empty() {
+        if !shared.topology().config.separation || shared.topology().replicas.is_empty() {
             return Ok(CaughtUp::default());
         }
         let token = shared.primary_position().await?;
@@ -112,7 +114,7 @@ impl Shared {
             position: Some(position),
             ..CaughtUp::default()
         };
-        for (server, _) in self.rotation.load().members.iter() {
+        for (server, _) in &self.topology().rotation.members {
             let name = server.name.to_string();
             match server.position() >= position {
                 true => caught_up.replicas.push(name),
@@ -129,9 +131,8 @@ impl Shared {
         if barrier == 0 {
             return;
         }
-        let passed = self.rotation.load().members.iter().all(|(server, _)| {
-            let reports = server
-                .capabilities()
+        let passed = self.topology().rotation.members.iter().all(|(server, _)| {
+            let reports = Capabilities::from_stored(server.capabilities_stored())
                 .is_none_or(|c| c.has(Capability::ReplayPosition));
             !reports || server.position() >= barrier
         });

@@ -32,7 +32,7 @@ impl Registry {
     pub fn watch_file(&self, path: impl Into<PathBuf>) -> tokio::task::JoinHandle<()> {
         let path = path.into();
         let weak = Arc::downgrade(&self.shared);
-        let mut stop = self.shared.stop.subscribe();
+        let mut stop = self.shared.stopped();
         // The file as it is now: what the registry runs (changes from here on are applied).
         let mut applied = std::fs::read_to_string(&path).ok();
         // Listening before this returns: a SIGHUP sent just after is not lost.

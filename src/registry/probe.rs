@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::Shared;
-use super::health::{self, Source, Verdict, apply, observe, only_slow, sample_primary};
-use super::roles;
-use super::server::{Server, State};
+use super::topology::Member;
+use super::{Event, Shared, election, tasks};
+use crate::health::{Lag, Source, Verdict};
 use crate::metrics;
+use crate::server::State;
 
 /// The first wait before re-probing a server that left service.
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -33,31 +33,32 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// refused because the primary is down): its probe runs then instead of after its backoff.
 pub(crate) const DEMAND_GAP: Duration = Duration::from_millis(50);
 
-/// Starts probing `server` unless a probe task for it is running: at once (`at_once`, for a
+/// Starts probing `member` unless a probe task for it is running: at once (`at_once`, for a
 /// suspect) or after the first backoff.
-pub(super) fn start(shared: &Arc<Shared>, server: &Arc<Server>, at_once: bool) {
-    if !server.claim_probe() {
+pub(super) fn start(shared: &Arc<Shared>, member: &Member, at_once: bool) {
+    if !member.watch.claim_probe() {
         return;
     }
     let weak = Arc::downgrade(shared);
-    let server = Arc::clone(server);
-    let stop = shared.stop.subscribe();
+    let member = member.clone();
+    let stop = shared.stopped();
     let cap = MAX_BACKOFF.min(shared.config().health_check_interval);
     tokio::spawn(async move {
-        health::supervised(
+        tasks::supervised(
             "probe",
-            run(weak.clone(), Arc::clone(&server), at_once, cap, stop),
+            run(weak.clone(), member.clone(), at_once, cap, stop),
         )
         .await;
-        server.release_probe();
+        member.watch.release_probe();
         // The server may have left service again between the task's last look and the
         // release: then it needs a probe task again.
+        let server = &member.server;
         if let Some(shared) = weak.upgrade()
-            && !*shared.stop.borrow()
-            && shared.owns(&server)
+            && !shared.stopping()
+            && shared.owns(server)
             && server.state() != State::Serving
         {
-            start(&shared, &server, server.state() == State::Suspect);
+            start(&shared, &member, server.state() == State::Suspect);
         }
     });
 }
@@ -66,7 +67,7 @@ pub(super) fn start(shared: &Arc<Shared>, server: &Arc<Server>, at_once: bool) {
 /// registry is shut down or dropped.
 async fn run(
     weak: Weak<Shared>,
-    server: Arc<Server>,
+    member: Member,
     at_once: bool,
     cap: Duration,
     mut stop: watch::Receiver<bool>,
@@ -79,23 +80,24 @@ async fn run(
     let mut last = tokio::time::Instant::now();
     loop {
         if !wait.is_zero() {
-            let due = health::after(last, wait);
+            let due = tasks::after(last, wait);
             tokio::select! {
                 () = tokio::time::sleep_until(due) => {}
                 // Work was refused for want of this server: probe sooner, but not more often
                 // than every `DEMAND_GAP`.
-                () = server.wanted.notified() => {
-                    tokio::time::sleep_until(health::after(last, DEMAND_GAP).min(due)).await;
+                () = member.server.wanted.notified() => {
+                    tokio::time::sleep_until(tasks::after(last, DEMAND_GAP).min(due)).await;
                 }
                 _ = stop.changed() => return,
             }
         }
         last = tokio::time::Instant::now();
         let Some(shared) = weak.upgrade() else { return };
-        if *stop.borrow() || !shared.owns(&server) || server.state() == State::Serving {
+        let server = &member.server;
+        if *stop.borrow() || !shared.owns(server) || server.state() == State::Serving {
             return;
         }
-        if probe(&shared, &server).await {
+        if probe(&shared, &member).await {
             return;
         }
         wait = next_wait(wait, cap);
@@ -111,57 +113,44 @@ pub(crate) fn next_wait(wait: Duration, cap: Duration) -> Duration {
     }
 }
 
-/// One probe of `server` on a fresh connection. Returns whether it passed (the server is in
+/// One probe of `member` on a fresh connection. Returns whether it passed (the server is in
 /// service again, or stays in it).
-async fn probe(shared: &Arc<Shared>, server: &Arc<Server>) -> bool {
+async fn probe(shared: &Arc<Shared>, member: &Member) -> bool {
+    let server = &member.server;
     let timeout = shared.config().health_check_timeout;
     let started = Instant::now();
     // A replica's lag is measured against the primary's position now, as in a full check.
     let primary = match !server.is_primary() && shared.primary().is_healthy() {
-        true => sample_primary(shared, timeout).await,
+        true => tasks::sample_primary(shared, timeout).await,
         false => None,
     };
-    let answer = observe(server, timeout, true).await;
+    let answer = tasks::observe(shared, member, timeout, true).await;
     let verdict = match answer {
         // No fresh connection in time while the server answers other work: busy, not gone.
-        Err(failure) if only_slow(server, &failure, started.elapsed(), Source::Probe) => Verdict {
-            problem: None,
-            lag: server.known_lag(),
-            result: "slow",
-        },
+        Err(failure) if tasks::busy(server, &failure, started.elapsed(), Source::Probe) => {
+            let lag = server.lag().map(|time| Lag {
+                time,
+                bytes: server.lag_bytes(),
+            });
+            Verdict::slow(lag)
+        }
         answer if server.is_primary() => {
             // With roles observed, the primary may be another server now: every configured
             // server is asked, and the writes move when another must take them.
-            if roles::discover(shared, server, answer.as_ref().ok()).await {
+            if election::discover(shared, server, answer.as_ref().ok()).await {
                 metrics::probed(&server.name, "moved", started.elapsed());
                 return true;
             }
-            let (verdict, position) =
-                health::primary_verdict(shared, server, answer.map_err(|f| f.message));
-            if let Some(position) = position {
-                health::record_primary(shared, position);
-            }
-            verdict
+            tasks::judge_primary(shared, answer)
         }
-        answer => {
-            let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
-            health::replica_verdict(
-                shared,
-                server,
-                answer.map_err(|f| f.message),
-                primary,
-                &history,
-            )
-        }
+        answer => tasks::judge_replica(shared, answer, primary),
     };
     metrics::probed(&server.name, verdict.result, started.elapsed());
-    let passed = verdict.problem.is_none();
+    let passed = verdict.passed();
     if passed && server.state() == State::Suspect {
         tracing::debug!(server = %server.name, "suspected server passed its probe; it stays in service");
     }
-    apply(shared, server, &verdict, Source::Probe);
-    shared.refresh_rotation();
-    shared.publish_metrics();
+    shared.apply(server, Event::Judged(&verdict, Source::Probe));
     passed
 }
 

@@ -2,14 +2,13 @@
 //! runbook changes it (separation switched, a rollout stepped, replicas added, drained,
 //! removed, reweighted, thresholds tuned), without a restart and without failing a request.
 
-use std::fmt::Debug;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use super::server::Server;
-use super::{Registry, Shared, health};
-use crate::config::{Config, Member, ReplicaConfig, Roles};
+use super::topology::{Member, Rotation, Topology};
+use super::{Registry, tasks};
+use crate::config::{self, Config, ReplicaConfig, Roles, live};
 use crate::error::Error;
+use crate::server::{Server, State};
 
 impl Registry {
     /// Applies `config` to the running registry and returns the changes made, one line each
@@ -58,115 +57,41 @@ impl Registry {
         let config = config.validate()?;
         let shared = &self.shared;
         let _one_at_a_time = shared.reloading.lock().await;
-        let old = shared.config.load_full();
-        let mut changes = Changes::default();
-
-        changes.setting(
-            "enableReadWriteSeparation",
-            &old.separation,
-            &config.separation,
-        );
-        changes.setting(
-            "readReplicaShare",
-            &format!("{}%", old.replica_share),
-            &format!("{}%", config.replica_share),
-        );
-        changes.setting(
-            "replicaLagThreshold",
-            &old.lag_threshold,
-            &config.lag_threshold,
-        );
-        changes.setting(
-            "replicaLagBytesThreshold",
-            &old.lag_bytes_threshold,
-            &config.lag_bytes_threshold,
-        );
-        changes.setting(
-            "healthCheckInterval",
-            &old.health_check_interval,
-            &config.health_check_interval,
-        );
-        changes.setting(
-            "healthCheckTimeout",
-            &old.health_check_timeout,
-            &config.health_check_timeout,
-        );
-        changes.setting(
-            "failoverOnPoolExhausted",
-            &old.failover_on_pool_exhausted,
-            &config.failover_on_pool_exhausted,
-        );
-        changes.setting("roles", &old.roles, &config.roles);
-        changes.setting(
-            "primaryCandidates",
-            &old.primary_candidates,
-            &config.primary_candidates,
-        );
-        let old_primary = shared.primary.load_full();
-        let member = current_primary_member(&config, &old_primary);
-        let primary_options = config.primary_options_at(&member);
-        let new_primary = (*old_primary.member != *member.name
-            || !old_primary.same_settings(&primary_options, &config.primary.pool, None))
-        .then(|| {
-            changes.push(
-                "primary: connection settings or pool limits changed, new pool; old pool \
-                 draining"
-                    .to_owned(),
-            );
-            let server = Server::primary(&config, &member);
-            // The same server (or its new address, which the next check confirms): what is
-            // known of its position and timeline carries over, so that tokens keep verifying.
-            server.set_position(old_primary.position());
-            server.set_identity(old_primary.identity());
-            server.join(shared);
-            server
-        });
-        // What this registry cannot change while it runs: kept, and said.
-        let mut config = config;
-        let consistency = |c: &Config| {
-            let c = &c.consistency;
-            (
-                format!("{c:?}"),
-                c.signing_key.clone(),
-                c.previous_signing_key.clone(),
-            )
+        let old = shared.config();
+        let mut changes = Changes {
+            applied: live::changes(&old, &config),
+            kept: Vec::new(),
         };
-        if consistency(&config) != consistency(&old) {
-            changes.at_restart("db.consistency");
-            config.consistency = old.consistency.clone();
-        }
-
-        let ReplicaSet {
-            next,
-            mut retired,
-            removed,
-            fresh: replicas_fresh,
-        } = replica_set(shared, &config, &member.name, &mut changes);
-        let mut fresh = replicas_fresh;
-
-        {
-            let _guard = shared.rebuild.lock().unwrap_or_else(|e| e.into_inner());
-            shared.replicas.store(Arc::new(next));
-        }
-        if let Some(server) = new_primary {
-            shared.primary.store(server);
-            retired.push(old_primary);
-            fresh = true;
-        }
-        shared
-            .separation
-            .store(config.separation, Ordering::Relaxed);
-        shared.share.store(config.replica_share, Ordering::Relaxed);
-        shared.config.store(Arc::new(config));
-        shared.refresh_rotation();
-        for server in &removed {
-            crate::metrics::forget(server);
-        }
-        shared.publish_metrics();
-        for server in retired {
+        let member = current_primary_member(&config, &shared.primary());
+        let new_primary = new_primary(&shared.primary(), &config, &member, &mut changes);
+        let config = Arc::new(kept_until_restart(config, &old, &mut changes));
+        let mut fresh = new_primary.is_some();
+        let mut retired = Vec::new();
+        shared.replace(|topology| {
+            let set = replica_set(topology, &config, &member.name, &mut changes);
+            fresh |= set.fresh;
+            for member in &set.removed {
+                crate::metrics::forget(&member.server.name);
+            }
+            retired = set.retired;
+            let primary = match &new_primary {
+                Some(primary) => {
+                    retired.push(topology.primary.clone());
+                    primary.clone()
+                }
+                None => topology.primary.clone(),
+            };
+            Some(Topology {
+                primary,
+                replicas: set.next,
+                rotation: Rotation::default(),
+                config: Arc::clone(&config),
+            })
+        });
+        for member in retired {
             tokio::spawn(async move {
-                server.pool.close().await;
-                health::close(&server).await;
+                member.server.pool.close().await;
+                member.watch.checker.close().await;
             });
         }
         for change in &changes.applied {
@@ -176,7 +101,7 @@ impl Registry {
             tracing::warn!("configuration reloaded: {change}");
         }
         if fresh {
-            health::check_all(shared).await;
+            tasks::check_all(shared).await;
         }
         let Changes { mut applied, kept } = changes;
         applied.extend(kept);
@@ -184,9 +109,52 @@ impl Registry {
     }
 }
 
+/// A new primary when `config` moves it to another configured server, or changes its
+/// connection settings or pool limits: the running one's position and timeline carry over,
+/// so that tokens keep verifying.
+fn new_primary(
+    running: &Server,
+    config: &Config,
+    member: &config::Member,
+    changes: &mut Changes,
+) -> Option<Member> {
+    let options = config.primary_options_at(member);
+    let same = *running.member == *member.name
+        && running.same_settings(&options, &config.primary.pool, None);
+    if same {
+        return None;
+    }
+    changes.push(
+        "primary: connection settings or pool limits changed, new pool; old pool draining"
+            .to_owned(),
+    );
+    let server = Server::primary(config, member);
+    server.set_position(running.position());
+    server.set_identity(running.identity());
+    Some(Member::new(server))
+}
+
+/// `config` with what a running registry cannot change (`db.consistency`) kept as in `old`,
+/// and said.
+fn kept_until_restart(mut config: Config, old: &Config, changes: &mut Changes) -> Config {
+    let consistency = |c: &Config| {
+        let c = &c.consistency;
+        (
+            format!("{c:?}"),
+            c.signing_key.clone(),
+            c.previous_signing_key.clone(),
+        )
+    };
+    if consistency(&config) != consistency(old) {
+        changes.at_restart("db.consistency");
+        config.consistency = old.consistency.clone();
+    }
+    config
+}
+
 /// The configured server the primary should be on under `config`: the one it is
 /// on now when `config` still lists it and roles are observed, else the configured `host`.
-fn current_primary_member(config: &Config, primary: &Server) -> Member {
+fn current_primary_member(config: &Config, primary: &Server) -> config::Member {
     let mut members = config.members();
     let observed = config.roles == Roles::Observed;
     let at = members
@@ -199,20 +167,20 @@ fn current_primary_member(config: &Config, primary: &Server) -> Member {
 /// The replicas under `config` while the primary is on `primary_member`, reusing the running
 /// servers that match, and what they replace.
 pub(super) struct ReplicaSet {
-    pub(super) next: Vec<Arc<Server>>,
+    pub(super) next: Vec<Member>,
     /// Replaced or removed, to close.
-    pub(super) retired: Vec<Arc<Server>>,
+    pub(super) retired: Vec<Member>,
     /// Gone, to forget in the metrics too.
-    pub(super) removed: Vec<Arc<Server>>,
+    pub(super) removed: Vec<Member>,
     /// Whether any is new and needs its first check.
     pub(super) fresh: bool,
 }
 
 /// Matches the replicas `config` asks for (every configured server but the primary, when roles
-/// are observed) with the running ones by name: kept and reweighted, replaced when their
-/// settings changed, added, removed. Each change is described in `changes`.
+/// are observed) with the running ones of `topology` by name: kept and reweighted, replaced
+/// when their settings changed, added, removed. Each change is described in `changes`.
 pub(super) fn replica_set(
-    shared: &Arc<Shared>,
+    topology: &Topology,
     config: &Config,
     primary_member: &str,
     changes: &mut Changes,
@@ -226,7 +194,7 @@ pub(super) fn replica_set(
             .collect(),
         _ => config.replicas.clone(),
     };
-    let current = shared.replicas.load_full();
+    let current = &topology.replicas;
     let mut set = ReplicaSet {
         next: Vec::with_capacity(wanted.len()),
         retired: Vec::new(),
@@ -234,25 +202,27 @@ pub(super) fn replica_set(
         fresh: false,
     };
     for replica in &wanted {
-        let existing = current.iter().find(|s| *s.name == replica.name);
+        let existing = topology.replica(&replica.name);
         let options = config.replica_options(replica);
         let pool = config.replica_pool(replica);
         match existing {
-            Some(server)
-                if server.same_settings(&options, &pool, Some(config.replica_read_only)) =>
+            Some(member)
+                if member
+                    .server
+                    .same_settings(&options, &pool, Some(config.replica_read_only)) =>
             {
-                let before = server.weight.swap(replica.weight, Ordering::Relaxed);
+                let before = member.server.set_weight(replica.weight);
                 if before != replica.weight {
                     changes.push(format!(
                         "replica {}: weight {before} -> {}",
                         replica.name, replica.weight
                     ));
                 }
-                set.next.push(Arc::clone(server));
+                set.next.push(member.clone());
             }
-            Some(server) => {
-                set.next.push(new_replica(shared, replica, config));
-                set.retired.push(Arc::clone(server));
+            Some(member) => {
+                set.next.push(new_replica(replica, config));
+                set.retired.push(member.clone());
                 set.fresh = true;
                 changes.push(format!(
                     "replica {}: connection settings or pool limits changed, new pool (in \
@@ -261,64 +231,53 @@ pub(super) fn replica_set(
                 ));
             }
             None => {
-                let server = new_replica(shared, replica, config);
+                let member = new_replica(replica, config);
                 changes.push(format!(
                     "replica {} added at {} with weight {} (in rotation after its first \
                      check)",
-                    replica.name, server.address, replica.weight
+                    replica.name, member.server.address, replica.weight
                 ));
-                set.next.push(server);
+                set.next.push(member);
                 set.fresh = true;
             }
         }
     }
-    for server in current.iter() {
-        if !wanted.iter().any(|r| *r.name == *server.name) {
-            let why = if *server.name == *primary_member {
+    for member in current {
+        let name = &member.server.name;
+        if !wanted.iter().any(|r| *r.name == **name) {
+            let why = if **name == *primary_member {
                 "answers as the primary now"
             } else {
                 "removed"
             };
             changes.push(format!(
-                "replica {} {why} (out of rotation; its pool closes once its connections are \
-                 back)",
-                server.name
+                "replica {name} {why} (out of rotation; its pool closes once its connections are \
+                 back)"
             ));
-            set.retired.push(Arc::clone(server));
-            set.removed.push(Arc::clone(server));
+            set.retired.push(member.clone());
+            set.removed.push(member.clone());
         }
     }
     set
 }
 
 /// A replica built from `replica`, out of rotation until its first check passes.
-pub(super) fn new_replica(
-    shared: &Arc<Shared>,
-    replica: &ReplicaConfig,
-    config: &Config,
-) -> Arc<Server> {
+pub(super) fn new_replica(replica: &ReplicaConfig, config: &Config) -> Member {
     let server = Server::replica(config, replica);
-    server.eject("not checked yet".to_owned());
-    server.join(shared);
-    server
+    server.set_state(State::Unreachable, Some("not checked yet".to_owned()));
+    Member::new(server)
 }
 
 /// The changes of one reload: applied, and kept until a restart.
 #[derive(Default)]
 pub(super) struct Changes {
     pub(super) applied: Vec<String>,
-    kept: Vec<String>,
+    pub(super) kept: Vec<String>,
 }
 
 impl Changes {
     pub(super) fn push(&mut self, change: String) {
         self.applied.push(change);
-    }
-
-    fn setting<T: Debug + PartialEq + ?Sized>(&mut self, key: &str, old: &T, new: &T) {
-        if old != new {
-            self.push(format!("{key} {old:?} -> {new:?}").replace('"', ""));
-        }
     }
 
     fn at_restart(&mut self, what: &str) {

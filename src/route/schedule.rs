@@ -1,7 +1,7 @@
 //! Which replica serves the next read: a smooth weighted round-robin schedule, computed once
-//! whenever the set of healthy replicas or their weights change, and read by each thread from
-//! its own snapshot with its own ticket: a pick is a version check, an index and the server's
-//! reference count.
+//! whenever the set of healthy replicas or their weights change (it is part of the registry's
+//! topology snapshot), and indexed by a ticket from a counter shared by a few threads: a pick is
+//! an atomic increment, a multiplication and an index.
 //!
 //! The schedule is the sequence nginx's smooth weighted round-robin produces, laid out in
 //! advance: weights 2 and 1 give `a b a a b a ...` rather than `a a b`, and any window of the
@@ -9,11 +9,7 @@
 //! and their sum, follow the weights. Picking costs the same for 1 or 64 replicas and takes no
 //! lock.
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
-
-use super::Server;
 
 /// Most slots a schedule holds; larger weight sums are scaled down to fit.
 const MAX_SLOTS: u32 = 4096;
@@ -43,6 +39,10 @@ impl Tickets {
     /// The next ticket for the calling thread.
     #[inline]
     pub(crate) fn next(&self) -> usize {
+        // Which counter a thread uses is fixed when the thread first picks: the one piece of
+        // thread-local state here, a shard index (as sharded counters keep), never data
+        // passed between parts of a request. On two threads one shared counter doubled the
+        // cost of a pick under contention (`benches/RESULTS.md`).
         static THREADS: AtomicUsize = AtomicUsize::new(0);
         thread_local! {
             static COUNTER: usize = THREADS.fetch_add(1, Ordering::Relaxed) % COUNTERS;
@@ -50,71 +50,6 @@ impl Tickets {
         let counter = COUNTER.with(|c| *c);
         self.0[counter].0.fetch_add(1, Ordering::Relaxed)
     }
-}
-
-/// What a thread keeps of a registry's rotation between picks: the schedule, and the servers
-/// as weak references (a snapshot kept by an idle thread never keeps a removed server, or its
-/// pool, alive).
-#[derive(Debug, Default)]
-pub(crate) struct PickTable {
-    schedule: Schedule,
-    members: Box<[Weak<Server>]>,
-}
-
-impl PickTable {
-    pub(crate) fn new(schedule: &Schedule, members: &[(Arc<Server>, u32)]) -> PickTable {
-        PickTable {
-            schedule: schedule.clone(),
-            members: members.iter().map(|(s, _)| Arc::downgrade(s)).collect(),
-        }
-    }
-}
-
-/// This thread's snapshot of the rotation of the registry it picked from last, and its own
-/// ticket for it.
-struct Snapshot {
-    registry: u64,
-    version: u64,
-    table: Arc<PickTable>,
-    ticket: usize,
-}
-
-thread_local! {
-    static SNAPSHOT: RefCell<Option<Snapshot>> = const { RefCell::new(None) };
-}
-
-/// The next pick from this thread's snapshot when it is of `registry`'s rotation at
-/// `version`: no shared counter, no reference count but the server's. `None` when the
-/// snapshot is missing or old (or names a server removed since): take a new one with
-/// [`keep_snapshot`].
-#[inline]
-pub(crate) fn pick_from_snapshot(registry: u64, version: u64) -> Option<Option<Arc<Server>>> {
-    SNAPSHOT.with(|snapshot| {
-        let mut snapshot = snapshot.borrow_mut();
-        let snapshot = snapshot
-            .as_mut()
-            .filter(|s| s.registry == registry && s.version == version)?;
-        let table = &snapshot.table;
-        let Some(index) = table.schedule.pick(snapshot.ticket) else {
-            return Some(None);
-        };
-        let server = table.members[index].upgrade()?;
-        snapshot.ticket = snapshot.ticket.wrapping_add(1);
-        Some(Some(server))
-    })
-}
-
-/// Keeps `table` (`registry`'s rotation at `version`) as this thread's snapshot, its next
-/// pick at `ticket`.
-pub(crate) fn keep_snapshot(registry: u64, version: u64, table: &Arc<PickTable>, ticket: usize) {
-    SNAPSHOT.with(|snapshot| {
-        *snapshot.borrow_mut() = Some(Snapshot {
-            registry,
-            version,
-            table: Arc::clone(table),
-            ticket,
-        });
-    });
 }
 
 /// A precomputed pick order over replica indices.
@@ -164,7 +99,8 @@ impl Schedule {
     }
 
     /// Whether no replica can be picked.
-    pub(crate) fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
 

@@ -1,69 +1,15 @@
-//! Read-your-writes: the signed causal token that keeps a client that just wrote off replicas
-//! that have not replayed its write yet.
-//!
-//! After a request that wrote, [`RwSplitLayer`](crate::RwSplitLayer) asks the primary for its
-//! WAL insert position and returns it to the client, signed, as a cookie and a response header.
-//! On the client's next reads the layer verifies the token, and the registry sends the read to a
-//! replica only if that replica has replayed at least that position (a memory lookup against
-//! positions the registry polls in the background); otherwise to the primary. As soon as a
-//! replica has caught up, reads go back to replicas. A token is honoured for at most
-//! `maxPin` after it was issued.
-//!
-//! A token that is malformed, oversized, signed with another key, expired, issued in the
-//! future, or names a position the primary had not reached when it was issued is ignored (the
-//! read routes as if no token were sent) and counted in `rwsplit_consistency_tokens_rejected_total`.
-//!
-//! Code outside HTTP carries the unsigned [`ConsistencyToken`], which is serializable: a job
-//! enqueued after a write reads from a replica that has seen the write.
-//!
-//! ```
-//! use rwsplit::{Config, ConsistencyConfig, ConsistencyToken, Registry};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let registry = Registry::connect_lazy(
-//!     Config::new("127.0.0.1")
-//!         .consistency(ConsistencyConfig::lsn().signing_key("a key of at least 32 bytes, from ${ENV}")),
-//! )?;
-//! // After a write in a job: `let token = registry.consistency_token().await?;`
-//! let token = ConsistencyToken::new(0x16_B374_D848);
-//! // ...carried in the job's payload (serde), then, in the worker:
-//! let json = serde_json::to_string(&token)?;
-//! let token: ConsistencyToken = serde_json::from_str(&json)?;
-//! let db = registry.read_after(&token); // a replica that has replayed it, or the primary
-//! # let _ = db;
-//!
-//! // What clients receive: the same token, signed.
-//! let signed = registry.sign_token(&token);
-//! assert_eq!(registry.verify_token(&signed), Ok(token));
-//! assert!(registry.verify_token("forged").is_err());
-//! # Ok(())
-//! # }
-//! ```
+//! The consistency token: a write's WAL position, its issue time and timeline, and the signer
+//! that turns it into the text clients carry and checks what they send back.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::{HeaderMap, HeaderName, HeaderValue, header};
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConsistencyConfig;
-
-/// How reads after a write are kept consistent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StickyMode {
-    /// Exact: a client's reads go to the primary until a replica has replayed its last write
-    /// (its WAL position). The default.
-    Lsn,
-    /// Simple: a client's reads go to the primary for a fixed window after each write.
-    Window,
-    /// None: reads after a write may see a replica that has not replayed it yet.
-    Off,
-}
+use crate::clock::unix_ms;
 
 /// The primary's WAL position after a write, and when it was taken.
 ///
@@ -273,109 +219,6 @@ impl fmt::Debug for Signer {
     }
 }
 
-/// Read-your-writes as configured: the mode, the signer, and how tokens travel.
-pub(crate) struct Sticky {
-    pub(crate) mode: StickyMode,
-    signer: Signer,
-    /// Longest a token is honoured; also the cookie's `Max-Age`.
-    pub(crate) pin_limit: Duration,
-    pub(crate) poll_interval: Duration,
-    pub(crate) wait_for_replica: Duration,
-    cookie_name: String,
-    pub(crate) header_name: HeaderName,
-    /// `; Max-Age=..; Path=..; HttpOnly; SameSite=Lax[; Secure]`, computed once.
-    cookie_attributes: String,
-}
-
-impl Sticky {
-    /// `detection`: the least a token is honoured (see `ConsistencyConfig::max_pin`).
-    pub(crate) fn new(config: &ConsistencyConfig, detection: Duration) -> Sticky {
-        let signer = match &config.signing_key {
-            Some(key) => Signer::new(
-                key.0.as_bytes(),
-                config.previous_signing_key.as_ref().map(|k| k.0.as_bytes()),
-            ),
-            None => Signer::random(),
-        };
-        let pin_limit = config.pin_limit(detection);
-        let max_age = pin_limit.as_secs() + u64::from(pin_limit.subsec_nanos() > 0);
-        let mut cookie_attributes = format!(
-            "; Max-Age={}; Path={}; HttpOnly; SameSite=Lax",
-            max_age.max(1),
-            config.cookie_path
-        );
-        if config.cookie_secure {
-            cookie_attributes.push_str("; Secure");
-        }
-        Sticky {
-            mode: config.mode,
-            signer,
-            pin_limit,
-            poll_interval: config.poll_interval,
-            wait_for_replica: config.wait_for_replica,
-            cookie_name: config.cookie_name.clone(),
-            header_name: HeaderName::try_from(config.header_name.as_str())
-                .expect("validated with the configuration"),
-            cookie_attributes,
-        }
-    }
-
-    pub(crate) fn sign(&self, token: &ConsistencyToken) -> String {
-        self.signer.sign(token)
-    }
-
-    pub(crate) fn verify(&self, text: &str) -> Result<ConsistencyToken, TokenRejection> {
-        self.signer
-            .verify(text, unix_ms(SystemTime::now()), self.pin_limit)
-    }
-
-    /// The token a request carries: its header, else its cookie.
-    pub(crate) fn find<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
-        if let Some(value) = headers.get(&self.header_name) {
-            return Some(value.to_str().unwrap_or(""));
-        }
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|cookies| cookie_value(cookies, &self.cookie_name))
-    }
-
-    /// The `Set-Cookie` value carrying `token`.
-    pub(crate) fn set_cookie(&self, token: &str) -> Option<HeaderValue> {
-        HeaderValue::try_from(format!(
-            "{}={token}{}",
-            self.cookie_name, self.cookie_attributes
-        ))
-        .ok()
-    }
-}
-
-impl fmt::Debug for Sticky {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sticky")
-            .field("mode", &self.mode)
-            .field("pin_limit", &self.pin_limit)
-            .field("cookie_name", &self.cookie_name)
-            .field("header_name", &self.header_name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The value of cookie `name` in a `Cookie` header, if present.
-pub(crate) fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').find_map(|pair| {
-        let (key, value) = pair.trim().split_once('=')?;
-        (key == name).then(|| value.trim_matches('"'))
-    })
-}
-
-pub(crate) fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,16 +346,6 @@ mod tests {
     }
 
     #[test]
-    fn cookies_are_found_by_exact_name() {
-        let header = "a=1; rwsplit_consistency=1.abc; rwsplit_consistency_x=2; b=\"q\"";
-        assert_eq!(cookie_value(header, "rwsplit_consistency"), Some("1.abc"));
-        assert_eq!(cookie_value(header, "b"), Some("q"));
-        assert_eq!(cookie_value(header, "missing"), None);
-        assert_eq!(cookie_value(";;=;x", "x"), None);
-        assert_eq!(cookie_value("", "x"), None);
-    }
-
-    #[test]
     fn signer_debug_shows_no_key() {
         let debug = format!(
             "{:?}",
@@ -593,11 +426,5 @@ mod props {
             prop_assert!(signer().verify(&changed, 5_000, PIN).is_err());
         }
 
-        #[test]
-        fn cookie_values_come_from_the_header(header in any::<String>(), name in "[a-z_]{0,8}") {
-            if let Some(value) = cookie_value(&header, &name) {
-                prop_assert!(header.contains(value));
-            }
-        }
     }
 }

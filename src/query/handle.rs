@@ -38,8 +38,11 @@ use std::time::Instant;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use super::{Attempts, Target};
-use crate::intent::RouteIntent;
+use super::attempt::Attempts;
+use super::target::Target;
+use crate::consistency::ConsistencyToken;
+use crate::registry::Registry;
+use crate::route::{Reason, RouteIntent};
 
 /// The statement that runs a [`DbRead`]'s query, or hands out its connection, on the primary.
 pub(crate) const BEGIN_READ_ONLY: &str = "BEGIN READ ONLY";
@@ -158,6 +161,36 @@ impl<A: Access> Db<A> {
     }
 }
 
+impl Registry {
+    /// A server for reading: the next replica in rotation, or the primary when separation is
+    /// disabled or no replica can serve.
+    pub fn read(&self) -> DbRead {
+        self.handle(RouteIntent::read(Reason::Direct))
+    }
+
+    /// The primary, for writing (or for reads that must see the latest data).
+    pub fn write(&self) -> DbWrite {
+        self.handle(RouteIntent::write(Reason::Direct))
+    }
+
+    /// Begins a transaction. Transactions always run on the primary. Errors are sqlx's own,
+    /// as from [`PgPool::begin`].
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.write().begin().await
+    }
+
+    /// A server for reading data written before `token` was taken: a replica in rotation that
+    /// has replayed the token's position, or the primary.
+    pub fn read_after(&self, token: &ConsistencyToken) -> DbRead {
+        let need = self.shared.token_need(token);
+        self.handle(RouteIntent::read(Reason::Direct).requiring(need))
+    }
+
+    fn handle<A: Access>(&self, intent: RouteIntent) -> Db<A> {
+        Db::new(Target::new(self, self.shared.resolve(intent)))
+    }
+}
+
 /// Begins a transaction on `pool` with `statement` (plain `BEGIN` when none).
 async fn begin(
     target: &Target,
@@ -172,7 +205,7 @@ async fn begin(
     };
     match begun {
         Ok(tx) => {
-            crate::metrics::acquired(server, start.elapsed());
+            server.metrics.acquired(start.elapsed());
             Ok(tx)
         }
         Err(error) => {

@@ -34,7 +34,10 @@ use futures_core::stream::{BoxStream, Stream};
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::{Connection, Describe, Either, Execute, Executor, PgConnection, Postgres, SqlStr};
 
-use crate::registry::{Access, Attempts, BEGIN_READ_ONLY, Checkout, Db, Server, Target};
+use super::attempt::Attempts;
+use super::handle::{Access, BEGIN_READ_ONLY, Db};
+use super::target::{Checkout, Target};
+use crate::server::Server;
 
 type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
 

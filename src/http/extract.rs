@@ -99,7 +99,6 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::MatchedPath;
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
@@ -107,16 +106,17 @@ use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-use crate::intent::{Reason, RouteIntent};
-use crate::layer::{record_served, spans_enabled};
-use crate::registry::{Db, DbRead, ReadOnly, ReadWrite, Registry, Target};
+use super::layer::{ServedSlot, spans_enabled};
+use crate::query::{Db, DbRead, ReadOnly, ReadWrite, Target};
+use crate::registry::Registry;
+use crate::route::RouteIntent;
 
 impl<S: Sync> FromRequestParts<S> for Db<ReadOnly> {
     type Rejection = DbRejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let (registry, intent) = routed(parts)?;
-        let target = registry.resolve_waiting(intent).await;
+        let target = Target::new(registry, registry.shared.resolve_waiting(intent).await);
         // A read writes nothing, wherever it runs: no consistency token for it.
         hand_out(parts, target, false).map(Db::new)
     }
@@ -127,13 +127,8 @@ impl<S: Sync> FromRequestParts<S> for Db<ReadWrite> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let (registry, intent) = routed(parts)?;
-        let intent = if intent.is_write() {
-            intent
-        } else {
-            // A read route whose handler asked for the primary: the handler overrides.
-            RouteIntent::write(Reason::Override)
-        };
-        let target = registry.resolve(intent);
+        // A read route whose handler asked for the primary: the handler overrides.
+        let target = Target::new(registry, registry.shared.resolve(intent.for_writing()));
         hand_out(parts, target, true).map(Db::new)
     }
 }
@@ -177,7 +172,7 @@ fn hand_out(parts: &Parts, target: Target, wrote: bool) -> Result<Target, DbReje
         .get::<MatchedPath>()
         .map_or("", MatchedPath::as_str);
     let server = target.server();
-    let metrics = server.routes.get(&server.name, route);
+    let metrics = server.metrics.route(route);
     metrics.decided(target.intent());
     if target.primary_refuses() {
         return Err(DbRejection::ReadOnly);
@@ -185,24 +180,11 @@ fn hand_out(parts: &Parts, target: Target, wrote: bool) -> Result<Target, DbReje
     if spans_enabled() {
         tracing::Span::current().record("db.server", target.name());
     }
-    if !record_served(server, wrote && target.is_primary(), metrics) {
-        outside_the_layer();
+    let route = metrics.route();
+    if let Some(slot) = parts.extensions.get::<ServedSlot>() {
+        slot.note(server, wrote && target.is_primary(), metrics);
     }
-    Ok(target)
-}
-
-/// Warns, once per process, that an extractor ran outside the future of the request the layer
-/// wrapped (in a task of its own): that request gets no consistency token, `x-db-target` or
-/// request metric.
-fn outside_the_layer() {
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    if !WARNED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(
-            "DbRead or DbWrite was extracted outside the future of the request RwSplitLayer \
-             wrapped (in a spawned task?): that request gets no consistency token, no \
-             x-db-target header and no request metric"
-        );
-    }
+    Ok(target.for_route(route))
 }
 
 /// Why [`DbRead`] or [`DbWrite`](crate::DbWrite) could not be extracted.

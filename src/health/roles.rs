@@ -13,19 +13,10 @@
 //!   promoted one); the current primary keeps them on a tie, and a tie without it is refused
 //!   rather than guessed.
 //!
-//! Every refusal is logged as an error at each check until the server is gone. A move builds
-//! a read-write pool for the new primary at once, turns the former primary's address into a
-//! replica (out of rotation until a check finds it a standby on the new timeline) and takes
-//! out every replica not on the new timeline: their data may have forked from the new
-//! primary's, whatever their positions say.
+//! Pure, and unit-tested without PostgreSQL: the registry's election (`registry/election.rs`)
+//! asks the servers, moves the writes and logs the refusals.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
-use super::health::{self, Observation};
-use super::server::{Identity, Server, State};
-use super::{Shared, probe, reload};
-use crate::config::Roles;
+use crate::server::Identity;
 
 /// One server answering as a primary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,167 +124,16 @@ pub(crate) fn decide(contenders: &[Contender], cluster: u64, floor: u32) -> Judg
     Judgement { moves_to, refused }
 }
 
-/// Judges what one round of checks saw (`primary_seen` from the current primary `current`,
-/// `seen[i]` from `replicas[i]`) and moves the writes when another server must take them.
-/// Refusals are logged as errors from full checks (`loud`), at debug level from probes.
-/// Returns whether they moved.
-pub(super) fn elect(
-    shared: &Arc<Shared>,
-    loud: bool,
-    current: &Arc<Server>,
-    primary_seen: Option<&Observation>,
-    replicas: &[Arc<Server>],
-    seen: &[Option<Observation>],
-) -> bool {
-    let config = shared.config();
-    if config.roles != Roles::Observed {
-        return false;
-    }
-    let members = config.members();
-    let candidate = |member: &str| members.iter().any(|m| m.name == member && m.candidate);
-    let mut servers: Vec<(&Arc<Server>, Observation)> = Vec::new();
-    if let Some(observed) = primary_seen.filter(|o| !o.in_recovery) {
-        servers.push((current, *observed));
-    }
-    for (server, observed) in replicas.iter().zip(seen) {
-        if let Some(observed) = observed.filter(|o| !o.in_recovery) {
-            servers.push((server, observed));
-        }
-    }
-    if servers.is_empty() || (servers.len() == 1 && primary_seen.is_some_and(|o| !o.in_recovery)) {
-        return false;
-    }
-    let contenders: Vec<Contender> = servers
-        .iter()
-        .map(|(server, observed)| Contender {
-            identity: observed.identity,
-            candidate: candidate(&server.member),
-            current: Arc::ptr_eq(server, current),
-        })
-        .collect();
-    let judgement = decide(
-        &contenders,
-        shared.system_id.load(Ordering::Acquire),
-        shared.timeline_floor.load(Ordering::Acquire),
-    );
-    for (i, reason) in &judgement.refused {
-        let (server, observed) = &servers[*i];
-        let (member, address, timeline) =
-            (&server.member, &server.address, observed.identity.timeline);
-        if loud {
-            crate::metrics::primary_refused(member);
-            tracing::error!(server = %member, address = %address, timeline, reason = %reason, "a server answering as a primary is refused");
-        } else {
-            tracing::debug!(server = %member, address = %address, timeline, reason = %reason, "a server answering as a primary is refused");
-        }
-    }
-    match judgement.moves_to {
-        Some(i) => {
-            let (server, observed) = &servers[i];
-            move_primary(shared, current, &server.member, observed)
-        }
-        None => false,
-    }
-}
-
-/// Moves the writes from `from` (if it is still the primary) to the configured server
-/// `member`, seen as a primary in `observed`. Returns whether they moved.
-fn move_primary(
-    shared: &Arc<Shared>,
-    from: &Arc<Server>,
-    member: &str,
-    observed: &Observation,
-) -> bool {
-    let config = shared.config_full();
-    let Some(target) = config.members().into_iter().find(|m| m.name == member) else {
-        return false;
-    };
-    let primary = Server::primary(&config, &target);
-    primary.set_identity(observed.identity);
-    if let Some(position) = observed.position {
-        primary.set_position(position);
-    }
-    primary.join(shared);
-    let timeline = observed.identity.timeline;
-    let mut changes = reload::Changes::default();
-    let replaced = {
-        let _guard = shared.rebuild.lock().unwrap_or_else(|e| e.into_inner());
-        if !Arc::ptr_eq(&shared.primary.load(), from) {
-            return false;
-        }
-        let set = reload::replica_set(shared, &config, &target.name, &mut changes);
-        // The former primary, as a replica, is what it was last seen as (its old timeline)
-        // until a check sees it again: never read as a last resort while it has not followed.
-        for replica in set.next.iter().filter(|r| r.member == from.member) {
-            replica.set_identity(from.identity());
-        }
-        shared.replicas.store(Arc::new(set.next));
-        shared.primary.store(Arc::clone(&primary));
-        shared
-            .history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        shared.primary_sampled_ms.store(0, Ordering::Release);
-        for server in &set.removed {
-            crate::metrics::forget(server);
-        }
-        set.retired
-    };
-    shared.primary_seen(observed.identity);
-    from.retire();
-    tracing::error!(
-        from = %from.member,
-        from_address = %from.address,
-        to = %primary.member,
-        to_address = %primary.address,
-        timeline,
-        "primary moved: writes go to the server that answers as the primary"
-    );
-    for change in changes.applied {
-        tracing::info!("primary moved: {change}");
-    }
-    crate::metrics::primary_moved(&primary.member);
-    // Replicas not seen on the new timeline leave at once: their data may have forked.
-    for replica in shared.replicas.load().iter() {
-        if let Some(problem) = diverged(&primary, replica.identity()) {
-            if replica.take_out(State::Diverged, problem.clone()) {
-                tracing::warn!(
-                    replica = %replica.name,
-                    address = %replica.address,
-                    reason = %problem,
-                    "replica removed from rotation"
-                );
-            }
-            probe::start(shared, replica, false);
-        } else if !replica.is_healthy() {
-            probe::start(shared, replica, false);
-        }
-    }
-    shared.refresh_rotation();
-    shared.publish_metrics();
-    let old = Arc::clone(from);
-    tokio::spawn(async move {
-        old.pool.close().await;
-        health::close(&old).await;
-        for server in replaced {
-            server.pool.close().await;
-            health::close(&server).await;
-        }
-    });
-    true
-}
-
 /// Why a standby seen as `identity` cannot serve reads for `primary` (another cluster or
 /// another timeline), if it cannot. What is unknown on either side is not held against it.
-pub(super) fn diverged(primary: &Server, identity: Identity) -> Option<String> {
-    let (ours, theirs) = (primary.system_id(), identity.system_id);
+pub(crate) fn diverged(primary: Identity, identity: Identity) -> Option<String> {
+    let (ours, theirs) = (primary.system_id, identity.system_id);
     if ours != 0 && theirs != 0 && ours != theirs {
         return Some(format!(
             "belongs to another cluster (system identifier {theirs}, the primary's is {ours})"
         ));
     }
-    let (ours, theirs) = (primary.timeline(), identity.timeline);
+    let (ours, theirs) = (primary.timeline, identity.timeline);
     if ours != 0 && theirs != 0 && ours != theirs {
         return Some(format!(
             "on timeline {theirs}, the primary is on timeline {ours}: not following the \
@@ -301,49 +141,6 @@ pub(super) fn diverged(primary: &Server, identity: Identity) -> Option<String> {
         ));
     }
     None
-}
-
-/// Runs a full check soon (once at a time), for a replica that answers as a primary: whether
-/// the writes must move is decided then, not at the next interval.
-pub(super) fn elect_soon(shared: &Arc<Shared>) {
-    if shared.config().roles != Roles::Observed || shared.electing.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let weak = Arc::downgrade(shared);
-    tokio::spawn(async move {
-        let Some(shared) = weak.upgrade() else { return };
-        let round = Arc::clone(&shared);
-        // A round that panics is logged; the next request for one runs again.
-        health::supervised("election", async move { health::check_all(&round).await }).await;
-        shared.electing.store(false, Ordering::Release);
-    });
-}
-
-/// Looks for the primary among every configured server, for the probe of a primary out of
-/// service (`own`: what the probe saw of it). Returns whether the writes moved.
-pub(super) async fn discover(
-    shared: &Arc<Shared>,
-    current: &Arc<Server>,
-    own: Option<&Observation>,
-) -> bool {
-    if shared.config().roles != Roles::Observed {
-        return false;
-    }
-    // A hung server answers nothing: it must not hold up finding the primary for long.
-    let timeout = shared
-        .config()
-        .health_check_timeout
-        .min(std::time::Duration::from_secs(1));
-    let replicas = shared.replicas.load_full();
-    let mut asks = tokio::task::JoinSet::new();
-    for (index, server) in replicas.iter().enumerate() {
-        let server = Arc::clone(server);
-        asks.spawn(async move { (index, health::observe(&server, timeout, false).await.ok()) });
-    }
-    let mut seen = asks.join_all().await;
-    seen.sort_by_key(|(index, _)| *index);
-    let seen: Vec<Option<Observation>> = seen.into_iter().map(|(_, o)| o).collect();
-    elect(shared, false, current, own, &replicas, &seen)
 }
 
 #[cfg(test)]

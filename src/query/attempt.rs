@@ -16,16 +16,17 @@ use std::time::{Duration, Instant};
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 
-use super::route::Decision;
-use super::{Checkout, Server, Shared, Target};
+use super::target::{Checkout, Target};
 use crate::db_error::WriteThroughRead;
 use crate::fault::{Fault, Phase, fault};
-use crate::intent::Role;
+use crate::registry::{Event, Shared};
+use crate::route::{Decision, Role};
+use crate::server::Server;
 
 /// One piece of work's attempts so far.
 pub(crate) struct Attempts<'t> {
     target: &'t Target,
-    shared: Option<Arc<Shared>>,
+    shared: &'t Arc<Shared>,
     /// Where the next attempt runs.
     next: Arc<Server>,
     /// The servers that failed this work so far.
@@ -40,9 +41,7 @@ impl<'t> Attempts<'t> {
     pub(crate) fn new(target: &'t Target, read_only: bool) -> Attempts<'t> {
         Attempts {
             target,
-            // `None` once every handle to the registry is gone: the target's own server still
-            // serves, without failover.
-            shared: target.server().registry(),
+            shared: target.shared(),
             next: Arc::clone(target.server()),
             tried: Vec::new(),
             conflict_retried: false,
@@ -59,16 +58,13 @@ impl<'t> Attempts<'t> {
     /// dealt with by what its error says, and a read moves on to the next server; the error
     /// is the last server's.
     pub(crate) async fn checkout(&mut self) -> Result<Checkout, sqlx::Error> {
-        let exhaustion_failover = self
-            .shared
-            .as_ref()
-            .is_some_and(|shared| shared.config().failover_on_pool_exhausted);
+        let exhaustion_failover = self.shared.config().failover_on_pool_exhausted;
         loop {
             let server = Arc::clone(&self.next);
             if exhaustion_failover && !server.is_primary() && server.exhausted() {
                 // Another replica only: a busy replica's overflow must not land on the primary.
                 if let Some(next) = self.next_replica(&server) {
-                    crate::metrics::failover(&server, "exhausted");
+                    crate::metrics::failover(&server.name, "exhausted");
                     self.next = next;
                     continue;
                 }
@@ -83,7 +79,7 @@ impl<'t> Attempts<'t> {
                     if !server.is_healthy() {
                         server.wanted.notify_one();
                     }
-                    crate::metrics::acquired(&server, start.elapsed());
+                    server.metrics.acquired(start.elapsed());
                     return Ok((conn, server));
                 }
                 Waited::Got(Err(error)) => error,
@@ -119,7 +115,7 @@ impl<'t> Attempts<'t> {
         error: &sqlx::Error,
     ) -> Option<&'static str> {
         if matches!(error, sqlx::Error::PoolTimedOut) {
-            crate::metrics::acquire_timeout(server);
+            crate::metrics::acquire_timeout(&server.name);
         }
         // A pooler refusing the read-only startup option: the next connection does without it.
         if server.startup_option_refused(error) {
@@ -140,9 +136,7 @@ impl<'t> Attempts<'t> {
             Fault::Pool(cause) => return Some(cause),
             Fault::Session(_) | Fault::Statement | Fault::Conflict => return None,
         };
-        if let Some(shared) = &self.shared {
-            shared.eject(server, cause, error);
-        }
+        self.shared.apply(server, Event::Failed { cause, error });
         Some(cause)
     }
 
@@ -175,10 +169,9 @@ impl<'t> Attempts<'t> {
         }
         match error {
             sqlx::Error::Database(db) if db.code().as_deref() == Some("25006") => {
-                let route = crate::layer::current_route();
                 tracing::error!(
                     server = %used.name,
-                    route = route.as_deref().unwrap_or_default(),
+                    route = self.target.route().unwrap_or_default(),
                     error = %db,
                     "a write through DbRead, which is read-only wherever it runs: use DbWrite"
                 );
@@ -194,15 +187,11 @@ impl<'t> Attempts<'t> {
     fn blame(&mut self, used: &Arc<Server>, error: &sqlx::Error) -> Option<&'static str> {
         match fault(error, Phase::Query) {
             Fault::Session(cause) => {
-                if let Some(shared) = &self.shared {
-                    shared.suspect(used, cause, error);
-                }
+                self.shared.apply(used, Event::Suspected { cause, error });
                 Some(cause)
             }
             Fault::Server(cause) => {
-                if let Some(shared) = &self.shared {
-                    shared.eject(used, cause, error);
-                }
+                self.shared.apply(used, Event::Failed { cause, error });
                 Some(cause)
             }
             Fault::Conflict if !used.is_primary() && !self.conflict_retried => {
@@ -219,16 +208,13 @@ impl<'t> Attempts<'t> {
         if !self.fails_over() {
             return false;
         }
-        let Some(shared) = &self.shared else {
-            return false;
-        };
         self.tried.push(Arc::clone(failed));
-        let next = match shared.route(self.target.intent(), &self.tried) {
+        let next = match self.shared.route(self.target.intent(), &self.tried) {
             Decision::Replica(server, _) => server,
-            Decision::Primary(_) => shared.primary.load_full(),
+            Decision::Primary(_) => self.shared.primary(),
             Decision::Refuse(_) => return false,
         };
-        crate::metrics::failover(failed, cause);
+        crate::metrics::failover(&failed.name, cause);
         tracing::debug!(from = %failed.name, to = %next.name, cause, "read failed over");
         self.next = next;
         true
@@ -236,7 +222,7 @@ impl<'t> Attempts<'t> {
 
     /// The primary now, when it is not `old` (the writes moved).
     fn moved_primary(&self, old: &Arc<Server>) -> Option<Arc<Server>> {
-        let now = self.shared.as_ref()?.primary.load_full();
+        let now = self.shared.primary();
         (!Arc::ptr_eq(&now, old)).then_some(now)
     }
 
@@ -244,7 +230,7 @@ impl<'t> Attempts<'t> {
     /// primary. When every other replica is full too, `None`, and nothing counts as tried: the
     /// read then waits for its first choice.
     fn next_replica(&mut self, busy: &Arc<Server>) -> Option<Arc<Server>> {
-        let shared = self.shared.clone()?;
+        let shared = Arc::clone(self.shared);
         let before = self.tried.len();
         self.tried.push(Arc::clone(busy));
         while let Decision::Replica(next, _) = shared.route(self.target.intent(), &self.tried) {
@@ -262,7 +248,7 @@ impl<'t> Attempts<'t> {
 }
 
 /// How long work waits for a new connection before asking whether the server refuses
-/// connections (see [`reach`](super::reach)): a pool hides a refused connection behind its
+/// connections (see `health/reach.rs`): a pool hides a refused connection behind its
 /// retries until the acquire timeout, while a plain connect sees the refusal at once.
 const SLOW_CONNECT: Duration = Duration::from_millis(100);
 
@@ -325,7 +311,7 @@ impl Attempts<'_> {
                     if server.full() || !server.claim_reach_check() {
                         continue;
                     }
-                    let check = super::reach::refused(&server.options, REACH_WITHIN);
+                    let check = crate::health::reach::refused(&server.options, REACH_WITHIN);
                     tokio::pin!(check);
                     let refusal = tokio::select! {
                         biased;
@@ -338,9 +324,8 @@ impl Attempts<'_> {
                     if last_resort {
                         return Waited::Got(Err(error));
                     }
-                    if let Some(shared) = &self.shared {
-                        shared.eject(server, "refused", &error);
-                    }
+                    self.shared
+                        .apply(server, Event::Failed { cause: "refused", error: &error });
                 }
             }
         }

@@ -9,12 +9,10 @@
 //! request in a response header (`x-db-target`), which helps when testing a deployment.
 //!
 //! The extractors tell the layer which server they handed out (for the consistency token
-//! after a write, the header and the request metrics) through a task-local of the request's
-//! future, not through the heap: extract [`DbRead`](crate::DbRead) and
-//! [`DbWrite`](crate::DbWrite) while that future runs, as axum handlers and middleware such as
-//! `from_fn`, timeouts or `Buffer` do. An extractor run in a task of its own (a middleware
-//! that spawns the rest of the request) still gets its server, but that request gets no token
-//! and no header, and rwsplit warns once.
+//! after a write, the header and the request metrics) through a slot the layer puts into the
+//! request's extensions beside the intent and keeps a handle to: what the response needs
+//! travels with the request, wherever it is extracted (a middleware that spawns the rest of
+//! the request included).
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -51,27 +49,28 @@
 //! # }
 //! ```
 
-use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use http::{HeaderName, HeaderValue, Request, Response, header};
 use pin_project_lite::pin_project;
-use tokio::task::futures::TaskLocalFuture;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::instrument::Instrumented;
 use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
 use tracing::{Instrument, Level, Span};
 
-use crate::consistency::{ConsistencyToken, StickyMode};
-use crate::intent::{MethodPolicy, Reason, RouteIntent, RoutePolicy};
+use crate::config::StickyMode;
+use crate::consistency::ConsistencyToken;
 use crate::metrics::RouteMetrics;
-use crate::registry::{Registry, Server};
+use crate::registry::Registry;
+use crate::route::{MethodPolicy, RouteIntent, RoutePolicy};
+use crate::server::Server;
 
 /// The default name of the header that names the server behind a response.
 pub const TARGET_HEADER: HeaderName = HeaderName::from_static("x-db-target");
@@ -187,23 +186,23 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let registry = &self.layer.registry;
         let separation = registry.separation_enabled();
-        let mut intent = if separation {
-            self.layer.policy.decide(&request)
-        } else {
-            RouteIntent::write(Reason::Disabled)
-        };
         let sticky = separation && registry.sticky().mode != StickyMode::Off;
-        if sticky {
-            // Only requests that carry a token pay for it: one HMAC, no I/O.
-            let position = registry.required_position(request.headers());
-            if position != 0 {
-                intent = intent.requiring(position);
-            }
-        }
-        // The extractors find both here, whatever the router's state.
+        // Only requests that carry a token pay for it: one HMAC, no I/O.
+        let intent =
+            RouteIntent::of_request(&self.layer.policy, &request, separation, || match sticky {
+                true => registry.required_position(request.headers()),
+                false => 0,
+            });
+        // What the response needs of the extractors: a slot that travels with the request.
+        let wants = sticky || self.layer.request_metrics || self.layer.target_header.is_some();
+        let served = wants.then(|| Arc::new(Served::default()));
+        // The extractors find all of it here, whatever the router's state.
         let extensions = request.extensions_mut();
         extensions.insert(intent);
         extensions.insert(registry.clone());
+        if let Some(served) = &served {
+            extensions.insert(ServedSlot(Arc::clone(served)));
+        }
         let span = if spans_enabled() {
             tracing::debug_span!(
                 "rwsplit",
@@ -215,13 +214,11 @@ where
             // No subscriber wants DEBUG spans: a span without metadata costs nothing to enter.
             Span::none()
         };
-        // The extractors note the server they hand out in a slot that lives in this future
-        // (a task-local while the inner future runs): no allocation per request.
-        let inner = SERVED.scope(Served::default(), self.inner.call(request).instrument(span));
         ResponseFuture {
-            inner,
+            inner: self.inner.call(request).instrument(span),
             target_header: self.layer.target_header.clone(),
             registry: (sticky || self.layer.request_metrics).then(|| registry.clone()),
+            served,
             // Whether the response gets a token is decided when it is ready, from what the
             // request used: a `DbWrite` (a read writes nothing, whatever the method).
             issues_token: sticky,
@@ -237,9 +234,10 @@ pin_project! {
     /// The response future of [`RwSplit`].
     pub struct ResponseFuture<F, B> {
         #[pin]
-        inner: TaskLocalFuture<Served, Instrumented<F>>,
+        inner: Instrumented<F>,
         target_header: Option<HeaderName>,
         registry: Option<Registry>,
+        served: Option<Arc<Served>>,
         issues_token: bool,
         started: Option<Instant>,
         token: Option<TokenFuture<B>>,
@@ -265,27 +263,25 @@ where
             return Poll::Ready(Ok(ready!(token.as_mut().poll(cx))));
         }
         let mut response = ready!(this.inner.as_mut().poll(cx))?;
-        let served = this
-            .inner
-            .take_value()
-            .map(|served| served.0.into_inner())
-            .unwrap_or_default();
+        let served = this.served.take();
+        let handed = served.as_deref().and_then(Served::handed);
         if let Some(started) = this.started.take() {
             let took = started.elapsed();
-            match (&served.metrics, this.registry.as_ref()) {
-                (Some(metrics), _) => metrics.served(took),
+            match (handed, this.registry.as_ref()) {
+                (Some(handed), _) => handed.metrics.served(took),
                 (None, Some(registry)) => registry.unserved_duration().record(took.as_secs_f64()),
                 (None, None) => {}
             }
         }
         if let Some(name) = this.target_header.take()
-            && let Some(value) = served.server.as_ref().and_then(|s| s.header_value.clone())
+            && let Some(value) = handed.and_then(|h| h.server.header_value.clone())
         {
             response.headers_mut().insert(name, value);
         }
         let status = response.status();
+        let wrote = served.as_deref().is_some_and(Served::wrote);
         if *this.issues_token
-            && served.wrote
+            && wrote
             && (status.is_success() || status.is_redirection())
             && let Some(registry) = this.registry.take()
         {
@@ -338,44 +334,53 @@ pub(crate) fn spans_enabled() -> bool {
     Level::DEBUG <= STATIC_MAX_LEVEL && Level::DEBUG <= LevelFilter::current()
 }
 
-tokio::task_local! {
-    /// What the extractors handed out during the request whose future is running.
-    static SERVED: Served;
+/// What the extractors handed out during one request: the layer reads it when the response is
+/// ready, for the token, the header and the request metrics. Written without a lock: the first
+/// server noted and the primary each once.
+#[derive(Default)]
+pub(crate) struct Served {
+    first: OnceLock<Handed>,
+    primary: OnceLock<Handed>,
+    wrote: AtomicBool,
 }
 
-/// What the extractors handed out during one request: the layer reads it when the response
-/// is ready, for the token, the header and the request metrics.
-#[derive(Default)]
-struct Served(RefCell<Handed>);
-
-#[derive(Default)]
+/// A server handed out, with the metrics of the route it served.
 struct Handed {
-    server: Option<Arc<Server>>,
-    metrics: Option<Arc<RouteMetrics>>,
-    wrote: bool,
+    server: Arc<Server>,
+    metrics: Arc<RouteMetrics>,
 }
 
-/// The route template of the request whose future is running, when an extractor noted it.
-pub(crate) fn current_route() -> Option<Arc<str>> {
-    SERVED
-        .try_with(|served| served.0.borrow().metrics.as_ref().map(|m| m.route()))
-        .ok()
-        .flatten()
+/// The request extension that carries a request's [`Served`] to the extractors.
+#[derive(Clone)]
+pub(crate) struct ServedSlot(Arc<Served>);
+
+impl Served {
+    /// The server to report: the primary, once noted (a request that wrote is reported as
+    /// served by the primary), else the first one handed out.
+    fn handed(&self) -> Option<&Handed> {
+        self.primary.get().or_else(|| self.first.get())
+    }
+
+    fn wrote(&self) -> bool {
+        self.wrote.load(Ordering::Relaxed)
+    }
 }
 
-/// Notes, for the layer around the running request, that `server` was handed out (and
-/// whether for writing), with the route's metrics. The primary, once noted, stays: a request
-/// that wrote is reported as served by the primary. Returns `false` outside the future of a
-/// request that passed through the layer (an extractor run in a task of its own).
-pub(crate) fn record_served(server: &Arc<Server>, wrote: bool, metrics: Arc<RouteMetrics>) -> bool {
-    SERVED
-        .try_with(|served| {
-            let mut handed = served.0.borrow_mut();
-            handed.wrote |= wrote;
-            if !handed.server.as_ref().is_some_and(|s| s.is_primary()) {
-                handed.server = Some(Arc::clone(server));
-                handed.metrics = Some(metrics);
-            }
-        })
-        .is_ok()
+impl ServedSlot {
+    /// Notes that `server` was handed out (and whether for writing), with the route's metrics.
+    pub(crate) fn note(&self, server: &Arc<Server>, wrote: bool, metrics: Arc<RouteMetrics>) {
+        let served = &self.0;
+        if wrote {
+            served.wrote.store(true, Ordering::Relaxed);
+        }
+        let handed = || Handed {
+            server: Arc::clone(server),
+            metrics: Arc::clone(&metrics),
+        };
+        if server.is_primary() && served.primary.get().is_none() {
+            let _ = served.primary.set(handed());
+        } else if served.first.get().is_none() {
+            let _ = served.first.set(handed());
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The one place that decides which server does a piece of work: from the work's intent and
 //! what is known of each server, a replica, the primary, or nobody. Pure, and unit-tested
 //! without PostgreSQL; the registry feeds it for the first pick, for `DbWrite`, and for every
-//! failover step (see `Shared::route`).
+//! failover step (see `registry/routing.rs`).
 //!
 //! In order, for a read:
 //!
@@ -23,8 +23,8 @@
 //! that it succeeds as soon as the primary answers again), and is refused at once while the
 //! primary is known not to be one (in recovery, or refused as a split brain).
 
-use super::server::State;
-use crate::intent::{Reason, Role, RouteIntent};
+use super::intent::{Reason, Role, RouteIntent};
+use crate::server::State;
 
 /// What the decision needs to know besides the replicas.
 #[derive(Clone, Copy, Debug)]
@@ -131,30 +131,14 @@ pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>)
     primary(when_primary)
 }
 
-/// Whether this read is among the `share` percent of reads sent to replicas during a gradual
-/// rollout. Each thread counts its reads and admits exactly `share` of every 100 in a row,
-/// spread over them: no lock, no shared counter.
+/// Whether draw `n` (the `n`th read of a run of draws, such as one counter's tickets) is among
+/// the `share` percent of reads sent to replicas during a gradual rollout: each run of 100
+/// draws in a row admits exactly `share`, spread over them. 61 is prime to 100, so
+/// `n * 61 % 100` visits every value below 100 once in each run of 100 draws, and those under
+/// `share` are admitted; 61 (about 100 / golden ratio) spreads the admitted ones evenly.
 #[inline]
-pub(crate) fn rollout_admits(share: u8) -> bool {
-    if share >= 100 {
-        return true;
-    }
-    thread_local! {
-        static DRAWS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-    }
-    let draw = DRAWS.with(|d| {
-        let n = d.get();
-        d.set(n.wrapping_add(1));
-        n
-    });
-    admits(draw, share)
-}
-
-/// Draw `n` of a thread's reads: 61 is prime to 100, so `n * 61 % 100` visits every value
-/// below 100 once in each run of 100 draws, and those under `share` are admitted; 61 (about
-/// 100 / golden ratio) spreads the admitted ones evenly over the run.
-fn admits(n: u32, share: u8) -> bool {
-    (n % 100) * 61 % 100 < u32::from(share)
+pub(crate) fn admits(n: usize, share: u8) -> bool {
+    share >= 100 || (n % 100) * 61 % 100 < usize::from(share)
 }
 
 #[cfg(test)]
@@ -201,7 +185,7 @@ mod tests {
     #[test]
     fn a_rollout_admits_its_share_of_every_hundred_reads() {
         for share in 0..=100u8 {
-            for start in [0u32, 17, 99, 1_000_000] {
+            for start in [0usize, 17, 99, 1_000_000] {
                 let admitted = (start..start + 100).filter(|&n| admits(n, share)).count();
                 assert_eq!(admitted, usize::from(share), "share {share} from {start}");
             }

@@ -45,7 +45,7 @@ use http::Request;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::intent::{Reason, Role, RouteIntent};
+use crate::route::{Role, RouteIntent};
 
 /// A layer that sets the route intent of the requests it sees. See the
 /// [module docs](crate::RouteOverride).
@@ -100,10 +100,8 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // Without an intent the `RwSplitLayer` is missing; the extractors say so.
-        if let Some(intent) = request.extensions_mut().get_mut::<RouteIntent>()
-            && intent.reason() != Reason::Disabled
-        {
-            *intent = intent.with(self.role, Reason::Override);
+        if let Some(intent) = request.extensions_mut().get_mut::<RouteIntent>() {
+            *intent = intent.overridden(self.role);
         }
         self.inner.call(request)
     }

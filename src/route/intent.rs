@@ -1,5 +1,7 @@
-//! The route intent: whether a request reads or writes, and why. This file decides
-//! "replica or primary" for a request; which replica is decided by the registry.
+//! The route intent: whether a request reads or writes, and why. This file computes every
+//! intent: the layer's (the policy, separation off, a client's token), a
+//! [`RouteOverride`](crate::RouteOverride)'s and a [`DbWrite`](crate::DbWrite)'s; which server
+//! serves it is [`decide`](super::decide)'s.
 //!
 //! The [`RwSplitLayer`](crate::RwSplitLayer) asks a [`RoutePolicy`] for each request's
 //! [`RouteIntent`] and puts it into the request's extensions, where the
@@ -215,6 +217,42 @@ impl RouteIntent {
         }
     }
 
+    /// A request's intent: its policy's decision (a write while separation is off), needing
+    /// the position its client's token names (`required` is asked only when it may matter).
+    pub(crate) fn of_request<P: RoutePolicy, B>(
+        policy: &P,
+        request: &Request<B>,
+        separation: bool,
+        required: impl FnOnce() -> u64,
+    ) -> RouteIntent {
+        if !separation {
+            return RouteIntent::write(Reason::Disabled);
+        }
+        let intent = policy.decide(request);
+        match required() {
+            0 => intent,
+            position => intent.requiring(position),
+        }
+    }
+
+    /// The intent a [`RouteOverride`](crate::RouteOverride) to `role` leaves: the role, for
+    /// reason `override`; with separation off, nothing changes (everything is the primary's).
+    pub(crate) const fn overridden(self, role: Role) -> RouteIntent {
+        match self.reason {
+            Reason::Disabled => self,
+            _ => self.with(role, Reason::Override),
+        }
+    }
+
+    /// The intent of a [`DbWrite`](crate::DbWrite) taken for a request of this intent: a
+    /// write; on a read route, one the handler asked for (`override`).
+    pub(crate) const fn for_writing(self) -> RouteIntent {
+        match self.role {
+            Role::Write => self,
+            Role::Read => RouteIntent::write(Reason::Override),
+        }
+    }
+
     /// Whether a replica may serve this request.
     pub const fn is_read(self) -> bool {
         matches!(self.role, Role::Read)
@@ -291,6 +329,36 @@ mod tests {
             assert!(intent.is_write(), "{method}");
             assert_eq!(intent.reason(), Reason::Method);
         }
+    }
+
+    #[test]
+    fn overrides_and_writes_change_the_intent_unless_separation_is_off() {
+        let read = RouteIntent::read(Reason::Method).requiring(42);
+        assert_eq!(
+            read.overridden(Role::Write),
+            RouteIntent::write(Reason::Override).requiring(42)
+        );
+        let off = RouteIntent::write(Reason::Disabled);
+        assert_eq!(off.overridden(Role::Read), off);
+        assert_eq!(read.for_writing(), RouteIntent::write(Reason::Override));
+        let write = RouteIntent::write(Reason::Method);
+        assert_eq!(write.for_writing(), write);
+
+        let get = Request::get("/").body(()).unwrap();
+        let asked = std::cell::Cell::new(false);
+        let token = || {
+            asked.set(true);
+            7
+        };
+        assert_eq!(
+            RouteIntent::of_request(&MethodPolicy, &get, false, token),
+            RouteIntent::write(Reason::Disabled)
+        );
+        assert!(!asked.get(), "no token is read while separation is off");
+        assert_eq!(
+            RouteIntent::of_request(&MethodPolicy, &get, true, token).min_position(),
+            Some(7)
+        );
     }
 
     #[test]

@@ -1,0 +1,76 @@
+//! The settings of the `db:` block that a running registry takes at once on a reload, each
+//! named once: its key (as the YAML writes it, in error messages and in the reload's change
+//! lines) and how its value reads.
+
+use super::Config;
+
+pub(crate) const SEPARATION: &str = "enableReadWriteSeparation";
+pub(crate) const SHARE: &str = "readReplicaShare";
+pub(crate) const LAG_THRESHOLD: &str = "replicaLagThreshold";
+pub(crate) const LAG_BYTES_THRESHOLD: &str = "replicaLagBytesThreshold";
+pub(crate) const HEALTH_CHECK_INTERVAL: &str = "healthCheckInterval";
+pub(crate) const HEALTH_CHECK_TIMEOUT: &str = "healthCheckTimeout";
+pub(crate) const FAILOVER_ON_POOL_EXHAUSTED: &str = "failoverOnPoolExhausted";
+pub(crate) const ROLES: &str = "roles";
+pub(crate) const PRIMARY_CANDIDATES: &str = "primaryCandidates";
+
+/// One live setting: its key, and its value as a change line shows it.
+pub(crate) struct Live {
+    pub(crate) key: &'static str,
+    pub(crate) show: fn(&Config) -> String,
+}
+
+/// Every live setting, in the order a reload reports them.
+pub(crate) const LIVE: [Live; 9] = [
+    Live {
+        key: SEPARATION,
+        show: |c| c.separation.to_string(),
+    },
+    Live {
+        key: SHARE,
+        show: |c| format!("{}%", c.replica_share),
+    },
+    Live {
+        key: LAG_THRESHOLD,
+        show: |c| format!("{:?}", c.lag_threshold),
+    },
+    Live {
+        key: LAG_BYTES_THRESHOLD,
+        show: |c| format!("{:?}", c.lag_bytes_threshold),
+    },
+    Live {
+        key: HEALTH_CHECK_INTERVAL,
+        show: |c| format!("{:?}", c.health_check_interval),
+    },
+    Live {
+        key: HEALTH_CHECK_TIMEOUT,
+        show: |c| format!("{:?}", c.health_check_timeout),
+    },
+    Live {
+        key: FAILOVER_ON_POOL_EXHAUSTED,
+        show: |c| c.failover_on_pool_exhausted.to_string(),
+    },
+    Live {
+        key: ROLES,
+        show: |c| format!("{:?}", c.roles),
+    },
+    Live {
+        key: PRIMARY_CANDIDATES,
+        show: |c| format!("{:?}", c.primary_candidates).replace('"', ""),
+    },
+];
+
+/// The change lines between `old` and `new`: `replicaLagThreshold 10s -> 5s`.
+pub(crate) fn changes(old: &Config, new: &Config) -> Vec<String> {
+    LIVE.iter()
+        .filter_map(|live| {
+            let (before, after) = ((live.show)(old), (live.show)(new));
+            (before != after).then(|| format!("{} {before} -> {after}", live.key))
+        })
+        .collect()
+}
+
+/// `db.<key>`, as error messages name a live setting.
+pub(crate) fn path(key: &str) -> String {
+    format!("db.{key}")
+}

@@ -1,0 +1,164 @@
+//! The registry's side of each routing decision: what it knows now (one topology snapshot, the
+//! schedule's next ticket, the servers' states and positions) handed to the pure
+//! [`route::decide`](crate::route::decide), for a request's first server and for every failover
+//! step of its work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Shared;
+use crate::route::{self, Ask, Decision, Reason, Role, RouteIntent, Seen};
+use crate::server::{Server, State};
+
+/// The server chosen for some work, and the intent it was chosen for (its reason says why:
+/// `fallback` when a read went to the primary, `sticky`, `barrier`, `rollout`, ...).
+#[derive(Clone, Debug)]
+pub(crate) struct Routed {
+    pub(crate) server: Arc<Server>,
+    pub(crate) intent: RouteIntent,
+}
+
+impl Shared {
+    /// Where `intent`'s work goes, the servers in `tried` having failed it: replicas in
+    /// rotation in schedule order from the next ticket, then those out of rotation, the
+    /// primary, or nobody.
+    pub(crate) fn route(
+        &self,
+        intent: RouteIntent,
+        tried: &[Arc<Server>],
+    ) -> Decision<Arc<Server>> {
+        let topology = self.topology();
+        let config = &topology.config;
+        let primary = &topology.primary.server;
+        let was_tried = |s: &Arc<Server>| tried.iter().any(|t| Arc::ptr_eq(t, s));
+        let separation = config.separation;
+        let is_read = intent.is_read();
+        let share = config.replica_share;
+        let ask = Ask {
+            intent,
+            separation,
+            stale_reads_when_read_only: self.tokens.stale_reads(),
+            primary: primary.state(),
+            primary_tried: was_tried(primary),
+            held_back: separation
+                && is_read
+                && share < 100
+                && tried.is_empty()
+                && !route::admits(self.tokens.draw(), share),
+            barrier: if is_read { self.barrier() } else { 0 },
+        };
+        // A replica last seen on another timeline than the primary's has forked from it,
+        // whatever its state says until its next check.
+        let timeline = primary.timeline();
+        let seen = |server: &Arc<Server>| {
+            let state = match same_timeline(server.timeline(), timeline) {
+                true => server.state(),
+                false => State::Diverged,
+            };
+            let seen = Seen {
+                state,
+                position: server.position(),
+                tried: was_tried(server),
+            };
+            (Arc::clone(server), seen)
+        };
+        let rotation = &topology.rotation;
+        let ticket = self.tickets.next();
+        // The pick for this ticket first: a plain read looks no further. The rest is listed
+        // only when that one will not do.
+        let rest = std::iter::once_with(|| {
+            let out = topology
+                .replicas
+                .iter()
+                .map(|m| &m.server)
+                .filter(|s| s.weight() > 0 && !rotation.contains(s));
+            rotation.from(ticket).chain(out)
+        })
+        .flatten();
+        route::decide(ask, rotation.pick(ticket).into_iter().chain(rest).map(seen))
+    }
+
+    /// The server for an intent, as [`route`](Self::route) decides it. A request nobody can
+    /// serve now gets the primary with the reason it would have had: the extractors refuse it
+    /// with a 503 (the primary is down), and direct users get the primary's error.
+    pub(crate) fn resolve(&self, intent: RouteIntent) -> Routed {
+        let reason = match self.route(intent, &[]) {
+            Decision::Replica(server, reason) => {
+                return Routed {
+                    server,
+                    intent: intent.with(Role::Read, reason),
+                };
+            }
+            Decision::Refuse(reason) => {
+                self.wanted(intent);
+                reason
+            }
+            Decision::Primary(reason) => {
+                // Waiting for a primary out of service: its probe runs soon.
+                if !self.primary().is_healthy() {
+                    self.wanted(intent);
+                }
+                reason
+            }
+        };
+        let role = match reason {
+            Reason::Disabled => Role::Write,
+            _ => intent.role(),
+        };
+        Routed {
+            server: self.primary(),
+            intent: intent.with(role, reason),
+        }
+    }
+
+    /// As [`resolve`](Self::resolve), but a read held back by a token asks the replicas their
+    /// positions (a round shared with every read waiting meanwhile) and may wait up to
+    /// `waitForReplica` for one to catch up.
+    pub(crate) async fn resolve_waiting(&self, intent: RouteIntent) -> Routed {
+        let routed = self.resolve(intent);
+        // No replica can have what a token from another timeline needs: no use waiting.
+        if routed.intent.reason() != Reason::Sticky
+            || routed.intent.min_position() == Some(u64::MAX)
+        {
+            return routed;
+        }
+        if self.polls_positions() {
+            self.ask_replicas_together().await;
+            let again = self.resolve(intent);
+            if again.intent.reason() != Reason::Sticky {
+                return again;
+            }
+        }
+        let sticky = self.tokens.sticky();
+        if sticky.wait_for_replica.is_zero() {
+            return routed;
+        }
+        let deadline = super::tasks::after(tokio::time::Instant::now(), sticky.wait_for_replica);
+        let step = (sticky.poll_interval / 4).max(Duration::from_millis(1));
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(step).await;
+            let again = self.resolve(intent);
+            if again.intent.reason() != Reason::Sticky {
+                return again;
+            }
+        }
+        routed
+    }
+
+    /// Wakes the probes of the servers that could have done `intent`'s work, which was refused
+    /// or waits for want of them: the primary, and for a read the replicas out of service too.
+    pub(crate) fn wanted(&self, intent: RouteIntent) {
+        let topology = self.topology();
+        topology.primary.server.wanted.notify_one();
+        if intent.is_read() {
+            for member in topology.replicas.iter().filter(|m| !m.server.is_healthy()) {
+                member.server.wanted.notify_one();
+            }
+        }
+    }
+}
+
+/// Whether two timelines may be compared as one: equal, or either not known (0).
+pub(crate) fn same_timeline(a: u32, b: u32) -> bool {
+    a == b || a == 0 || b == 0
+}

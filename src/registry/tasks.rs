@@ -1,0 +1,364 @@
+//! The background health loop: every interval it asks the primary for its WAL position and each
+//! replica whether it is a standby and how far it has replayed, has the answers judged
+//! (`health::verdict`) and hands the verdicts to `control.rs`. Between full rounds, when
+//! read-your-writes compares tokens with replay positions, it refreshes those positions every
+//! poll interval, and a replica found lagging leaves at once.
+//!
+//! The loop holds only a `Weak` reference between rounds, so it never keeps the registry alive,
+//! and it ends as soon as the registry is shut down or dropped. Each round runs as a task of
+//! its own: a round that panics is logged and the loop goes on.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+
+use super::topology::Member;
+use super::{Event, Shared};
+use crate::config::Roles;
+use crate::health::capabilities::{self, PositionFor};
+use crate::health::check::{self, Failure, Observation};
+use crate::health::verdict::{self, PrimaryNow, Thresholds};
+use crate::health::{Capabilities, Source, Verdict, settled_position};
+use crate::metrics;
+use crate::server::Server;
+
+/// Starts the loop. With `check_first`, the first full round runs at once; otherwise after
+/// one interval (the caller has just run a round itself).
+pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool) {
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let mut stop = shared.stopped();
+    let (mut interval, mut tick) = cadence(shared);
+    let now = tokio::time::Instant::now();
+    let mut next_check = if check_first {
+        now
+    } else {
+        after(now, interval)
+    };
+    tokio::spawn(async move {
+        let first_tick = if check_first { now } else { after(now, tick) };
+        let mut ticker = tokio::time::interval_at(first_tick, tick);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                // Shutdown, or the registry (which owns the sender) was dropped.
+                _ = stop.changed() => break,
+            }
+            let Some(shared) = weak.upgrade() else { break };
+            // A reload may have changed the interval or switched polling on or off.
+            let now_set = cadence(&shared);
+            if now_set != (interval, tick) {
+                let now = tokio::time::Instant::now();
+                (interval, tick) = now_set;
+                next_check = next_check.min(after(now, interval));
+                ticker = tokio::time::interval_at(after(now, tick), tick);
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            }
+            let full = tokio::time::Instant::now() >= next_check;
+            supervised("health check", async move {
+                if full {
+                    check_all(&shared).await;
+                } else {
+                    poll_positions(&shared).await;
+                }
+            })
+            .await;
+            if full {
+                next_check = after(tokio::time::Instant::now(), interval);
+            }
+        }
+        tracing::debug!("rwsplit health loop stopped");
+    });
+}
+
+/// The full checks' interval, and the loop's tick (the poll interval when positions are
+/// polled), as the current configuration sets them.
+fn cadence(shared: &Shared) -> (Duration, Duration) {
+    let interval = shared.config().health_check_interval;
+    match shared.polls_positions() {
+        true => (interval, interval.min(shared.tokens.sticky().poll_interval)),
+        false => (interval, interval),
+    }
+}
+
+/// `at + delay`, or far in the future when that overflows.
+pub(crate) fn after(at: tokio::time::Instant, delay: Duration) -> tokio::time::Instant {
+    at.checked_add(delay)
+        .unwrap_or_else(|| at + Duration::from_secs(86_400 * 365))
+}
+
+/// Runs `work` as a task of its own and waits for it. A panic in it (a bug) is logged, and
+/// the caller goes on: the work is lost, the loop that runs it is not. Returns whether the
+/// work finished.
+pub(super) async fn supervised(
+    task: &'static str,
+    work: impl Future<Output = ()> + Send + 'static,
+) -> bool {
+    match tokio::spawn(work).await {
+        Ok(()) => true,
+        Err(error) => {
+            if let Ok(panic) = error.try_into_panic() {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(task, panic = %message, "rwsplit background task panicked; it goes on");
+            }
+            false
+        }
+    }
+}
+
+/// Asks `member` its role, positions and identity (see [`check::observe`]), and records what
+/// it found out of the server's capabilities.
+pub(super) async fn observe(
+    shared: &Shared,
+    member: &Member,
+    timeout: Duration,
+    fresh: bool,
+) -> Result<Observation, Failure> {
+    let (seen, discovery) =
+        check::observe(&member.server, &member.watch.checker, timeout, fresh).await?;
+    if let Some(discovery) = discovery {
+        shared.discovered(&member.server, &discovery);
+    }
+    Ok(seen)
+}
+
+/// Whether a look at `server` that got no answer (`failure`) within `took` found it only busy:
+/// in service, and answering the application meanwhile. Counted and logged at debug.
+pub(super) fn busy(server: &Server, failure: &Failure, took: Duration, by: Source) -> bool {
+    let slow = verdict::only_slow(failure, server.answered_within(took));
+    if slow {
+        metrics::slow_check(&server.name, by.as_str());
+        tracing::debug!(
+            server = %server.name,
+            by = by.as_str(),
+            "check got no answer in time, but the server answers other work: it stays in service"
+        );
+    }
+    slow
+}
+
+/// The verdict on the primary from its answer; records its identity and position when it is
+/// one.
+pub(super) fn judge_primary(shared: &Shared, answer: Result<Observation, Failure>) -> Verdict {
+    let observed = shared.config().roles == Roles::Observed;
+    let verdict = verdict::primary(answer.map_err(|f| f.message), observed);
+    if verdict.passed() {
+        if let Some(identity) = verdict.identity {
+            shared.primary_seen(identity);
+        }
+        if let Some(position) = verdict.position {
+            shared.record_primary(position);
+        }
+    }
+    verdict
+}
+
+/// The verdict on a replica from its answer, given the primary's position sampled just before
+/// it (`None`: unknown).
+pub(super) fn judge_replica(
+    shared: &Shared,
+    answer: Result<Observation, Failure>,
+    primary_position: Option<u64>,
+) -> Verdict {
+    let config = shared.config();
+    let thresholds = Thresholds {
+        time: config.lag_threshold,
+        bytes: config.lag_bytes_threshold,
+    };
+    let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+    let primary = PrimaryNow {
+        position: primary_position,
+        identity: shared.primary().identity(),
+        history: &history,
+    };
+    verdict::replica(answer.map_err(|f| f.message), primary, thresholds)
+}
+
+/// Refreshes the primary's and every replica's WAL position, and takes out at once a replica
+/// found lagging past a threshold or no longer a standby. A replica whose poll fails is
+/// suspected (a probe decides), or out when it gave no answer in time. Servers out of
+/// service come back through their probes and the full checks.
+async fn poll_positions(shared: &Arc<Shared>) {
+    let timeout = shared.config().health_check_timeout;
+    let replicas = shared.topology().replicas.clone();
+    if replicas.is_empty() {
+        return;
+    }
+    let primary = sample_primary(shared, timeout).await;
+    let answers = observe_all(shared, &replicas, timeout).await;
+    let mut verdicts = Vec::new();
+    for (member, (answer, _)) in replicas.iter().zip(answers) {
+        let server = &member.server;
+        let in_service = server.is_healthy();
+        match answer {
+            // A suspect stays in rotation while its probe decides.
+            Err(failure) if in_service && !failure.timed_out => {
+                let error = failure.message;
+                shared.apply(
+                    server,
+                    Event::Suspected {
+                        cause: "poll",
+                        error: &error,
+                    },
+                );
+            }
+            Err(failure) if busy(server, &failure, timeout, Source::Poll) => {}
+            answer => {
+                let verdict = judge_replica(shared, answer, primary);
+                if in_service && !verdict.passed() {
+                    metrics::health_check(&server.name, verdict.result, Duration::ZERO);
+                    verdicts.push((server, verdict));
+                }
+            }
+        }
+    }
+    shared.apply_all(
+        verdicts
+            .iter()
+            .map(|(server, verdict)| (*server, Event::Judged(verdict, Source::Poll))),
+    );
+    shared.lift_barrier();
+}
+
+/// The primary's position, from its checker's connection, when it answers; recorded.
+pub(super) async fn sample_primary(shared: &Shared, timeout: Duration) -> Option<u64> {
+    let primary = shared.topology().primary.clone();
+    let capabilities = Capabilities::from_stored(primary.server.capabilities_stored())
+        .unwrap_or(Capabilities::POSTGRES);
+    let sql = capabilities.position_query(PositionFor::Poll)?;
+    let position = check::run_check(
+        &primary.server,
+        &primary.watch.checker,
+        timeout,
+        false,
+        move |conn, _| {
+            Box::pin(async move {
+                let (insert, block, segment, _): capabilities::PositionRow =
+                    capabilities::one_row(conn, sql).await?;
+                Ok(settled_position(
+                    insert as u64,
+                    block.unwrap_or(0) as u64,
+                    segment.unwrap_or(0) as u64,
+                ))
+            })
+        },
+    )
+    .await
+    .ok()?;
+    shared.record_primary(position);
+    Some(position)
+}
+
+/// Asks every one of `members` at once; their answers in the same order, each with how long
+/// it took.
+async fn observe_all(
+    shared: &Arc<Shared>,
+    members: &[Member],
+    timeout: Duration,
+) -> Vec<(Result<Observation, Failure>, Duration)> {
+    let mut asks = JoinSet::new();
+    for (index, member) in members.iter().enumerate() {
+        let (shared, member) = (Arc::clone(shared), member.clone());
+        asks.spawn(async move {
+            let start = Instant::now();
+            let answer = observe(&shared, &member, timeout, false).await;
+            (index, answer, start.elapsed())
+        });
+    }
+    let mut answers = asks.join_all().await;
+    answers.sort_by_key(|(index, _, _)| *index);
+    answers
+        .into_iter()
+        .map(|(_, answer, took)| (answer, took))
+        .collect()
+}
+
+/// Runs one round of checks over every server and updates the rotation. When the round finds
+/// that the writes must move to another server (roles observed), they move, and the round runs
+/// again against the new primary.
+pub(super) async fn check_all(shared: &Arc<Shared>) {
+    for _ in 0..3 {
+        if !check_round(shared).await {
+            break;
+        }
+    }
+}
+
+/// One round; returns whether the primary moved (and the round must be run again).
+async fn check_round(shared: &Arc<Shared>) -> bool {
+    let timeout = shared.config().health_check_timeout;
+    let topology = shared.topology_full();
+    let start = Instant::now();
+    let primary = &topology.primary;
+    let primary_answer = observe(shared, primary, timeout, false).await;
+    let primary_took = start.elapsed();
+    let answers = observe_all(shared, &topology.replicas, timeout).await;
+    let seen: Vec<Option<Observation>> = answers
+        .iter()
+        .map(|(answer, _)| answer.as_ref().ok().copied())
+        .collect();
+    let primary_seen = primary_answer.as_ref().ok();
+    if super::election::elect(
+        shared,
+        true,
+        &primary.server,
+        primary_seen,
+        &topology.replicas,
+        &seen,
+    ) {
+        return true;
+    }
+
+    let primary_position = match primary_answer {
+        Err(failure) if busy(&primary.server, &failure, primary_took, Source::Check) => None,
+        answer => {
+            let verdict = judge_primary(shared, answer);
+            metrics::health_check(&primary.server.name, verdict.result, primary_took);
+            shared.apply(&primary.server, Event::Judged(&verdict, Source::Check));
+            verdict.position.filter(|_| verdict.passed())
+        }
+    };
+
+    let mut verdicts = Vec::new();
+    for (member, (answer, took)) in topology.replicas.iter().zip(answers) {
+        let server = &member.server;
+        if let Err(failure) = &answer
+            && busy(server, failure, took, Source::Check)
+        {
+            continue;
+        }
+        let verdict = judge_replica(shared, answer, primary_position);
+        metrics::health_check(&server.name, verdict.result, took);
+        verdicts.push((server, verdict));
+    }
+    shared.apply_all(
+        verdicts
+            .iter()
+            .map(|(server, verdict)| (*server, Event::Judged(verdict, Source::Check))),
+    );
+    shared.lift_barrier();
+    for member in topology.members() {
+        member.server.trim_idle().await;
+    }
+    shared.publish();
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_round_is_caught_and_the_next_one_runs() {
+        assert!(!supervised("test", async { panic!("a bug in a check") }).await);
+        let (done, ran) = tokio::sync::oneshot::channel();
+        assert!(supervised("test", async move { done.send(()).unwrap() }).await);
+        assert!(ran.await.is_ok());
+    }
+}

@@ -1,0 +1,271 @@
+//! The registry's side of read-your-writes: the primary's position as a token after a write,
+//! tokens signed and checked, the position a request's reads must see, and the replicas' replay
+//! positions asked when a read with a token finds none known to have its write.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use super::routing::same_timeline;
+use super::{Registry, Shared};
+use crate::clock::unix_ms;
+use crate::config::{Config, StickyMode};
+use crate::consistency::{CLOCK_SKEW_MS, ConsistencyToken, Rounds, Sticky, TokenRejection};
+use crate::error::Error;
+use crate::health::capabilities::{self, PositionFor};
+use crate::health::check::walfile_timeline;
+use crate::health::{Capabilities, Capability, settled_position};
+use crate::metrics::TokenCounters;
+use crate::route::Tickets;
+
+/// A replica's replay position, asked when a read with a token finds no replica known to have
+/// its write. Marked so that `pg_stat_statements` counts it apart.
+const ASK_REPLAY: &str = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8 \
+     /* rwsplit replay position */";
+
+/// A token's position when the primary's could not be read: more than any replica has, so
+/// its client reads from the primary until the token expires.
+pub(crate) const PINNED: u64 = u64::MAX;
+
+/// What read-your-writes keeps in a registry.
+#[derive(Debug)]
+pub(crate) struct Tokens {
+    sticky: Sticky,
+    /// `consistency.staleReadsWhenReadOnly`, fixed at start with the rest of `db.consistency`.
+    stale_reads: bool,
+    /// When the primary's position (`primary.position()`) was last sampled, in Unix ms.
+    sampled_ms: AtomicU64,
+    /// Replay positions asked of the replicas in rotation, for reads with a token.
+    replay_rounds: Rounds<()>,
+    /// The primary's position for tokens, when writes share its query.
+    token_rounds: Rounds<ConsistencyToken>,
+    counters: TokenCounters,
+    /// A gradual rollout's draws (a counter of their own, so that they do not skip the
+    /// schedule's tickets).
+    draws: Tickets,
+}
+
+impl Tokens {
+    pub(super) fn new(config: &Config) -> Tokens {
+        Tokens {
+            sticky: Sticky::new(&config.consistency, config.detection_delay()),
+            stale_reads: config.consistency.stale_reads_when_read_only,
+            sampled_ms: AtomicU64::new(0),
+            replay_rounds: Rounds::default(),
+            token_rounds: Rounds::default(),
+            counters: TokenCounters::default(),
+            draws: Tickets::default(),
+        }
+    }
+
+    pub(crate) fn sticky(&self) -> &Sticky {
+        &self.sticky
+    }
+
+    pub(super) fn stale_reads(&self) -> bool {
+        self.stale_reads
+    }
+
+    /// The next draw of a gradual rollout.
+    pub(super) fn draw(&self) -> usize {
+        self.draws.next()
+    }
+
+    /// Forgets when the primary was last sampled (the primary moved).
+    pub(super) fn forget_samples(&self) {
+        self.sampled_ms.store(0, Ordering::Release);
+    }
+}
+
+impl Registry {
+    /// The primary's current WAL position as a token, for code outside HTTP that wrote and
+    /// hands the work on (for example to a job, which then uses [`read_after`](Self::read_after)).
+    pub async fn consistency_token(&self) -> Result<ConsistencyToken, Error> {
+        let shared = &self.shared;
+        // By default each write asks on its own: sharing (`shareTokenQueries`) saves queries
+        // but makes writes wait for the query in flight.
+        let sharing = shared.config().consistency.share_token_queries;
+        let token = match sharing {
+            None => shared.primary_position().await?,
+            Some(gather) => {
+                shared
+                    .tokens
+                    .token_rounds
+                    .join(gather, || shared.primary_position())
+                    .await?
+            }
+        };
+        shared.observe_primary(token.position(), token.issued_at_ms());
+        Ok(token)
+    }
+
+    /// Signs `token` for a client, as the layer does after a write.
+    pub fn sign_token(&self, token: &ConsistencyToken) -> String {
+        self.shared.tokens.sticky.sign(token)
+    }
+
+    /// Checks a token from a client: the signature (current or previous key), its age, and
+    /// that the primary had reached its position when it was issued. Rejections are counted in
+    /// `rwsplit_consistency_tokens_rejected_total`.
+    pub fn verify_token(&self, text: &str) -> Result<ConsistencyToken, TokenRejection> {
+        let shared = &self.shared;
+        let tokens = &shared.tokens;
+        let verified = tokens.sticky.verify(text).and_then(|token| {
+            // A genuine token names a position the primary had reached when it was issued; if
+            // a sample taken later (beyond clock skew) is still behind it, it is not genuine.
+            // Positions compare within one timeline only.
+            let sampled = tokens.sampled_ms.load(Ordering::Acquire);
+            let primary = shared.primary();
+            // A pinned token names no position (only a key holder can make one).
+            let ahead = token.position() != PINNED
+                && token.position() > primary.position()
+                && same_timeline(token.timeline(), primary.timeline())
+                && sampled > token.issued_at_ms().saturating_add(CLOCK_SKEW_MS);
+            if ahead && tokens.sticky.mode == StickyMode::Lsn {
+                Err(TokenRejection::AheadOfPrimary)
+            } else {
+                Ok(token)
+            }
+        });
+        if let Err(reason) = verified {
+            crate::metrics::token_rejected(reason);
+        }
+        verified
+    }
+
+    /// The position a request's reads must see, from the token in `headers` (0 when there is
+    /// none, it is rejected, or consistency is off; `u64::MAX` inside a time window).
+    pub(crate) fn required_position(&self, headers: &http::HeaderMap) -> u64 {
+        let sticky = &self.shared.tokens.sticky;
+        if sticky.mode == StickyMode::Off {
+            return 0;
+        }
+        let Some(text) = sticky.find(headers) else {
+            return 0;
+        };
+        match self.verify_token(text) {
+            Ok(token) => {
+                self.shared.tokens.counters.honoured();
+                match sticky.mode {
+                    StickyMode::Window => u64::MAX,
+                    _ => self.shared.token_need(&token),
+                }
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Counts a token issued after a write.
+    pub(crate) fn token_issued(&self) {
+        self.shared.tokens.counters.issued();
+    }
+
+    pub(crate) fn sticky(&self) -> &Sticky {
+        &self.shared.tokens.sticky
+    }
+}
+
+impl Shared {
+    /// The primary's insert position now, as a token. The insert position, not the write
+    /// position: it covers a session's commit even with `synchronous_commit = off`, where the
+    /// commit record may not be written yet.
+    ///
+    /// Where this role cannot read the primary's position, the token names no position
+    /// ([`PINNED`]): the client reads from the primary until it expires (`maxPin`).
+    pub(super) async fn primary_position(&self) -> Result<ConsistencyToken, Error> {
+        let primary = self.primary();
+        let capabilities = Capabilities::from_stored(primary.capabilities_stored())
+            .unwrap_or(Capabilities::POSTGRES);
+        let Some(sql) = capabilities.position_query(PositionFor::Token) else {
+            return Ok(ConsistencyToken::new(PINNED));
+        };
+        let row: Result<capabilities::PositionRow, sqlx::Error> =
+            capabilities::one_row(&primary.pool, sql).await;
+        let (insert, block, segment, walfile) = match row {
+            Ok(row) => row,
+            // Revoked since the last check: the next check finds out again.
+            Err(error) if capabilities::is_statements(&error) => {
+                return Ok(ConsistencyToken::new(PINNED));
+            }
+            Err(error) => return Err(Error::database(&primary.name, &primary.address, error)),
+        };
+        let (block, segment) = (block.unwrap_or(0) as u64, segment.unwrap_or(0) as u64);
+        let walfile = walfile.unwrap_or_default();
+        let position = settled_position(insert as u64, block, segment);
+        let timeline = walfile_timeline(&walfile).unwrap_or(primary.timeline());
+        Ok(ConsistencyToken::new(position).on_timeline(timeline))
+    }
+
+    /// Asks every replica in rotation for its replay position, in a round shared with every
+    /// read waiting meanwhile.
+    pub(super) async fn ask_replicas_together(&self) {
+        let _ = self
+            .tokens
+            .replay_rounds
+            .join(Duration::ZERO, || self.ask_replicas())
+            .await;
+    }
+
+    /// Asks every replica in rotation for its replay position, on a connection of its pool,
+    /// within a poll interval (at most 250 ms). A replica whose pool has every connection in
+    /// use is skipped: this never queues behind application reads.
+    pub(super) async fn ask_replicas(&self) -> Result<(), std::convert::Infallible> {
+        let bound = self
+            .tokens
+            .sticky
+            .poll_interval
+            .min(Duration::from_millis(250));
+        let mut asks = tokio::task::JoinSet::new();
+        for (server, _) in &self.topology().rotation.members {
+            let can = Capabilities::from_stored(server.capabilities_stored())
+                .is_none_or(|c| c.has(Capability::ReplayPosition));
+            if server.exhausted() || !can {
+                continue;
+            }
+            let server = std::sync::Arc::clone(server);
+            asks.spawn(async move {
+                let ask = async {
+                    let mut conn = server.pool.acquire().await?;
+                    capabilities::one_row::<(Option<i64>,)>(&mut *conn, ASK_REPLAY.to_owned()).await
+                };
+                if let Ok(Ok((Some(position),))) = tokio::time::timeout(bound, ask).await {
+                    server.advance_position(position as u64);
+                }
+            });
+        }
+        asks.join_all().await;
+        Ok(())
+    }
+
+    /// The position a replica must have replayed to serve reads after `token`: its position,
+    /// or, for a token from another timeline than the primary's (a failover since), more
+    /// than any replica has, so that the primary serves them.
+    pub(crate) fn token_need(&self, token: &ConsistencyToken) -> u64 {
+        match same_timeline(token.timeline(), self.primary().timeline()) {
+            true => token.position().max(1),
+            false => u64::MAX,
+        }
+    }
+
+    /// Whether reads compare tokens with replay positions, which then need polling.
+    pub(crate) fn polls_positions(&self) -> bool {
+        self.topology().config.separation && self.tokens.sticky.mode == StickyMode::Lsn
+    }
+
+    /// Records a sample of the primary's position taken at `at_ms` (Unix ms).
+    pub(crate) fn observe_primary(&self, position: u64, at_ms: u64) {
+        let primary = self.primary();
+        // A pinned token's position is no position of the primary's.
+        if position != PINNED && position >= primary.position() {
+            primary.set_position(position);
+            self.tokens.sampled_ms.fetch_max(at_ms, Ordering::AcqRel);
+        }
+    }
+
+    /// Records `position`, the primary's just now: for the tokens' plausibility check and in
+    /// the history that lag is measured against.
+    pub(crate) fn record_primary(&self, position: u64) {
+        self.observe_primary(position, unix_ms(SystemTime::now()));
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        history.record(std::time::Instant::now(), position);
+    }
+}
