@@ -64,9 +64,10 @@
 //!
 //! | question | answered by |
 //! |---|---|
-//! | replica or primary for this request? | [`RoutePolicy`] in [`RwSplitLayer`], then [`RouteOverride`] |
-//! | which replica? | the registry's weighted schedule over replicas in rotation |
-//! | is a replica in rotation? | the registry's health loop: reachable, a standby, lag under both thresholds, weight over 0 |
+//! | read or write, for this request? | [`RoutePolicy`] in [`RwSplitLayer`], then [`RouteOverride`] (`src/route/intent.rs`) |
+//! | replica or primary, for this work? | one pure function, `src/route/decide.rs`, for every first pick and failover step |
+//! | which replica? | the weighted schedule over replicas in rotation (`src/route/schedule.rs`) |
+//! | is a replica in rotation? | the health loop's checks, judged in `src/health/verdict.rs`, recorded by the one writer of server state (`src/registry/control.rs`) |
 //!
 //! # Logs
 //!

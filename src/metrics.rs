@@ -44,9 +44,6 @@ use metrics::{
     histogram,
 };
 
-use crate::consistency::TokenRejection;
-use crate::route::{Reason, Role, RouteIntent};
-
 /// What kind of metric a name is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -221,13 +218,25 @@ impl RouteTable {
     }
 }
 
+/// How many distinct (role, reason) pairs a route's decisions are counted in.
+pub(crate) const DECISIONS: usize = 32;
+
+/// One routing decision, as `rwsplit_route_decisions_total` labels it: a dense slot below
+/// [`DECISIONS`] for its counter, and its labels.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Decision {
+    pub(crate) slot: usize,
+    pub(crate) role: &'static str,
+    pub(crate) reason: &'static str,
+}
+
 /// `rwsplit_route_decisions_total` (one counter per role and reason, registered when first
 /// used) and `rwsplit_request_duration_seconds` for one server and route.
 pub(crate) struct RouteMetrics {
     server: Arc<str>,
     route: Arc<str>,
     duration: Histogram,
-    decisions: [OnceLock<Counter>; Role::COUNT * Reason::COUNT],
+    decisions: [OnceLock<Counter>; DECISIONS],
 }
 
 impl RouteMetrics {
@@ -251,15 +260,14 @@ impl RouteMetrics {
     }
 
     /// Counts a server handed out for `intent`.
-    pub(crate) fn decided(&self, intent: RouteIntent) {
-        let (role, reason) = (intent.role(), intent.reason());
-        self.decisions[role.index() * Reason::COUNT + reason.index()]
+    pub(crate) fn decided(&self, decision: Decision) {
+        self.decisions[decision.slot]
             .get_or_init(|| {
                 counter!(
                     ROUTE_DECISIONS,
                     "server" => Arc::clone(&self.server),
-                    "role" => role.as_str(),
-                    "reason" => reason.as_str(),
+                    "role" => decision.role,
+                    "reason" => decision.reason,
                     "route" => Arc::clone(&self.route),
                 )
             })
@@ -447,8 +455,8 @@ impl TokenCounters {
     }
 }
 
-pub(crate) fn token_rejected(reason: TokenRejection) {
-    counter!(TOKENS_REJECTED, "reason" => reason.as_str()).increment(1);
+pub(crate) fn token_rejected(reason: &'static str) {
+    counter!(TOKENS_REJECTED, "reason" => reason).increment(1);
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use axum::{Extension, Router};
 use http::{Request, StatusCode};
 use rwsplit::{Config, DbRead, DbWrite, Registry, RwSplitLayer};
 use rwsplit_testkit::{Cluster, ClusterOptions};
@@ -81,7 +81,7 @@ async fn add(db: DbWrite, State(state): State<AppState>) -> Result<String, AppEr
     Ok(format!("{}{}", state.prefix, count(&db.as_read()).await?))
 }
 
-async fn replicas(Extension(registry): Extension<Registry>) -> String {
+async fn replicas(registry: Registry) -> String {
     registry.status().replicas.len().to_string()
 }
 

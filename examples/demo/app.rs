@@ -4,12 +4,14 @@
 
 use axum::extract::Path;
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use rwsplit::{Access, Db, DbError, DbRead, DbWrite, Registry, RouteOverride, RwSplitLayer};
+use rwsplit::{
+    Access, Db, DbError, DbRead, DbWrite, Reason, Registry, Role, RouteOverride, RwSplitLayer,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, sqlx::FromRow)]
@@ -66,13 +68,28 @@ impl From<PathRejection> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Says why the server was chosen, for the tour (the layer's `x-db-target` says which).
-fn why<A: Access>(db: &Db<A>) -> HeaderMap {
+/// Says why the server was chosen, for the tour (the layer's `x-db-target` says which): a
+/// header whose value is one of a few static texts, so that a request allocates nothing for it.
+fn why<A: Access>(db: &Db<A>) -> [(HeaderName, HeaderValue); 1] {
     let intent = db.intent();
-    let text = format!("{} ({})", intent.role().as_str(), intent.reason().as_str());
-    let mut headers = HeaderMap::new();
-    headers.insert("x-db-reason", HeaderValue::from_str(&text).unwrap());
-    headers
+    let text = match (intent.role(), intent.reason()) {
+        (Role::Read, Reason::Method) => "read (method)",
+        (Role::Read, Reason::Override) => "read (override)",
+        (Role::Read, Reason::Fallback) => "read (fallback)",
+        (Role::Read, Reason::Sticky) => "read (sticky)",
+        (Role::Read, Reason::LastResort) => "read (last_resort)",
+        (Role::Read, Reason::ReadOnly) => "read (read_only)",
+        (Role::Read, Reason::Rollout) => "read (rollout)",
+        (Role::Read, Reason::Barrier) => "read (barrier)",
+        (Role::Write, Reason::Method) => "write (method)",
+        (Role::Write, Reason::Override) => "write (override)",
+        (Role::Write, Reason::Disabled) => "write (disabled)",
+        (role, _) => role.as_str(),
+    };
+    [(
+        HeaderName::from_static("x-db-reason"),
+        HeaderValue::from_static(text),
+    )]
 }
 
 fn not_found() -> ApiError {

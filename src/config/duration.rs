@@ -1,4 +1,8 @@
 //! Durations as our users write them: whole seconds (`10`) or strings such as `"500ms"`.
+//!
+//! Not `humantime`: it refuses a bare number of seconds (`replicaLagThreshold: 5`, as the
+//! configuration our users already run writes it) and fractions (`0.5`, `1.5s`), and it takes
+//! spellings nobody here writes (`1y`, `2months`) whose lengths would only be refused later.
 
 use std::time::Duration;
 

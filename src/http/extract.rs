@@ -5,7 +5,7 @@
 //! router state (`Router<()>`, a state struct of your own, a pool kept in an `Extension`)
 //! and need no `.with_state(registry)`. A route the layer does not wrap is rejected with
 //! `500` and `rwsplit_layer_missing` ([`DbRejection::MissingLayer`]). Handlers that want the
-//! registry itself take `Extension<Registry>`.
+//! registry itself take it as an extractor (`registry: Registry`).
 //!
 //! Handlers keep writing plain sqlx and run queries on the extractor itself
 //! (`fetch_one(&db)`): a read whose replica cannot give a connection then fails over to
@@ -29,7 +29,7 @@
 //!   read-only view of it for helpers that take a `DbRead`.
 //!
 //! ```
-//! use axum::{Extension, Json, Router, extract::{Path, State}, routing::get};
+//! use axum::{Json, Router, extract::{Path, State}, routing::get};
 //! use rwsplit::{Config, DbRead, DbWrite, Registry, RwSplitLayer};
 //!
 //! // The app's own state and error type, as they were before rwsplit.
@@ -80,7 +80,7 @@
 //!     Ok(state.greeting)
 //! }
 //!
-//! async fn replicas(Extension(registry): Extension<Registry>) -> String {
+//! async fn replicas(registry: Registry) -> String {
 //!     registry.status().replicas.len().to_string()
 //! }
 //!
@@ -106,7 +106,7 @@ use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-use super::layer::{ServedSlot, spans_enabled};
+use super::layer::{Routing, spans_enabled};
 use crate::query::{Db, DbRead, ReadOnly, ReadWrite, Target};
 use crate::registry::Registry;
 use crate::route::RouteIntent;
@@ -115,7 +115,8 @@ impl<S: Sync> FromRequestParts<S> for Db<ReadOnly> {
     type Rejection = DbRejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let (registry, intent) = routed(parts)?;
+        let (routing, intent) = routed(parts)?;
+        let registry = &routing.0.registry;
         let target = Target::new(registry, registry.shared.resolve_waiting(intent).await);
         // A read writes nothing, wherever it runs: no consistency token for it.
         hand_out(parts, target, false).map(Db::new)
@@ -126,7 +127,8 @@ impl<S: Sync> FromRequestParts<S> for Db<ReadWrite> {
     type Rejection = DbRejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let (registry, intent) = routed(parts)?;
+        let (routing, intent) = routed(parts)?;
+        let registry = &routing.0.registry;
         // A read route whose handler asked for the primary: the handler overrides.
         let target = Target::new(registry, registry.shared.resolve(intent.for_writing()));
         hand_out(parts, target, true).map(Db::new)
@@ -150,15 +152,23 @@ impl<S: Sync> OptionalFromRequestParts<S> for Db<ReadOnly> {
     }
 }
 
-/// The registry and the intent [`RwSplitLayer`](crate::RwSplitLayer) put into the request.
-fn routed(parts: &Parts) -> Result<(&Registry, RouteIntent), DbRejection> {
+/// The request's state and intent, as [`RwSplitLayer`](crate::RwSplitLayer) put them into it.
+fn routed(parts: &Parts) -> Result<(&Routing, RouteIntent), DbRejection> {
     let extensions = &parts.extensions;
-    match (
-        extensions.get::<Registry>(),
-        extensions.get::<RouteIntent>(),
-    ) {
-        (Some(registry), Some(intent)) => Ok((registry, *intent)),
+    match (extensions.get::<Routing>(), extensions.get::<RouteIntent>()) {
+        (Some(routing), Some(intent)) => Ok((routing, *intent)),
         _ => Err(DbRejection::MissingLayer),
+    }
+}
+
+/// The registry itself, for handlers that want it (status, jobs it starts), whatever the
+/// router's state: [`RwSplitLayer`](crate::RwSplitLayer) hands it to every request it wraps.
+impl<S: Sync> FromRequestParts<S> for Registry {
+    type Rejection = DbRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let (routing, _) = routed(parts)?;
+        Ok(routing.0.registry.clone())
     }
 }
 
@@ -173,7 +183,7 @@ fn hand_out(parts: &Parts, target: Target, wrote: bool) -> Result<Target, DbReje
         .map_or("", MatchedPath::as_str);
     let server = target.server();
     let metrics = server.metrics.route(route);
-    metrics.decided(target.intent());
+    metrics.decided(target.intent().decision());
     if target.primary_refuses() {
         return Err(DbRejection::ReadOnly);
     }
@@ -181,8 +191,10 @@ fn hand_out(parts: &Parts, target: Target, wrote: bool) -> Result<Target, DbReje
         tracing::Span::current().record("db.server", target.name());
     }
     let route = metrics.route();
-    if let Some(slot) = parts.extensions.get::<ServedSlot>() {
-        slot.note(server, wrote && target.is_primary(), metrics);
+    if let Some(routing) = parts.extensions.get::<Routing>() {
+        routing
+            .0
+            .note(server, wrote && target.is_primary(), metrics);
     }
     Ok(target.for_route(route))
 }

@@ -193,16 +193,12 @@ where
                 true => registry.required_position(request.headers()),
                 false => 0,
             });
-        // What the response needs of the extractors: a slot that travels with the request.
-        let wants = sticky || self.layer.request_metrics || self.layer.target_header.is_some();
-        let served = wants.then(|| Arc::new(Served::default()));
-        // The extractors find all of it here, whatever the router's state.
+        // The extractors find the intent and the request's state here, whatever the router's
+        // state; the state is also where they note what they handed out, for the response.
+        let state = Arc::new(RequestState::new(registry.clone()));
         let extensions = request.extensions_mut();
         extensions.insert(intent);
-        extensions.insert(registry.clone());
-        if let Some(served) = &served {
-            extensions.insert(ServedSlot(Arc::clone(served)));
-        }
+        extensions.insert(Routing(Arc::clone(&state)));
         let span = if spans_enabled() {
             tracing::debug_span!(
                 "rwsplit",
@@ -217,8 +213,7 @@ where
         ResponseFuture {
             inner: self.inner.call(request).instrument(span),
             target_header: self.layer.target_header.clone(),
-            registry: (sticky || self.layer.request_metrics).then(|| registry.clone()),
-            served,
+            state: Some(state),
             // Whether the response gets a token is decided when it is ready, from what the
             // request used: a `DbWrite` (a read writes nothing, whatever the method).
             issues_token: sticky,
@@ -236,8 +231,7 @@ pin_project! {
         #[pin]
         inner: Instrumented<F>,
         target_header: Option<HeaderName>,
-        registry: Option<Registry>,
-        served: Option<Arc<Served>>,
+        state: Option<Arc<RequestState>>,
         issues_token: bool,
         started: Option<Instant>,
         token: Option<TokenFuture<B>>,
@@ -263,14 +257,18 @@ where
             return Poll::Ready(Ok(ready!(token.as_mut().poll(cx))));
         }
         let mut response = ready!(this.inner.as_mut().poll(cx))?;
-        let served = this.served.take();
-        let handed = served.as_deref().and_then(Served::handed);
+        let Some(state) = this.state.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        let handed = state.handed();
         if let Some(started) = this.started.take() {
             let took = started.elapsed();
-            match (handed, this.registry.as_ref()) {
-                (Some(handed), _) => handed.metrics.served(took),
-                (None, Some(registry)) => registry.unserved_duration().record(took.as_secs_f64()),
-                (None, None) => {}
+            match handed {
+                Some(handed) => handed.metrics.served(took),
+                None => state
+                    .registry
+                    .unserved_duration()
+                    .record(took.as_secs_f64()),
             }
         }
         if let Some(name) = this.target_header.take()
@@ -279,12 +277,9 @@ where
             response.headers_mut().insert(name, value);
         }
         let status = response.status();
-        let wrote = served.as_deref().is_some_and(Served::wrote);
-        if *this.issues_token
-            && wrote
-            && (status.is_success() || status.is_redirection())
-            && let Some(registry) = this.registry.take()
-        {
+        if *this.issues_token && state.wrote() && (status.is_success() || status.is_redirection()) {
+            let registry = state.registry.clone();
+            drop(state);
             let mut token = Box::pin(attach_token(registry, response));
             return match token.as_mut().poll(cx) {
                 Poll::Ready(response) => Poll::Ready(Ok(response)),
@@ -334,11 +329,11 @@ pub(crate) fn spans_enabled() -> bool {
     Level::DEBUG <= STATIC_MAX_LEVEL && Level::DEBUG <= LevelFilter::current()
 }
 
-/// What the extractors handed out during one request: the layer reads it when the response is
-/// ready, for the token, the header and the request metrics. Written without a lock: the first
-/// server noted and the primary each once.
-#[derive(Default)]
-pub(crate) struct Served {
+/// One request's view of rwsplit: its registry, and what the extractors handed out during it,
+/// which the layer reads when the response is ready (for the token, the header and the request
+/// metrics). Written without a lock: the first server noted and the primary each once.
+pub(crate) struct RequestState {
+    pub(crate) registry: Registry,
     first: OnceLock<Handed>,
     primary: OnceLock<Handed>,
     wrote: AtomicBool,
@@ -350,11 +345,20 @@ struct Handed {
     metrics: Arc<RouteMetrics>,
 }
 
-/// The request extension that carries a request's [`Served`] to the extractors.
+/// The request extension that carries a request's [`RequestState`] to the extractors.
 #[derive(Clone)]
-pub(crate) struct ServedSlot(Arc<Served>);
+pub(crate) struct Routing(pub(crate) Arc<RequestState>);
 
-impl Served {
+impl RequestState {
+    fn new(registry: Registry) -> RequestState {
+        RequestState {
+            registry,
+            first: OnceLock::new(),
+            primary: OnceLock::new(),
+            wrote: AtomicBool::new(false),
+        }
+    }
+
     /// The server to report: the primary, once noted (a request that wrote is reported as
     /// served by the primary), else the first one handed out.
     fn handed(&self) -> Option<&Handed> {
@@ -364,23 +368,21 @@ impl Served {
     fn wrote(&self) -> bool {
         self.wrote.load(Ordering::Relaxed)
     }
-}
 
-impl ServedSlot {
     /// Notes that `server` was handed out (and whether for writing), with the route's metrics.
     pub(crate) fn note(&self, server: &Arc<Server>, wrote: bool, metrics: Arc<RouteMetrics>) {
-        let served = &self.0;
         if wrote {
-            served.wrote.store(true, Ordering::Relaxed);
+            self.wrote.store(true, Ordering::Relaxed);
         }
-        let handed = || Handed {
-            server: Arc::clone(server),
-            metrics: Arc::clone(&metrics),
+        let slot = match server.is_primary() {
+            true => &self.primary,
+            false => &self.first,
         };
-        if server.is_primary() && served.primary.get().is_none() {
-            let _ = served.primary.set(handed());
-        } else if served.first.get().is_none() {
-            let _ = served.first.set(handed());
+        if slot.get().is_none() {
+            let _ = slot.set(Handed {
+                server: Arc::clone(server),
+                metrics,
+            });
         }
     }
 }

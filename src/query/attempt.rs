@@ -10,7 +10,10 @@
 //! - An error that is the statement's own goes back to the caller as it is: it would fail
 //!   anywhere, and says nothing about the server.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use sqlx::Postgres;
@@ -273,61 +276,136 @@ impl Attempts<'_> {
     /// is the answer at once. A wait for a new connection (the pool not full) longer than
     /// [`SLOW_CONNECT`] asks whether the server refuses connections, at most once a second per
     /// server; a server in service that does leaves service at once, and the work moves on.
+    ///
+    /// The common wait is one round trip (sqlx pings an idle connection before handing it
+    /// out): the watch for the server leaving and the slow-connect timer are set up only when
+    /// the pool has not answered by its second poll, so that a query pays for neither.
     async fn wait_for(&self, server: &Arc<Server>) -> Waited {
         let last_resort = !server.is_primary() && !server.is_healthy();
         let acquire = server.pool.acquire();
         tokio::pin!(acquire);
-        let slow = tokio::time::sleep(SLOW_CONNECT);
-        tokio::pin!(slow);
+        let left = server.left.notified();
+        tokio::pin!(left);
+        let mut watching = false;
+        let mut slow: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let mut polls = 0u32;
         let mut looked = false;
+        let gone = || match server.is_primary() {
+            true => server.is_retired(),
+            false => !last_resort && !server.is_healthy(),
+        };
+        // Left between the choice and now: a read moves on without taking a connection.
+        if gone() {
+            return Waited::Left;
+        }
         loop {
-            let left = server.left.notified();
-            tokio::pin!(left);
-            left.as_mut().enable();
-            let gone = match (server.is_primary(), last_resort) {
-                (true, _) => server.is_retired(),
-                (false, false) => !server.is_healthy(),
-                (false, true) => false,
-            };
-            if gone {
-                return Waited::Left;
-            }
-            if last_resort && looked && server.refused_recently() {
-                let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-                return Waited::Got(Err(sqlx::Error::Io(refused)));
-            }
-            tokio::select! {
-                biased;
-                result = &mut acquire => return Waited::Got(result),
-                // A primary out of service is waited for: only a move ends its wait (seen at
-                // the top of the loop).
-                () = left, if !last_resort => {
-                    if !server.is_primary() {
-                        return Waited::Left;
+            let step = std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = acquire.as_mut().poll(cx) {
+                    return Poll::Ready(Step::Got(result));
+                }
+                polls += 1;
+                if polls < 2 {
+                    return Poll::Pending;
+                }
+                if !last_resort {
+                    if !watching {
+                        left.as_mut().enable();
+                        watching = true;
+                    }
+                    if left.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Step::Left);
+                    }
+                    if gone() {
+                        return Poll::Ready(Step::Gone);
                     }
                 }
-                () = &mut slow, if !looked => {
+                if last_resort && looked && server.refused_recently() {
+                    return Poll::Ready(Step::Refused);
+                }
+                if !looked {
+                    let timer =
+                        slow.get_or_insert_with(|| Box::pin(tokio::time::sleep(SLOW_CONNECT)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Step::Slow);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match step {
+                Step::Got(result) => return Waited::Got(result),
+                Step::Gone => return Waited::Left,
+                // A primary out of service is waited for: only a move ends its wait.
+                Step::Left if server.is_primary() && !server.is_retired() => {
+                    left.set(server.left.notified());
+                    watching = false;
+                }
+                Step::Left => return Waited::Left,
+                Step::Refused => {
+                    let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+                    return Waited::Got(Err(sqlx::Error::Io(refused)));
+                }
+                Step::Slow => {
                     looked = true;
-                    if server.full() || !server.claim_reach_check() {
-                        continue;
+                    if let Some(waited) =
+                        self.ask_reach(server, last_resort, acquire.as_mut()).await
+                    {
+                        return waited;
                     }
-                    let check = crate::health::reach::refused(&server.options, REACH_WITHIN);
-                    tokio::pin!(check);
-                    let refusal = tokio::select! {
-                        biased;
-                        result = &mut acquire => return Waited::Got(result),
-                        refusal = &mut check => refusal,
-                    };
-                    let Some(error) = refusal else { continue };
-                    server.note_refusal();
-                    let error = sqlx::Error::Io(error);
-                    if last_resort {
-                        return Waited::Got(Err(error));
-                    }
-                    self.shared
-                        .apply(server, Event::Failed { cause: "refused", error: &error });
                 }
             }
         }
     }
+
+    /// Asks whether `server`, slow to give a connection, refuses connections (at most once a
+    /// second per server), while the pool's wait goes on. A refusal takes a server in service
+    /// out (the work then moves on) and is the answer for a last resort.
+    async fn ask_reach<F>(
+        &self,
+        server: &Arc<Server>,
+        last_resort: bool,
+        acquire: Pin<&mut F>,
+    ) -> Option<Waited>
+    where
+        F: Future<Output = Result<PoolConnection<Postgres>, sqlx::Error>>,
+    {
+        if server.full() || !server.claim_reach_check() {
+            return None;
+        }
+        let check = crate::health::reach::refused(&server.options, REACH_WITHIN);
+        tokio::pin!(check);
+        let mut acquire = acquire;
+        let refusal = tokio::select! {
+            biased;
+            result = &mut acquire => return Some(Waited::Got(result)),
+            refusal = &mut check => refusal,
+        };
+        let error = refusal?;
+        server.note_refusal();
+        let error = sqlx::Error::Io(error);
+        if last_resort {
+            return Some(Waited::Got(Err(error)));
+        }
+        self.shared.apply(
+            server,
+            Event::Failed {
+                cause: "refused",
+                error: &error,
+            },
+        );
+        None
+    }
+}
+
+/// What one poll of a wait for a connection found.
+enum Step {
+    Got(Result<PoolConnection<Postgres>, sqlx::Error>),
+    /// The server left service (or the primary moved): woken.
+    Left,
+    /// The server is out of service (or the primary moved): seen.
+    Gone,
+    /// A last resort that refused connections just now.
+    Refused,
+    /// The wait for a new connection runs long.
+    Slow,
 }

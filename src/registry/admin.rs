@@ -14,7 +14,13 @@ impl Registry {
     pub fn set_weight(&self, replica: &str, weight: u32) -> Result<(), Error> {
         let shared = &self.shared;
         let member = shared.replica(replica)?;
-        shared.apply(&member.server, Event::Weighed(weight));
+        shared.apply(
+            &member.server,
+            Event::Weighed {
+                weight,
+                said: false,
+            },
+        );
         Ok(())
     }
 

@@ -3,6 +3,11 @@
 //! an [`Event`]; this file turns it into the server's atomics, a rebuilt topology when the
 //! rotation changed, the gauges, and one log line. Topology changes of another kind (a reload,
 //! a replica added or removed, the primary moved) come through [`Shared::replace`].
+//!
+//! A server built to replace another starts from what was known of it before it is published;
+//! once in the topology, only this file writes its state. What the request path stamps on a
+//! server as it uses it (when it last answered, when it last refused a connection) is the
+//! request path's own record, read by the judges as evidence.
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,8 +37,9 @@ pub(crate) enum Event<'e> {
     },
     /// A replica found on another timeline than a new primary, without a check of its own.
     Diverged(String),
-    /// An operator changed its weight.
-    Weighed(u32),
+    /// An operator changed its weight; `said`: the change is logged elsewhere (a reload's
+    /// change lines).
+    Weighed { weight: u32, said: bool },
 }
 
 impl Shared {
@@ -71,6 +77,23 @@ impl Shared {
         drop(_guard);
         self.publish();
         Some(current)
+    }
+
+    /// Records a replica's replay position learned outside a check (asked for a read with a
+    /// token): it only moves forward.
+    pub(crate) fn replayed(&self, server: &Server, position: u64) {
+        server.advance_position(position);
+    }
+
+    /// Records the primary's position, sampled just now.
+    pub(crate) fn primary_at(&self, primary: &Server, position: u64) {
+        primary.set_position(position);
+    }
+
+    /// Marks `server` as no longer the primary: the work waiting for its connections goes to
+    /// the new one.
+    pub(crate) fn retire(&self, server: &Server) {
+        server.retire();
     }
 
     /// Records what a check found out about the capabilities of `server`, and says so once
@@ -130,9 +153,9 @@ impl Shared {
                 self.probe(server, false);
                 was.in_service()
             }
-            Event::Weighed(weight) => {
+            Event::Weighed { weight, said } => {
                 let before = server.set_weight(weight);
-                if before != weight {
+                if before != weight && !said {
                     tracing::info!(
                         replica = %server.name,
                         from = before,

@@ -165,7 +165,7 @@ fn move_primary(
         .clear();
     shared.tokens.forget_samples();
     shared.primary_seen(observed.identity);
-    from.retire();
+    shared.retire(from);
     tracing::error!(
         from = %from.member,
         from_address = %from.address,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::topology::{Member, Rotation, Topology};
-use super::{Registry, tasks};
+use super::{Event, Registry, tasks};
 use crate::config::{self, Config, ReplicaConfig, Roles, live};
 use crate::error::Error;
 use crate::server::{Server, State};
@@ -67,9 +67,11 @@ impl Registry {
         let config = Arc::new(kept_until_restart(config, &old, &mut changes));
         let mut fresh = new_primary.is_some();
         let mut retired = Vec::new();
+        let mut reweighed = Vec::new();
         shared.replace(|topology| {
             let set = replica_set(topology, &config, &member.name, &mut changes);
             fresh |= set.fresh;
+            reweighed = set.reweighed;
             for member in &set.removed {
                 crate::metrics::forget(&member.server.name);
             }
@@ -88,6 +90,13 @@ impl Registry {
                 config: Arc::clone(&config),
             })
         });
+        shared.apply_all(reweighed.iter().map(|(member, weight)| {
+            let event = Event::Weighed {
+                weight: *weight,
+                said: true,
+            };
+            (&member.server, event)
+        }));
         for member in retired {
             tokio::spawn(async move {
                 member.server.pool.close().await;
@@ -168,6 +177,8 @@ fn current_primary_member(config: &Config, primary: &Server) -> config::Member {
 /// servers that match, and what they replace.
 pub(super) struct ReplicaSet {
     pub(super) next: Vec<Member>,
+    /// Kept, with their new weights (applied once the set is in place).
+    pub(super) reweighed: Vec<(Member, u32)>,
     /// Replaced or removed, to close.
     pub(super) retired: Vec<Member>,
     /// Gone, to forget in the metrics too.
@@ -197,6 +208,7 @@ pub(super) fn replica_set(
     let current = &topology.replicas;
     let mut set = ReplicaSet {
         next: Vec::with_capacity(wanted.len()),
+        reweighed: Vec::new(),
         retired: Vec::new(),
         removed: Vec::new(),
         fresh: false,
@@ -211,12 +223,13 @@ pub(super) fn replica_set(
                     .server
                     .same_settings(&options, &pool, Some(config.replica_read_only)) =>
             {
-                let before = member.server.set_weight(replica.weight);
+                let before = member.server.weight();
                 if before != replica.weight {
                     changes.push(format!(
                         "replica {}: weight {before} -> {}",
                         replica.name, replica.weight
                     ));
+                    set.reweighed.push((member.clone(), replica.weight));
                 }
                 set.next.push(member.clone());
             }

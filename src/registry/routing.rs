@@ -114,7 +114,7 @@ impl Shared {
     /// As [`resolve`](Self::resolve), but a read held back by a token asks the replicas their
     /// positions (a round shared with every read waiting meanwhile) and may wait up to
     /// `waitForReplica` for one to catch up.
-    pub(crate) async fn resolve_waiting(&self, intent: RouteIntent) -> Routed {
+    pub(crate) async fn resolve_waiting(self: &Arc<Self>, intent: RouteIntent) -> Routed {
         let routed = self.resolve(intent);
         // No replica can have what a token from another timeline needs: no use waiting.
         if routed.intent.reason() != Reason::Sticky

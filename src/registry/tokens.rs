@@ -2,6 +2,7 @@
 //! tokens signed and checked, the position a request's reads must see, and the replicas' replay
 //! positions asked when a read with a token finds none known to have its write.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -127,7 +128,7 @@ impl Registry {
             }
         });
         if let Err(reason) = verified {
-            crate::metrics::token_rejected(reason);
+            crate::metrics::token_rejected(reason.as_str());
         }
         verified
     }
@@ -197,7 +198,7 @@ impl Shared {
 
     /// Asks every replica in rotation for its replay position, in a round shared with every
     /// read waiting meanwhile.
-    pub(super) async fn ask_replicas_together(&self) {
+    pub(super) async fn ask_replicas_together(self: &Arc<Self>) {
         let _ = self
             .tokens
             .replay_rounds
@@ -208,7 +209,7 @@ impl Shared {
     /// Asks every replica in rotation for its replay position, on a connection of its pool,
     /// within a poll interval (at most 250 ms). A replica whose pool has every connection in
     /// use is skipped: this never queues behind application reads.
-    pub(super) async fn ask_replicas(&self) -> Result<(), std::convert::Infallible> {
+    pub(super) async fn ask_replicas(self: &Arc<Self>) -> Result<(), std::convert::Infallible> {
         let bound = self
             .tokens
             .sticky
@@ -222,13 +223,14 @@ impl Shared {
                 continue;
             }
             let server = std::sync::Arc::clone(server);
+            let shared = std::sync::Arc::clone(self);
             asks.spawn(async move {
                 let ask = async {
                     let mut conn = server.pool.acquire().await?;
                     capabilities::one_row::<(Option<i64>,)>(&mut *conn, ASK_REPLAY.to_owned()).await
                 };
                 if let Ok(Ok((Some(position),))) = tokio::time::timeout(bound, ask).await {
-                    server.advance_position(position as u64);
+                    shared.replayed(&server, position as u64);
                 }
             });
         }
@@ -256,7 +258,7 @@ impl Shared {
         let primary = self.primary();
         // A pinned token's position is no position of the primary's.
         if position != PINNED && position >= primary.position() {
-            primary.set_position(position);
+            self.primary_at(&primary, position);
             self.tokens.sampled_ms.fetch_max(at_ms, Ordering::AcqRel);
         }
     }

@@ -253,6 +253,15 @@ impl RouteIntent {
         }
     }
 
+    /// This intent as `rwsplit_route_decisions_total` counts it.
+    pub(crate) fn decision(self) -> crate::metrics::Decision {
+        crate::metrics::Decision {
+            slot: self.role.index() * Reason::COUNT + self.reason.index(),
+            role: self.role.as_str(),
+            reason: self.reason.as_str(),
+        }
+    }
+
     /// Whether a replica may serve this request.
     pub const fn is_read(self) -> bool {
         matches!(self.role, Role::Read)
@@ -263,6 +272,9 @@ impl RouteIntent {
         matches!(self.role, Role::Write)
     }
 }
+
+// Every (role, reason) pair has a counter of its own.
+const _: () = assert!(Role::COUNT * Reason::COUNT <= crate::metrics::DECISIONS);
 
 fn is_read_method(method: &Method) -> bool {
     *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS
