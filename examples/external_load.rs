@@ -87,6 +87,25 @@ struct Wrk {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    /// CPU time this process (the servers) spent per request, in microseconds.
+    cpu_us_per_request: f64,
+}
+
+/// CPU time this process has used so far (user and system), in seconds, from `/proc/self/stat`
+/// (0 where there is none).
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces, inside parentheses).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Runs wrk against `url` (blocking: wrk is another process, the servers keep running on
@@ -137,6 +156,7 @@ async fn wrk(url: &str, script: &std::path::Path, seconds: u64, connections: u64
         p50_ms: millis(field("50%")),
         p99_ms: millis(field("99%")),
         errors,
+        cpu_us_per_request: 0.0,
     }
 }
 
@@ -252,7 +272,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for round in 0..rounds as usize {
         for k in 0..contenders.len() {
             let i = (round + k) % contenders.len();
-            results[i].push(wrk(&contenders[i].1, &script, seconds, connections).await);
+            let cpu = process_cpu_seconds();
+            let mut run = wrk(&contenders[i].1, &script, seconds, connections).await;
+            let requests = run.requests_per_second * seconds as f64;
+            run.cpu_us_per_request = (process_cpu_seconds() - cpu) * 1e6 / requests.max(1.0);
+            results[i].push(run);
         }
     }
     let _ = std::fs::remove_file(&script);
@@ -263,16 +287,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
          release build"
     );
     println!();
-    println!("| | requests/s (mean of rounds) | p50 | p99 | non-2xx |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| | requests/s (mean of rounds) | p50 | p99 | non-2xx | server CPU per request |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for ((name, _), runs) in contenders.iter().zip(&results) {
         let n = runs.len() as f64;
         println!(
-            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} |",
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {:.1} µs |",
             runs.iter().map(|r| r.requests_per_second).sum::<f64>() / n,
             runs.iter().map(|r| r.p50_ms).sum::<f64>() / n,
             runs.iter().map(|r| r.p99_ms).sum::<f64>() / n,
             runs.iter().map(|r| r.errors).sum::<u64>(),
+            runs.iter().map(|r| r.cpu_us_per_request).sum::<f64>() / n,
         );
     }
     let ratios = |a: usize, b: usize| -> Vec<f64> {

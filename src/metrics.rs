@@ -129,6 +129,8 @@ metrics! {
         "Valid consistency tokens applied to a request's reads.";
     TOKENS_REJECTED = "rwsplit_consistency_tokens_rejected_total", Counter, Count, ["reason"],
         "Consistency tokens ignored (treated as absent), by reason.";
+    TOKENS_SKEWED = "rwsplit_consistency_tokens_skewed_total", Counter, Count, [],
+        "Genuine consistency tokens dated further ahead than clockSkew (another instance's clock runs ahead), honoured from their arrival.";
     PRIMARY_MOVES = "rwsplit_primary_moves_total", Counter, Count, ["server"],
         "Times the writes moved to another server that answers as the primary, by server.";
     PRIMARY_REFUSALS = "rwsplit_primary_refusals_total", Counter, Count, ["server"],
@@ -453,6 +455,10 @@ impl TokenCounters {
             .get_or_init(|| counter!(TOKENS_HONOURED))
             .increment(1);
     }
+}
+
+pub(crate) fn token_skewed() {
+    counter!(TOKENS_SKEWED).increment(1);
 }
 
 pub(crate) fn token_rejected(reason: &'static str) {

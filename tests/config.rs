@@ -343,7 +343,7 @@ fn the_production_example_needs_its_secrets_and_parses_with_them() {
     assert!(err.to_string().contains("DB_PRIMARY_HOST"), "{err}");
     let env = |name: &str| match name {
         "RWSPLIT_PREVIOUS_SIGNING_KEY" | "DB_PRIMARY_PORT" => None,
-        "RWSPLIT_SIGNING_KEY" => Some("k".repeat(48)),
+        "RWSPLIT_SIGNING_KEY" => Some("k0-k1-k2-k3-k4-k5-k6-k7-k8-k9-ka-kb-kc-kd-ke-kf".into()),
         "DB_PASSWORD" => Some("prod-secret".into()),
         other => Some(other.to_lowercase().replace('_', "-")),
     };
@@ -353,7 +353,7 @@ fn the_production_example_needs_its_secrets_and_parses_with_them() {
     let debug = format!("{config:?}");
     assert!(debug.contains("Require"), "{debug}");
     assert!(debug.contains("lag_threshold: 10s"), "{debug}");
-    assert!(!debug.contains("prod-secret") && !debug.contains(&"k".repeat(48)));
+    assert!(!debug.contains("prod-secret") && !debug.contains("k0-k1"));
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
 }
 
@@ -374,7 +374,12 @@ fn keys_of(yaml: &str) -> &'static [&'static str] {
 /// path and the value (secrets excepted: their value is never shown), without a panic.
 #[test]
 fn every_key_with_a_wrong_type_is_named_with_its_value() {
-    const SECRETS: &[&str] = &["password", "signingKey", "previousSigningKey"];
+    const SECRETS: &[&str] = &[
+        "password",
+        "signingKey",
+        "previousSigningKey",
+        "verificationKeys",
+    ];
     let plain = |keys: &'static [&'static str]| {
         keys.iter()
             .copied()
@@ -434,6 +439,10 @@ fn every_key_with_a_wrong_type_is_named_with_its_value() {
             db(&format!(
                 "  consistency:\n    previousSigningKey: {wrong}\n"
             )),
+        ),
+        (
+            "db.consistency.verificationKeys",
+            db(&format!("  consistency:\n    verificationKeys: {wrong}\n")),
         ),
     ] {
         let message = error(&yaml);
@@ -496,7 +505,12 @@ mod props {
     use super::*;
     use proptest::prelude::*;
 
-    const SECRETS: &[&str] = &["password", "signingKey", "previousSigningKey"];
+    const SECRETS: &[&str] = &[
+        "password",
+        "signingKey",
+        "previousSigningKey",
+        "verificationKeys",
+    ];
     const SECRET_VALUE: &str = "hunter2-in-a-property";
     const VALUES: &[&str] = &[
         "0",
@@ -895,4 +909,63 @@ async fn replica_read_only_parses_and_names_bad_values() {
         "{message}"
     );
     assert!(message.contains("sessionSet"), "{message}");
+}
+
+/// The smaller holes: a replica name that would break a header or forge a log line, a
+/// replica's `connectTimeout: 0`, a TLS root certificate that is not there.
+#[test]
+fn names_timeouts_and_certificates_are_checked_when_read() {
+    for (yaml, key, value) in [
+        (
+            db("  readReplicas:\n    - { name: \"r1\\nINFO forged line\", host: h }\n"),
+            "db.readReplicas[0].name",
+            "r1\\nINFO forged line",
+        ),
+        (
+            db("  readReplicas:\n    - { name: \"caf\u{e9}\", host: h }\n"),
+            "db.readReplicas[0].name",
+            "caf\u{e9}",
+        ),
+        (
+            db("  readReplicas:\n    - { name: \" r1\", host: h }\n"),
+            "db.readReplicas[0].name",
+            " r1",
+        ),
+        (
+            db("  readReplicas:\n    - { name: r1, host: h, connectTimeout: 0 }\n"),
+            "db.readReplicas[0].connectTimeout",
+            "0",
+        ),
+        (
+            db("  sslMode: verify-full\n  sslRootCert: /nonexistent/root.crt\n"),
+            "db.sslRootCert",
+            "/nonexistent/root.crt",
+        ),
+        (
+            db("  readReplicas:\n    - { name: r1, host: h, sslRootCert: /nonexistent/r.crt }\n"),
+            "db.readReplicas[0].sslRootCert",
+            "/nonexistent/r.crt",
+        ),
+        (db("  sslRootCert: /tmp\n"), "db.sslRootCert", "/tmp"),
+    ] {
+        let message = error(&yaml);
+        assert!(message.contains(key), "{key} in {message:?}");
+        assert!(message.contains(value), "{value} in {message:?}");
+        assert!(!message.contains('\n'), "one line: {message:?}");
+    }
+    // What a name may be: the default `host:port` (IPv6 included), punctuation, inner spaces.
+    let yaml = db(
+        "  readReplicas:\n    - { host: \"::1\", port: 5433 }\n    - { name: \"eu-west/replica #2\", host: h }\n",
+    );
+    let config = parse(&yaml).unwrap();
+    let names: Vec<&str> = config.replicas().iter().map(|r| r.name()).collect();
+    assert_eq!(names, ["::1:5433", "eu-west/replica #2"]);
+    // A certificate that is there is taken.
+    let cert = std::env::temp_dir().join("rwsplit-config-test-root.crt");
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    parse(&db(&format!(
+        "  sslMode: verify-full\n  sslRootCert: {}\n",
+        cert.display()
+    )))
+    .unwrap();
 }

@@ -41,6 +41,8 @@ pub struct ConsistencyConfig {
     pub(crate) mode: StickyMode,
     pub(crate) signing_key: Option<Secret>,
     pub(crate) previous_signing_key: Option<Secret>,
+    pub(crate) verification_keys: Vec<Secret>,
+    pub(crate) clock_skew: Duration,
     pub(crate) window: Duration,
     pub(crate) max_pin: Option<Duration>,
     pub(crate) poll_interval: Duration,
@@ -55,6 +57,13 @@ pub struct ConsistencyConfig {
 
 /// The shortest signing key accepted, in bytes: HMAC-SHA256 wants at least its output size.
 pub(crate) const MIN_KEY_LEN: usize = 32;
+
+/// The fewest different bytes a key may hold: `aaaa...` is no secret, whatever its length.
+const MIN_KEY_BYTES: usize = 8;
+
+/// The largest clock difference between instances that tokens tolerate (`clockSkew`): more
+/// means a clock to fix, and would let a token live that much past its `maxPin`.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
 
 /// The longest a write may wait for others to share its token query: more delays every write
 /// for little.
@@ -78,6 +87,8 @@ impl ConsistencyConfig {
             mode: StickyMode::Lsn,
             signing_key: None,
             previous_signing_key: None,
+            verification_keys: Vec::new(),
+            clock_skew: Duration::from_secs(1),
             window: Duration::from_secs(2),
             max_pin: None,
             poll_interval: Duration::from_millis(100),
@@ -118,10 +129,35 @@ impl ConsistencyConfig {
         self
     }
 
-    /// A former key, still accepted (never used to sign) while clients hold its tokens: set
-    /// the new key as `signing_key` and the old one here for at least `max_pin`.
+    /// A former key, still accepted (never used to sign) while clients hold its tokens: the
+    /// same as adding it to [`verification_keys`](Self::verification_keys).
     pub fn previous_signing_key(mut self, key: impl Into<String>) -> Self {
         self.previous_signing_key = Some(Secret(key.into()));
+        self
+    }
+
+    /// Keys whose tokens are accepted besides the signing key's, any number of them; never
+    /// used to sign. Rotating the signing key across instances is two steps, each a reload of
+    /// every instance: first add the new key here (every instance accepts it, all still sign
+    /// with the old one), then make it the signing key and keep the old one here for at least
+    /// `maxPin` (an instance not yet switched still accepts the new tokens, and a switched one
+    /// the old tokens). Default: none. Reloads apply the keys at once.
+    pub fn verification_keys<I, K>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        self.verification_keys = keys.into_iter().map(|k| Secret(k.into())).collect();
+        self
+    }
+
+    /// How far apart the clocks of the instances that share tokens may be. A token dated up to
+    /// this much ahead of this instance's clock is taken as dated; one dated further ahead is
+    /// still honoured (a key holder signed it), from its arrival, and counted in
+    /// `rwsplit_consistency_tokens_skewed_total` with a warning at most once a minute: a sign to
+    /// fix the clocks, or to raise this. Default 1 s; at most 60 s. Reloads apply it at once.
+    pub fn clock_skew(mut self, skew: Duration) -> Self {
+        self.clock_skew = skew;
         self
     }
 
@@ -210,19 +246,40 @@ impl ConsistencyConfig {
     }
 
     fn check_keys(&self) -> Result<(), ConfigError> {
-        for (key, secret) in [
-            ("signingKey", &self.signing_key),
-            ("previousSigningKey", &self.previous_signing_key),
-        ] {
-            if let Some(secret) = secret
-                && secret.0.len() < MIN_KEY_LEN
-            {
+        let named = [
+            ("signingKey".to_owned(), &self.signing_key),
+            ("previousSigningKey".to_owned(), &self.previous_signing_key),
+        ];
+        let listed = self
+            .verification_keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (format!("verificationKeys[{i}]"), key));
+        let keys = named
+            .iter()
+            .filter_map(|(key, secret)| Some((key.clone(), (*secret).as_ref()?)))
+            .chain(listed);
+        for (key, secret) in keys {
+            let bytes = secret.0.as_bytes();
+            if bytes.len() < MIN_KEY_LEN {
                 return Err(invalid(
-                    key,
+                    &key,
                     "[redacted]",
                     &format!(
                         "a signing key is at least {MIN_KEY_LEN} bytes (it has {})",
-                        secret.0.len()
+                        bytes.len()
+                    ),
+                ));
+            }
+            let mut seen = [false; 256];
+            bytes.iter().for_each(|&b| seen[usize::from(b)] = true);
+            if seen.iter().filter(|&&s| s).count() < MIN_KEY_BYTES {
+                return Err(invalid(
+                    &key,
+                    "[redacted]",
+                    &format!(
+                        "a signing key holds at least {MIN_KEY_BYTES} different bytes: make one \
+                         with `openssl rand -base64 48`"
                     ),
                 ));
             }
@@ -230,10 +287,19 @@ impl ConsistencyConfig {
         Ok(())
     }
 
+    /// Every key tokens are accepted with, the signing key first.
+    pub(crate) fn accepted_keys(&self) -> impl Iterator<Item = &Secret> {
+        self.signing_key
+            .iter()
+            .chain(&self.previous_signing_key)
+            .chain(&self.verification_keys)
+    }
+
     fn check_durations(&self) -> Result<(), ConfigError> {
         let day = super::MAX_DURATION;
         for (key, duration, max) in [
             ("window", Some(self.window), day),
+            ("clockSkew", Some(self.clock_skew), MAX_CLOCK_SKEW),
             ("maxPin", self.max_pin, day),
             ("pollInterval", Some(self.poll_interval), day),
             (

@@ -6,6 +6,8 @@
 pub(crate) struct Unexpanded {
     pub(crate) placeholder: String,
     pub(crate) reason: String,
+    /// A well-formed `${NAME}` whose variable is not set (not a broken placeholder).
+    pub(crate) unset: bool,
 }
 
 /// Replaces every placeholder in `text` with the value `lookup` gives for its variable.
@@ -38,6 +40,7 @@ pub(crate) fn expand(
             return Err(Unexpanded {
                 placeholder: after.lines().next().unwrap_or(after).trim_end().to_owned(),
                 reason: "this placeholder has no closing `}`".to_owned(),
+                unset: false,
             });
         };
         let body = &body_and_rest[..end];
@@ -50,6 +53,7 @@ pub(crate) fn expand(
                 placeholder: format!("${{{body}}}"),
                 reason: "a variable name is letters, digits and `_`, not starting with a digit"
                     .to_owned(),
+                unset: false,
             });
         }
         match (lookup(name), default) {
@@ -63,6 +67,7 @@ pub(crate) fn expand(
                         "environment variable `{name}` is not set and the placeholder has no \
                          default (write `${{{name}:-default}}` to give one)"
                     ),
+                    unset: true,
                 });
             }
         }

@@ -39,6 +39,44 @@ fn invalid(key: &str, value: &dyn fmt::Display, reason: &str) -> ConfigError {
     }
 }
 
+/// The longest replica name: it goes into a header and every log line about the replica.
+const MAX_NAME_LEN: usize = 128;
+
+/// A replica's name goes into the `x-db-target` header, log lines and metric labels: printable
+/// ASCII only (no line break to forge a log line with, nothing a header cannot carry).
+fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let printable = name.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    if !printable || name.len() > MAX_NAME_LEN || name.trim() != name {
+        return Err(invalid(
+            key,
+            &name.escape_debug(),
+            &format!(
+                "a replica's name is printable ASCII (letters, digits, punctuation, inner \
+                 spaces), at most {MAX_NAME_LEN} characters: it goes into headers, logs and \
+                 metric labels"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A TLS root certificate at `key` must be a file this process can read, found now rather
+/// than at the first connection.
+fn check_root_cert(key: &str, path: Option<&std::path::Path>) -> Result<(), ConfigError> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    match std::fs::File::open(path).and_then(|file| file.metadata()) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(invalid(key, &path.display(), "is not a file")),
+        Err(error) => Err(invalid(
+            key,
+            &path.display(),
+            &format!("cannot be read: {error}"),
+        )),
+    }
+}
+
 /// What every server's pool settings must hold, whether the primary's or a replica's own,
 /// under `prefix` (`db` or `db.readReplicas[1]`): one check, one message, for both.
 fn pool(
@@ -89,6 +127,7 @@ impl Config {
         if primary.port == 0 {
             return Err(invalid("db.port", &0, "a port is 1 to 65535"));
         }
+        check_root_cert("db.sslRootCert", primary.ssl_root_cert.as_deref())?;
         let limits = &primary.pool;
         pool(
             "db",
@@ -151,6 +190,7 @@ impl Config {
                     .to_owned(),
             });
         }
+        check_name(&key("name"), &replica.name)?;
         if replica.name == PRIMARY_NAME {
             return Err(invalid(
                 &key("name"),
@@ -177,6 +217,7 @@ impl Config {
         if replica.port == 0 {
             return Err(invalid(&key("port"), &0, "a port is 1 to 65535"));
         }
+        check_root_cert(&key("sslRootCert"), replica.ssl_root_cert.as_deref())?;
         if replica.weight > MAX_WEIGHT {
             return Err(invalid(
                 &key("weight"),

@@ -47,5 +47,4 @@ mod token;
 
 pub(crate) use rounds::Rounds;
 pub(crate) use sticky::Sticky;
-pub(crate) use token::CLOCK_SKEW_MS;
 pub use token::{ConsistencyToken, TokenRejection};

@@ -3,19 +3,22 @@
 //! as axum-extra's `CookieJar` does.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use cookie::{Cookie, SameSite};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use super::token::{ConsistencyToken, Signer, TokenRejection};
+use super::token::{ConsistencyToken, Signer, TokenRejection, Verified};
 use crate::clock::unix_ms;
 use crate::config::{ConsistencyConfig, StickyMode};
 
 /// Read-your-writes as configured: the mode, the signer, and how tokens travel.
 pub(crate) struct Sticky {
     pub(crate) mode: StickyMode,
-    signer: Signer,
+    /// Replaced whole when a reload changes the keys or the clock skew.
+    signer: ArcSwap<Signer>,
     /// Longest a token is honoured; also the cookie's `Max-Age`.
     pub(crate) pin_limit: Duration,
     pub(crate) poll_interval: Duration,
@@ -29,16 +32,9 @@ pub(crate) struct Sticky {
 impl Sticky {
     /// `detection`: the least a token is honoured (see `ConsistencyConfig::max_pin`).
     pub(crate) fn new(config: &ConsistencyConfig, detection: Duration) -> Sticky {
-        let signer = match &config.signing_key {
-            Some(key) => Signer::new(
-                key.0.as_bytes(),
-                config.previous_signing_key.as_ref().map(|k| k.0.as_bytes()),
-            ),
-            None => Signer::random(),
-        };
         Sticky {
             mode: config.mode,
-            signer,
+            signer: ArcSwap::from_pointee(signer(config)),
             pin_limit: config.pin_limit(detection),
             poll_interval: config.poll_interval,
             wait_for_replica: config.wait_for_replica,
@@ -51,24 +47,41 @@ impl Sticky {
     }
 
     pub(crate) fn sign(&self, token: &ConsistencyToken) -> String {
-        self.signer.sign(token)
+        self.signer.load().sign(token)
     }
 
-    pub(crate) fn verify(&self, text: &str) -> Result<ConsistencyToken, TokenRejection> {
+    pub(crate) fn verify(&self, text: &str) -> Result<Verified, TokenRejection> {
         self.signer
+            .load()
             .verify(text, unix_ms(SystemTime::now()), self.pin_limit)
     }
 
-    /// The token a request carries: its header, else its cookie.
-    pub(crate) fn find<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
-        if let Some(value) = headers.get(&self.header_name) {
-            return Some(value.to_str().unwrap_or(""));
-        }
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|cookies| cookie_value(cookies, &self.cookie_name))
+    /// How far apart the instances' clocks may be, in milliseconds.
+    pub(crate) fn skew_ms(&self) -> u64 {
+        self.signer.load().skew_ms()
+    }
+
+    /// Takes the keys and the clock skew of `config` (a reload): tokens are signed with its
+    /// signing key and accepted with any of its keys from now on.
+    pub(crate) fn reload_keys(&self, config: &ConsistencyConfig) {
+        self.signer.store(Arc::new(signer(config)));
+    }
+
+    /// The tokens a request carries: its header when not empty, else every cookie of the
+    /// token's name (a browser sends one per matching `Path`).
+    pub(crate) fn carried<'a>(&'a self, headers: &'a HeaderMap) -> impl Iterator<Item = &'a str> {
+        let header = headers
+            .get(&self.header_name)
+            .map(|value| value.to_str().unwrap_or("\u{0}"))
+            .filter(|text| !text.trim().is_empty());
+        let cookies = header.is_none().then(|| {
+            headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|cookies| cookie_values(cookies, &self.cookie_name))
+        });
+        header.into_iter().chain(cookies.into_iter().flatten())
     }
 
     /// The `Set-Cookie` value carrying `token`: `HttpOnly`, `SameSite=Lax`, `Max-Age` the pin
@@ -99,12 +112,29 @@ impl fmt::Debug for Sticky {
     }
 }
 
-/// The value of cookie `name` in a `Cookie` header, if present (unquoted).
-pub(crate) fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+/// The signer `config` asks for: its signing key (a random one of this process's when it has
+/// none) and every key it accepts, with its clock skew.
+fn signer(config: &ConsistencyConfig) -> Signer {
+    let signer = match &config.signing_key {
+        Some(key) => {
+            let accepted: Vec<&[u8]> = config
+                .accepted_keys()
+                .skip(1)
+                .map(|k| k.0.as_bytes())
+                .collect();
+            Signer::new(key.0.as_bytes(), &accepted)
+        }
+        None => Signer::random(),
+    };
+    signer.with_skew(config.clock_skew)
+}
+
+/// The values of cookie `name` in a `Cookie` header, in order (unquoted).
+pub(crate) fn cookie_values<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
     Cookie::split_parse(header)
         .filter_map(Result::ok)
-        .find(|cookie| cookie.name_raw() == Some(name))
-        .and_then(|cookie| cookie.value_raw())
+        .filter(move |cookie| cookie.name_raw() == Some(name))
+        .filter_map(|cookie| cookie.value_raw())
         .map(|value| value.trim_matches('"'))
 }
 
@@ -115,11 +145,41 @@ mod tests {
     #[test]
     fn cookies_are_found_by_exact_name() {
         let header = "a=1; rwsplit_consistency=1.abc; rwsplit_consistency_x=2; b=\"q\"";
-        assert_eq!(cookie_value(header, "rwsplit_consistency"), Some("1.abc"));
-        assert_eq!(cookie_value(header, "b"), Some("q"));
-        assert_eq!(cookie_value(header, "missing"), None);
-        assert_eq!(cookie_value(";;=;x", "x"), None);
-        assert_eq!(cookie_value("", "x"), None);
+        let values = |header, name| cookie_values(header, name).collect::<Vec<_>>();
+        assert_eq!(values(header, "rwsplit_consistency"), ["1.abc"]);
+        assert_eq!(values(header, "b"), ["q"]);
+        assert!(values(header, "missing").is_empty());
+        assert!(values(";;=;x", "x").is_empty());
+        assert!(values("", "x").is_empty());
+        assert_eq!(values("t=1; u=2; t=3", "t"), ["1", "3"]);
+    }
+
+    #[test]
+    fn a_request_carries_its_header_else_every_cookie() {
+        let sticky = Sticky::new(&ConsistencyConfig::lsn(), Duration::from_secs(15));
+        let carried = |pairs: &[(&str, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            sticky
+                .carried(&headers)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let cookies = (
+            "cookie",
+            "rwsplit_consistency=a; x=1; rwsplit_consistency=b",
+        );
+        assert_eq!(carried(&[cookies]), ["a", "b"]);
+        assert_eq!(carried(&[("x-db-consistency", "h"), cookies]), ["h"]);
+        // An empty header (a client that forwards what it has, nothing yet) leaves the cookies.
+        assert_eq!(carried(&[("x-db-consistency", ""), cookies]), ["a", "b"]);
+        assert_eq!(carried(&[("x-db-consistency", " "), cookies]), ["a", "b"]);
+        assert!(carried(&[]).is_empty());
     }
 
     #[test]
@@ -154,7 +214,7 @@ mod props {
     proptest! {
         #[test]
         fn cookie_values_come_from_the_header(header in any::<String>(), name in "[a-z_]{0,8}") {
-            if let Some(value) = cookie_value(&header, &name) {
+            for value in cookie_values(&header, &name) {
                 prop_assert!(header.contains(value));
             }
         }

@@ -82,7 +82,9 @@ pub enum TokenRejection {
     BadSignature,
     /// Issued more than `maxPin` ago.
     Expired,
-    /// Issued in the future (beyond the allowed clock skew).
+    /// Issued in the future. No longer returned: a genuine token dated further ahead than
+    /// `db.consistency.clockSkew` is honoured from its arrival, and counted in
+    /// `rwsplit_consistency_tokens_skewed_total`.
     FromFuture,
     /// Names a position the primary had not reached when the token was issued.
     AheadOfPrimary,
@@ -110,8 +112,9 @@ impl fmt::Display for TokenRejection {
 
 impl std::error::Error for TokenRejection {}
 
-/// Clocks of different app instances disagree a little; tokens are judged with this slack.
-pub(crate) const CLOCK_SKEW_MS: u64 = 1_000;
+/// How far apart the clocks of instances sharing tokens may be, unless configured
+/// (`clockSkew`): a token issued that much in the future is still accepted.
+pub(crate) const DEFAULT_SKEW: Duration = Duration::from_secs(1);
 
 /// Position, issue time and timeline, then the HMAC-SHA256 tag.
 const VERSION: &str = "2.";
@@ -123,19 +126,36 @@ const TAG_LEN: usize = 32;
 /// `2.` plus unpadded base64 of 52 bytes.
 pub(crate) const TOKEN_LEN: usize = VERSION.len() + ((PAYLOAD_LEN + TAG_LEN) * 4).div_ceil(3);
 
-/// Signs and verifies tokens with the current key, and verifies with the previous one during a
-/// key rotation.
+/// Signs tokens with one key, and verifies them with that key and any number of others (a key
+/// rotation in progress), allowing for instances' clocks that disagree by up to its skew.
 pub(crate) struct Signer {
     current: hmac::Key,
-    previous: Option<hmac::Key>,
+    accepted: Vec<hmac::Key>,
+    skew_ms: u64,
 }
 
 impl Signer {
-    pub(crate) fn new(current: &[u8], previous: Option<&[u8]>) -> Signer {
+    /// Signs with `current`; accepts it and every key of `accepted`.
+    pub(crate) fn new(current: &[u8], accepted: &[&[u8]]) -> Signer {
         Signer {
             current: hmac::Key::new(hmac::HMAC_SHA256, current),
-            previous: previous.map(|k| hmac::Key::new(hmac::HMAC_SHA256, k)),
+            accepted: accepted
+                .iter()
+                .map(|k| hmac::Key::new(hmac::HMAC_SHA256, k))
+                .collect(),
+            skew_ms: DEFAULT_SKEW.as_millis() as u64,
         }
+    }
+
+    /// The same signer, allowing for clocks `skew` apart.
+    pub(crate) fn with_skew(mut self, skew: Duration) -> Signer {
+        self.skew_ms = u64::try_from(skew.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// How far apart the instances' clocks may be, in milliseconds.
+    pub(crate) fn skew_ms(&self) -> u64 {
+        self.skew_ms
     }
 
     /// A signer with a random key of its own, for one process.
@@ -145,7 +165,7 @@ impl Signer {
         ring::rand::SystemRandom::new()
             .fill(&mut key)
             .expect("the operating system's random source works");
-        Signer::new(&key, None)
+        Signer::new(&key, &[])
     }
 
     pub(crate) fn sign(&self, token: &ConsistencyToken) -> String {
@@ -168,7 +188,7 @@ impl Signer {
         text: &str,
         now_ms: u64,
         max_pin: Duration,
-    ) -> Result<ConsistencyToken, TokenRejection> {
+    ) -> Result<Verified, TokenRejection> {
         if text.len() > TOKEN_LEN {
             return Err(TokenRejection::Oversized);
         }
@@ -185,11 +205,9 @@ impl Signer {
             _ => return Err(TokenRejection::Malformed),
         }
         let (payload, tag) = bytes.split_at(payload_len);
-        let signed = hmac::verify(&self.current, payload, tag).is_ok()
-            || self
-                .previous
-                .as_ref()
-                .is_some_and(|key| hmac::verify(key, payload, tag).is_ok());
+        let signed = std::iter::once(&self.current)
+            .chain(&self.accepted)
+            .any(|key| hmac::verify(key, payload, tag).is_ok());
         if !signed {
             return Err(TokenRejection::BadSignature);
         }
@@ -200,21 +218,38 @@ impl Signer {
                 .get(16..20)
                 .map_or(0, |t| u32::from_be_bytes(t.try_into().expect("4 bytes"))),
         };
-        if token.issued_at_ms > now_ms.saturating_add(CLOCK_SKEW_MS) {
-            return Err(TokenRejection::FromFuture);
+        let mut token = token;
+        let ahead_ms = token.issued_at_ms.saturating_sub(now_ms);
+        if ahead_ms > self.skew_ms {
+            // A key holder signed it, so its write is real: honour it as if issued now (its
+            // pin still ends within `max_pin`), and let the caller say the clocks disagree.
+            token.issued_at_ms = now_ms;
         }
         let max_pin_ms = u64::try_from(max_pin.as_millis()).unwrap_or(u64::MAX);
         if now_ms > token.issued_at_ms.saturating_add(max_pin_ms) {
             return Err(TokenRejection::Expired);
         }
-        Ok(token)
+        Ok(Verified {
+            token,
+            ahead_ms: if ahead_ms > self.skew_ms { ahead_ms } else { 0 },
+        })
     }
+}
+
+/// A token that passed [`Signer::verify`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Verified {
+    pub(crate) token: ConsistencyToken,
+    /// How far ahead of this clock it was dated, when beyond the allowed skew (0 otherwise):
+    /// such a token counts from its arrival instead.
+    pub(crate) ahead_ms: u64,
 }
 
 impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Signer")
-            .field("previous_key", &self.previous.is_some())
+            .field("accepted_keys", &self.accepted.len())
+            .field("skew_ms", &self.skew_ms)
             .finish_non_exhaustive()
     }
 }
@@ -224,9 +259,10 @@ mod tests {
     use super::*;
 
     const PIN: Duration = Duration::from_secs(10);
+    const SKEW_MS: u64 = 1_000;
 
     fn signer() -> Signer {
-        Signer::new(b"current key of enough length....", None)
+        Signer::new(b"current key of enough length....", &[])
     }
 
     fn token(position: u64, issued_at_ms: u64) -> ConsistencyToken {
@@ -247,11 +283,18 @@ mod tests {
         let tag = hmac::sign(&key, &bytes[..PAYLOAD_1_LEN]);
         bytes[PAYLOAD_1_LEN..].copy_from_slice(tag.as_ref());
         let text = format!("{VERSION_1}{}", URL_SAFE_NO_PAD.encode(bytes));
-        let token = signer().verify(&text, 1_000, PIN).unwrap();
+        let token = signer().verify(&text, 1_000, PIN).map(|v| v.token).unwrap();
         assert_eq!((token.position(), token.timeline()), (42, 0));
         // A version-2 token carries its timeline.
         let text = signer().sign(&token.on_timeline(7));
-        assert_eq!(signer().verify(&text, 1_000, PIN).unwrap().timeline(), 7);
+        assert_eq!(
+            signer()
+                .verify(&text, 1_000, PIN)
+                .map(|v| v.token)
+                .unwrap()
+                .timeline(),
+            7
+        );
     }
 
     #[test]
@@ -263,7 +306,12 @@ mod tests {
             text.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         );
-        assert_eq!(signer().verify(&text, t.issued_at_ms + 5, PIN), Ok(t));
+        assert_eq!(
+            signer()
+                .verify(&text, t.issued_at_ms + 5, PIN)
+                .map(|v| v.token),
+            Ok(t)
+        );
     }
 
     #[test]
@@ -282,16 +330,20 @@ mod tests {
             ),
         ];
         for (input, expected) in cases {
-            assert_eq!(signer().verify(input, now, PIN), Err(expected), "{input:?}");
+            assert_eq!(
+                signer().verify(input, now, PIN).map(|v| v.token),
+                Err(expected),
+                "{input:?}"
+            );
         }
         let long = format!("{text}A");
         assert_eq!(
-            signer().verify(&long, now, PIN),
+            signer().verify(&long, now, PIN).map(|v| v.token),
             Err(TokenRejection::Oversized)
         );
         let huge = "A".repeat(100_000);
         assert_eq!(
-            signer().verify(&huge, now, PIN),
+            signer().verify(&huge, now, PIN).map(|v| v.token),
             Err(TokenRejection::Oversized)
         );
     }
@@ -303,53 +355,85 @@ mod tests {
         tampered[4] = if tampered[4] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
         assert_eq!(
-            signer().verify(&tampered, 1000, PIN),
+            signer().verify(&tampered, 1000, PIN).map(|v| v.token),
             Err(TokenRejection::BadSignature)
         );
-        let other = Signer::new(b"another key entirely, also long.", None).sign(&token(5, 1000));
+        let other = Signer::new(b"another key entirely, also long.", &[]).sign(&token(5, 1000));
         assert_eq!(
-            signer().verify(&other, 1000, PIN),
+            signer().verify(&other, 1000, PIN).map(|v| v.token),
             Err(TokenRejection::BadSignature)
         );
-        assert!(Signer::random().verify(&text, 1000, PIN).is_err());
-    }
-
-    #[test]
-    fn the_previous_key_still_verifies_during_rotation() {
-        let old = Signer::new(b"the old key, still honoured......", None);
-        let text = old.sign(&token(9, 1000));
-        let rotated = Signer::new(
-            b"current key of enough length....",
-            Some(b"the old key, still honoured......"),
-        );
-        assert_eq!(rotated.verify(&text, 1000, PIN), Ok(token(9, 1000)));
-        // New tokens are signed with the new key.
         assert!(
-            old.verify(&rotated.sign(&token(9, 1000)), 1000, PIN)
+            Signer::random()
+                .verify(&text, 1000, PIN)
+                .map(|v| v.token)
                 .is_err()
         );
     }
 
     #[test]
-    fn tokens_expire_after_max_pin_and_cannot_come_from_the_future() {
-        let text = signer().sign(&token(1, 100_000));
-        assert!(signer().verify(&text, 100_000 + 10_000, PIN).is_ok());
+    fn the_previous_key_still_verifies_during_rotation() {
+        let old = Signer::new(b"the old key, still honoured......", &[]);
+        let text = old.sign(&token(9, 1000));
+        let rotated = Signer::new(
+            b"current key of enough length....",
+            &[b"the old key, still honoured......"],
+        );
         assert_eq!(
-            signer().verify(&text, 100_000 + 10_001, PIN),
+            rotated.verify(&text, 1000, PIN).map(|v| v.token),
+            Ok(token(9, 1000))
+        );
+        // New tokens are signed with the new key.
+        assert!(
+            old.verify(&rotated.sign(&token(9, 1000)), 1000, PIN)
+                .map(|v| v.token)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn tokens_expire_after_max_pin_and_are_honoured_when_dated_beyond_the_skew() {
+        let text = signer().sign(&token(1, 100_000));
+        assert!(
+            signer()
+                .verify(&text, 100_000 + 10_000, PIN)
+                .map(|v| v.token)
+                .is_ok()
+        );
+        assert_eq!(
+            signer()
+                .verify(&text, 100_000 + 10_001, PIN)
+                .map(|v| v.token),
             Err(TokenRejection::Expired)
         );
-        assert!(signer().verify(&text, 100_000 - CLOCK_SKEW_MS, PIN).is_ok());
+        // Dated within the skew: taken as is.
+        let within = signer().verify(&text, 100_000 - SKEW_MS, PIN).unwrap();
+        assert_eq!((within.token, within.ahead_ms), (token(1, 100_000), 0));
+        // Dated beyond it (an instance whose clock runs ahead): still genuine, so honoured,
+        // but counted from its arrival, and how far ahead it was is said.
+        let now = 100_000 - SKEW_MS - 500;
+        let beyond = signer().verify(&text, now, PIN).unwrap();
         assert_eq!(
-            signer().verify(&text, 100_000 - CLOCK_SKEW_MS - 1, PIN),
-            Err(TokenRejection::FromFuture)
+            (beyond.token, beyond.ahead_ms),
+            (token(1, now), SKEW_MS + 500)
         );
+        // Once the clock has caught up with its date, it is counted from that date: its pin
+        // never lasts past the date plus `maxPin` however far ahead it was signed.
+        assert!(signer().verify(&text, now + 10_001, PIN).is_ok());
+        assert_eq!(
+            signer().verify(&text, 100_000 + 10_001, PIN).map(|v| v.token),
+            Err(TokenRejection::Expired)
+        );
+        // A wider skew takes it as is.
+        let wide = signer().with_skew(Duration::from_secs(2));
+        assert_eq!(wide.verify(&text, now, PIN).unwrap().ahead_ms, 0);
     }
 
     #[test]
     fn signer_debug_shows_no_key() {
         let debug = format!(
             "{:?}",
-            Signer::new(b"secret-key-material-here........", None)
+            Signer::new(b"secret-key-material-here........", &[])
         );
         assert!(!debug.contains("secret"), "{debug}");
     }
@@ -365,13 +449,13 @@ mod props {
     const PIN: Duration = Duration::from_secs(10);
 
     fn signer() -> Signer {
-        Signer::new(b"current key of enough length....", None)
+        Signer::new(b"current key of enough length....", &[])
     }
 
     proptest! {
         #[test]
         fn arbitrary_text_never_verifies(text in any::<String>(), now in any::<u64>()) {
-            prop_assert!(signer().verify(&text, now, PIN).is_err());
+            prop_assert!(signer().verify(&text, now, PIN).map(|v| v.token).is_err());
         }
 
         #[test]
@@ -382,19 +466,19 @@ mod props {
         ) {
             prop_assert_eq!(text.len(), TOKEN_LEN);
             // The last character's spare bits decide between a bad signature and bad base64.
-            let verdict = signer().verify(&text, now, PIN);
+            let verdict = signer().verify(&text, now, PIN).map(|v| v.token);
             prop_assert!(
                 matches!(verdict, Err(TokenRejection::BadSignature | TokenRejection::Malformed)),
                 "{verdict:?}"
             );
-            prop_assert_eq!(signer().verify(&old, now, PIN), Err(TokenRejection::BadSignature));
+            prop_assert_eq!(signer().verify(&old, now, PIN).map(|v| v.token), Err(TokenRejection::BadSignature));
         }
 
         #[test]
         fn random_payloads_of_the_right_size_never_verify(bytes in any::<[u8; 52]>()) {
             let text = format!("{VERSION}{}", URL_SAFE_NO_PAD.encode(bytes));
             prop_assert_eq!(
-                signer().verify(&text, 1_000, PIN),
+                signer().verify(&text, 1_000, PIN).map(|v| v.token),
                 Err(TokenRejection::BadSignature)
             );
         }
@@ -408,7 +492,7 @@ mod props {
             let token = ConsistencyToken { position, issued_at_ms, timeline: 2 };
             let text = signer().sign(&token);
             prop_assert_eq!(text.len(), TOKEN_LEN);
-            prop_assert_eq!(signer().verify(&text, issued_at_ms + age_ms, PIN), Ok(token));
+            prop_assert_eq!(signer().verify(&text, issued_at_ms + age_ms, PIN).map(|v| v.token), Ok(token));
         }
 
         #[test]
@@ -423,7 +507,7 @@ mod props {
             prop_assume!(changed != text);
             // 52 bytes take 70 base64 characters; the last one's spare bits must be zero, so
             // changing it breaks the token too.
-            prop_assert!(signer().verify(&changed, 5_000, PIN).is_err());
+            prop_assert!(signer().verify(&changed, 5_000, PIN).map(|v| v.token).is_err());
         }
 
     }

@@ -92,6 +92,46 @@ impl Verdict {
     }
 }
 
+/// What the status endpoint says of a connection or query error: its kind in a few fixed
+/// words, never the driver's text (which may name users, databases, certificates' subjects).
+/// The log has the whole error.
+pub(crate) fn summary(error: &str) -> &'static str {
+    let error = error.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| error.contains(n));
+    if has(&["refused"]) {
+        "connection refused"
+    } else if has(&["timed out", "timeout"]) {
+        "timed out"
+    } else if has(&["password", "authentication", "pg_hba", "no password"]) {
+        "authentication failed"
+    } else if has(&["certificate", "tls", "ssl", "handshake"]) {
+        "TLS failed"
+    } else if has(&[
+        "too many connections",
+        "connection slots",
+        "too many clients",
+    ]) {
+        "too many connections"
+    } else if has(&[
+        "starting up",
+        "shutting down",
+        "recovery mode",
+        "not yet accepting",
+    ]) {
+        "server starting up or shutting down"
+    } else if has(&["does not exist"]) {
+        "database or role does not exist"
+    } else if has(&["permission denied", "must be superuser", "privilege"]) {
+        "permission denied"
+    } else if has(&["lookup", "not known", "resolve", "no route", "unreachable"]) {
+        "host not reachable"
+    } else if has(&["reset", "broken pipe", "eof", "closed"]) {
+        "connection lost"
+    } else {
+        "connection or query failed (the log has the error)"
+    }
+}
+
 /// Whether a look that got no answer (`failure`) found the server only busy: it timed out
 /// while the server answered the application meanwhile (`answered`). A loaded host answers a
 /// fresh connection or a check late while it serves every other query; the server then stays
@@ -226,6 +266,43 @@ pub(crate) fn lag_problem(lag: Lag, thresholds: Thresholds) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_status_shows_an_errors_kind_and_nothing_it_names() {
+        for (driver, shown) in [
+            (
+                "error communicating with database: Connection refused (os error 111)",
+                "connection refused",
+            ),
+            (
+                "error returned from database: password authentication failed for user \"reporting_ro\"",
+                "authentication failed",
+            ),
+            (
+                "error occurred while attempting to establish a TLS connection: invalid peer certificate: \
+                 NotValidForName (CN=db-7.internal.example)",
+                "TLS failed",
+            ),
+            (
+                "error returned from database: database \"orders_eu\" does not exist",
+                "database or role does not exist",
+            ),
+            (
+                "pool timed out while waiting for an open connection",
+                "timed out",
+            ),
+            (
+                "error returned from database: sorry, too many clients already",
+                "too many connections",
+            ),
+            (
+                "something new from a future driver about host h.example",
+                "connection or query failed (the log has the error)",
+            ),
+        ] {
+            assert_eq!(summary(driver), shown, "{driver}");
+        }
+    }
     use crate::health::capabilities::Capabilities;
     use crate::health::lag::ReplicaPosition;
 

@@ -152,12 +152,21 @@ impl<S: Sync> OptionalFromRequestParts<S> for Db<ReadOnly> {
     }
 }
 
-/// The request's state and intent, as [`RwSplitLayer`](crate::RwSplitLayer) put them into it.
+/// The request's state and intent, as [`RwSplitLayer`](crate::RwSplitLayer) (and a route
+/// override) left them.
 fn routed(parts: &Parts) -> Result<(&Routing, RouteIntent), DbRejection> {
-    let extensions = &parts.extensions;
-    match (extensions.get::<Routing>(), extensions.get::<RouteIntent>()) {
-        (Some(routing), Some(intent)) => Ok((routing, *intent)),
-        _ => Err(DbRejection::MissingLayer),
+    match parts.extensions.get::<Routing>() {
+        Some(routing) => Ok((routing, routing.0.intent())),
+        None => Err(DbRejection::MissingLayer),
+    }
+}
+
+/// The request's intent, for handlers that want to know why their server was chosen.
+impl<S: Sync> FromRequestParts<S> for RouteIntent {
+    type Rejection = DbRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        routed(parts).map(|(_, intent)| intent)
     }
 }
 

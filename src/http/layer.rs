@@ -1,5 +1,5 @@
 //! The Tower layer that decides each request's [`RouteIntent`] and puts it into the request's
-//! extensions.
+//! extensions, in the request's state.
 //!
 //! Add [`RwSplitLayer`] around an axum `Router` (or any Tower service taking `http::Request`).
 //! For every request it asks its [`RoutePolicy`] (by default [`MethodPolicy`]: GET, HEAD and
@@ -8,11 +8,12 @@
 //! [`Disabled`](crate::Reason::Disabled). Optionally it names the server that served the
 //! request in a response header (`x-db-target`), which helps when testing a deployment.
 //!
-//! The extractors tell the layer which server they handed out (for the consistency token
-//! after a write, the header and the request metrics) through a slot the layer puts into the
-//! request's extensions beside the intent and keeps a handle to: what the response needs
+//! The request's state is one extension: the registry, the intent (which a
+//! [`RouteOverride`](crate::RouteOverride) may change on its way down) and a slot where the
+//! extractors note which server they handed out (for the consistency token after a write, the
+//! header and the request metrics). The layer keeps a handle to it: what the response needs
 //! travels with the request, wherever it is extracted (a middleware that spawns the rest of
-//! the request included).
+//! the request included), and a request costs one allocation for it and one for the extension.
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -52,7 +53,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
@@ -63,7 +64,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::instrument::Instrumented;
 use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
-use tracing::{Instrument, Level, Span};
+use tracing::{Instrument, Level};
 
 use crate::config::StickyMode;
 use crate::consistency::ConsistencyToken;
@@ -195,23 +196,28 @@ where
             });
         // The extractors find the intent and the request's state here, whatever the router's
         // state; the state is also where they note what they handed out, for the response.
-        let state = Arc::new(RequestState::new(registry.clone()));
-        let extensions = request.extensions_mut();
-        extensions.insert(intent);
-        extensions.insert(Routing(Arc::clone(&state)));
-        let span = if spans_enabled() {
-            tracing::debug_span!(
-                "rwsplit",
-                db.role = intent.role().as_str(),
-                db.reason = intent.reason().as_str(),
-                db.server = tracing::field::Empty,
-            )
-        } else {
-            // No subscriber wants DEBUG spans: a span without metadata costs nothing to enter.
-            Span::none()
+        let state = Arc::new(RequestState::new(registry.clone(), intent));
+        request.extensions_mut().insert(Routing(Arc::clone(&state)));
+        let inner = match spans_enabled() {
+            true => {
+                let span = tracing::debug_span!(
+                    "rwsplit",
+                    db.role = intent.role().as_str(),
+                    db.reason = intent.reason().as_str(),
+                    db.server = tracing::field::Empty,
+                );
+                Inner::Traced {
+                    future: self.inner.call(request).instrument(span),
+                }
+            }
+            // No subscriber wants DEBUG spans: the inner future runs as it is, with no span to
+            // enter at each poll.
+            false => Inner::Plain {
+                future: self.inner.call(request),
+            },
         };
         ResponseFuture {
-            inner: self.inner.call(request).instrument(span),
+            inner,
             target_header: self.layer.target_header.clone(),
             state: Some(state),
             // Whether the response gets a token is decided when it is ready, from what the
@@ -226,10 +232,30 @@ where
 type TokenFuture<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
 
 pin_project! {
+    /// The inner service's future, in the request's span when one is wanted.
+    #[project = InnerProjection]
+    enum Inner<F> {
+        Traced { #[pin] future: Instrumented<F> },
+        Plain { #[pin] future: F },
+    }
+}
+
+impl<F: Future> Future for Inner<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            InnerProjection::Traced { future } => future.poll(cx),
+            InnerProjection::Plain { future } => future.poll(cx),
+        }
+    }
+}
+
+pin_project! {
     /// The response future of [`RwSplit`].
     pub struct ResponseFuture<F, B> {
         #[pin]
-        inner: Instrumented<F>,
+        inner: Inner<F>,
         target_header: Option<HeaderName>,
         state: Option<Arc<RequestState>>,
         issues_token: bool,
@@ -334,6 +360,9 @@ pub(crate) fn spans_enabled() -> bool {
 /// metrics). Written without a lock: the first server noted and the primary each once.
 pub(crate) struct RequestState {
     pub(crate) registry: Registry,
+    /// The intent, packed ([`RouteIntent::packed`]): the layer's, or a route override's.
+    kind: AtomicU8,
+    min_position: AtomicU64,
     first: OnceLock<Handed>,
     primary: OnceLock<Handed>,
     wrote: AtomicBool,
@@ -350,13 +379,31 @@ struct Handed {
 pub(crate) struct Routing(pub(crate) Arc<RequestState>);
 
 impl RequestState {
-    fn new(registry: Registry) -> RequestState {
+    fn new(registry: Registry, intent: RouteIntent) -> RequestState {
+        let (kind, min_position) = intent.packed();
         RequestState {
             registry,
+            kind: AtomicU8::new(kind),
+            min_position: AtomicU64::new(min_position),
             first: OnceLock::new(),
             primary: OnceLock::new(),
             wrote: AtomicBool::new(false),
         }
+    }
+
+    /// The request's intent now.
+    pub(crate) fn intent(&self) -> RouteIntent {
+        RouteIntent::unpacked(
+            self.kind.load(Ordering::Relaxed),
+            self.min_position.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Replaces the request's intent (a route override, on the request's way down).
+    pub(crate) fn set_intent(&self, intent: RouteIntent) {
+        let (kind, min_position) = intent.packed();
+        self.kind.store(kind, Ordering::Relaxed);
+        self.min_position.store(min_position, Ordering::Relaxed);
     }
 
     /// The server to report: the primary, once noted (a request that wrote is reported as

@@ -45,7 +45,8 @@ use http::Request;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::route::{Role, RouteIntent};
+use super::layer::Routing;
+use crate::route::Role;
 
 /// A layer that sets the route intent of the requests it sees. See the
 /// [module docs](crate::RouteOverride).
@@ -98,10 +99,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // Without an intent the `RwSplitLayer` is missing; the extractors say so.
-        if let Some(intent) = request.extensions_mut().get_mut::<RouteIntent>() {
-            *intent = intent.overridden(self.role);
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Without the request's state the `RwSplitLayer` is missing; the extractors say so.
+        if let Some(Routing(state)) = request.extensions().get::<Routing>() {
+            state.set_intent(state.intent().overridden(self.role));
         }
         self.inner.call(request)
     }

@@ -76,13 +76,16 @@ impl<'t> Attempts<'t> {
             let error = match self.wait_for(&server).await {
                 Waited::Got(Ok(conn)) => {
                     // sqlx pings an idle connection before handing it out: the server answers.
-                    server.served();
+                    let now = Instant::now();
+                    server.served(now);
                     // A server out of service gave a connection: its probe runs now, not
                     // after its backoff.
                     if !server.is_healthy() {
                         server.wanted.notify_one();
                     }
-                    server.metrics.acquired(start.elapsed());
+                    server
+                        .metrics
+                        .acquired(now.saturating_duration_since(start));
                     return Ok((conn, server));
                 }
                 Waited::Got(Err(error)) => error,

@@ -17,6 +17,7 @@ use super::Shared;
 use super::probe;
 use super::topology::{Member, Topology};
 use crate::health::capabilities::Discovery;
+use crate::health::verdict::summary;
 use crate::health::{Source, Verdict};
 use crate::metrics::{self, ServerGauges};
 use crate::server::{Server, State};
@@ -180,6 +181,11 @@ impl Shared {
         let lag = verdict.lag.map(|lag| (lag.time, lag.bytes));
         server.set_checked(verdict.passed(), lag);
         let (state, problem) = match &verdict.problem {
+            // The status endpoint shows a connection error's kind, never the driver's text;
+            // the log line has all of it.
+            Some((State::Unreachable, text)) => {
+                (State::Unreachable, Some(summary(text).to_owned()))
+            }
             Some((state, text)) => (*state, Some(text.clone())),
             None => (State::Serving, None),
         };
@@ -250,7 +256,7 @@ impl Shared {
         cause: &'static str,
         error: &dyn fmt::Display,
     ) -> bool {
-        let problem = format!("{cause}: {error}");
+        let problem = format!("{cause}: {}", summary(&error.to_string()));
         let was = server.set_state(State::Unreachable, Some(problem));
         metrics::ejected(&server.name, cause);
         if let Some(member) = self.member(server) {

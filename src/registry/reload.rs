@@ -3,10 +3,11 @@
 //! removed, reweighted, thresholds tuned), without a restart and without failing a request.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::topology::{Member, Rotation, Topology};
-use super::{Event, Registry, tasks};
-use crate::config::{self, Config, ReplicaConfig, Roles, live};
+use super::{Event, Registry, Shared, tasks};
+use crate::config::{self, Config, ConsistencyConfig, ReplicaConfig, Roles, live};
 use crate::error::Error;
 use crate::server::{Server, State};
 
@@ -64,7 +65,7 @@ impl Registry {
         };
         let member = current_primary_member(&config, &shared.primary());
         let new_primary = new_primary(&shared.primary(), &config, &member, &mut changes);
-        let config = Arc::new(kept_until_restart(config, &old, &mut changes));
+        let config = Arc::new(kept_until_restart(config, &old, shared, &mut changes));
         let mut fresh = new_primary.is_some();
         let mut retired = Vec::new();
         let mut reweighed = Vec::new();
@@ -143,20 +144,46 @@ fn new_primary(
     Some(Member::new(server))
 }
 
-/// `config` with what a running registry cannot change (`db.consistency`) kept as in `old`,
-/// and said.
-fn kept_until_restart(mut config: Config, old: &Config, changes: &mut Changes) -> Config {
-    let consistency = |c: &Config| {
+/// `config` with what a running registry cannot change kept as in `old`, and said. Of
+/// `db.consistency`, the keys and the clock skew apply at once (a rolling key rotation
+/// reloads them); the rest waits for a restart.
+fn kept_until_restart(
+    mut config: Config,
+    old: &Config,
+    shared: &Shared,
+    changes: &mut Changes,
+) -> Config {
+    let keys = |c: &Config| {
         let c = &c.consistency;
-        (
-            format!("{c:?}"),
-            c.signing_key.clone(),
-            c.previous_signing_key.clone(),
-        )
+        let keys: Vec<_> = c.accepted_keys().cloned().collect();
+        (c.signing_key.clone(), keys, c.clock_skew)
     };
-    if consistency(&config) != consistency(old) {
+    let rest = |c: &Config| {
+        let mut c = c.consistency.clone();
+        c.signing_key = None;
+        c.previous_signing_key = None;
+        c.verification_keys.clear();
+        c.clock_skew = Duration::ZERO;
+        format!("{c:?}")
+    };
+    if keys(&config) != keys(old) {
+        shared.tokens.sticky().reload_keys(&config.consistency);
+        let accepted = config.consistency.accepted_keys().count();
+        changes.push(format!(
+            "db.consistency: signing and verification keys ({accepted} accepted), clockSkew {:?}",
+            config.consistency.clock_skew
+        ));
+    }
+    if rest(&config) != rest(old) {
         changes.at_restart("db.consistency");
-        config.consistency = old.consistency.clone();
+        let live = config.consistency.clone();
+        config.consistency = ConsistencyConfig {
+            signing_key: live.signing_key,
+            previous_signing_key: live.previous_signing_key,
+            verification_keys: live.verification_keys,
+            clock_skew: live.clock_skew,
+            ..old.consistency.clone()
+        };
     }
     config
 }

@@ -10,7 +10,7 @@ use super::routing::same_timeline;
 use super::{Registry, Shared};
 use crate::clock::unix_ms;
 use crate::config::{Config, StickyMode};
-use crate::consistency::{CLOCK_SKEW_MS, ConsistencyToken, Rounds, Sticky, TokenRejection};
+use crate::consistency::{ConsistencyToken, Rounds, Sticky, TokenRejection};
 use crate::error::Error;
 use crate::health::capabilities::{self, PositionFor};
 use crate::health::check::walfile_timeline;
@@ -43,6 +43,8 @@ pub(crate) struct Tokens {
     /// A gradual rollout's draws (a counter of their own, so that they do not skip the
     /// schedule's tickets).
     draws: Tickets,
+    /// When a token dated beyond the clock skew was last logged, in Unix ms.
+    skew_said_ms: AtomicU64,
 }
 
 impl Tokens {
@@ -55,6 +57,29 @@ impl Tokens {
             token_rounds: Rounds::default(),
             counters: TokenCounters::default(),
             draws: Tickets::default(),
+            skew_said_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// A genuine token came dated `ahead_ms` ahead of this clock, beyond the skew allowed:
+    /// counted, and logged at most once a minute.
+    fn clocks_disagree(&self, ahead_ms: u64) {
+        crate::metrics::token_skewed();
+        let now = crate::clock::unix_ms(std::time::SystemTime::now());
+        let said = self.skew_said_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(said) >= 60_000
+            && self
+                .skew_said_ms
+                .compare_exchange(said, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                ahead_ms,
+                skew_ms = self.sticky.skew_ms(),
+                "a consistency token is dated {ahead_ms} ms ahead of this instance's clock, \
+                 beyond db.consistency.clockSkew: it is honoured from its arrival; synchronise \
+                 the instances' clocks (NTP), or raise clockSkew"
+            );
         }
     }
 
@@ -108,9 +133,22 @@ impl Registry {
     /// that the primary had reached its position when it was issued. Rejections are counted in
     /// `rwsplit_consistency_tokens_rejected_total`.
     pub fn verify_token(&self, text: &str) -> Result<ConsistencyToken, TokenRejection> {
+        let verified = self.check_token(text);
+        if let Err(reason) = verified {
+            crate::metrics::token_rejected(reason.as_str());
+        }
+        verified
+    }
+
+    /// [`verify_token`](Self::verify_token) without counting rejections.
+    fn check_token(&self, text: &str) -> Result<ConsistencyToken, TokenRejection> {
         let shared = &self.shared;
         let tokens = &shared.tokens;
-        let verified = tokens.sticky.verify(text).and_then(|token| {
+        tokens.sticky.verify(text).and_then(|verified| {
+            if verified.ahead_ms > 0 {
+                tokens.clocks_disagree(verified.ahead_ms);
+            }
+            let token = verified.token;
             // A genuine token names a position the primary had reached when it was issued; if
             // a sample taken later (beyond clock skew) is still behind it, it is not genuine.
             // Positions compare within one timeline only.
@@ -120,38 +158,51 @@ impl Registry {
             let ahead = token.position() != PINNED
                 && token.position() > primary.position()
                 && same_timeline(token.timeline(), primary.timeline())
-                && sampled > token.issued_at_ms().saturating_add(CLOCK_SKEW_MS);
+                && sampled > token.issued_at_ms().saturating_add(tokens.sticky.skew_ms());
             if ahead && tokens.sticky.mode == StickyMode::Lsn {
                 Err(TokenRejection::AheadOfPrimary)
             } else {
                 Ok(token)
             }
-        });
-        if let Err(reason) = verified {
-            crate::metrics::token_rejected(reason.as_str());
-        }
-        verified
+        })
     }
 
-    /// The position a request's reads must see, from the token in `headers` (0 when there is
-    /// none, it is rejected, or consistency is off; `u64::MAX` inside a time window).
+    /// The position a request's reads must see, from the tokens in `headers` (0 when there
+    /// is none, none is valid, or consistency is off; `u64::MAX` inside a time window). Of
+    /// several valid tokens (cookies of two paths), the newest counts; rejections are counted
+    /// only when none is valid.
     pub(crate) fn required_position(&self, headers: &http::HeaderMap) -> u64 {
         let sticky = &self.shared.tokens.sticky;
         if sticky.mode == StickyMode::Off {
             return 0;
         }
-        let Some(text) = sticky.find(headers) else {
-            return 0;
-        };
-        match self.verify_token(text) {
-            Ok(token) => {
+        let mut newest: Option<ConsistencyToken> = None;
+        let mut rejected = None;
+        for text in sticky.carried(headers) {
+            match self.check_token(text) {
+                Ok(token) => {
+                    if newest.is_none_or(|n| token.issued_at_ms() > n.issued_at_ms()) {
+                        newest = Some(token);
+                    }
+                }
+                Err(reason) => {
+                    rejected.get_or_insert(reason);
+                }
+            }
+        }
+        match (newest, rejected) {
+            (Some(token), _) => {
                 self.shared.tokens.counters.honoured();
                 match sticky.mode {
                     StickyMode::Window => u64::MAX,
                     _ => self.shared.token_need(&token),
                 }
             }
-            Err(_) => 0,
+            (None, Some(reason)) => {
+                crate::metrics::token_rejected(reason.as_str());
+                0
+            }
+            (None, None) => 0,
         }
     }
 

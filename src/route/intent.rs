@@ -4,8 +4,8 @@
 //! serves it is [`decide`](super::decide)'s.
 //!
 //! The [`RwSplitLayer`](crate::RwSplitLayer) asks a [`RoutePolicy`] for each request's
-//! [`RouteIntent`] and puts it into the request's extensions, where the
-//! [`DbRead`](crate::DbRead) extractor and the handler's own code can see it. The default
+//! [`RouteIntent`] and puts it into the request's state (its extensions), where the
+//! [`DbRead`](crate::DbRead) extractor and the handler's own code (`intent: RouteIntent`) find it. The default
 //! policy, [`MethodPolicy`], reads on GET, HEAD and OPTIONS and writes on everything else.
 //!
 //! ```
@@ -101,6 +101,23 @@ impl Reason {
     /// How many reasons there are, for tables indexed by [`index`](Self::index).
     pub(crate) const COUNT: usize = 11;
 
+    /// The reason at `index` (see [`index`](Self::index)).
+    pub(crate) const fn from_index(index: usize) -> Reason {
+        match index {
+            0 => Reason::Method,
+            1 => Reason::Override,
+            2 => Reason::Policy,
+            3 => Reason::Disabled,
+            4 => Reason::Sticky,
+            5 => Reason::Fallback,
+            6 => Reason::ReadOnly,
+            7 => Reason::Direct,
+            8 => Reason::LastResort,
+            9 => Reason::Rollout,
+            _ => Reason::Barrier,
+        }
+    }
+
     /// A dense index, `0..COUNT`.
     pub(crate) const fn index(self) -> usize {
         match self {
@@ -139,9 +156,8 @@ impl Reason {
 
 /// The decision for one request: its [`Role`] and the [`Reason`] for it.
 ///
-/// Found in the request extensions of every request that passed through
-/// [`RwSplitLayer`](crate::RwSplitLayer); extract it with `Extension<RouteIntent>` if a handler
-/// wants to know.
+/// Every request that passed through [`RwSplitLayer`](crate::RwSplitLayer) has one: a handler
+/// that wants to know takes it as an extractor (`intent: RouteIntent`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RouteIntent {
     role: Role,
@@ -250,6 +266,28 @@ impl RouteIntent {
         match self.role {
             Role::Write => self,
             Role::Read => RouteIntent::write(Reason::Override),
+        }
+    }
+
+    /// The intent packed in two words, for a request's state to keep in atomics: role and
+    /// reason, and the position.
+    pub(crate) const fn packed(self) -> (u8, u64) {
+        let role = match self.role {
+            Role::Read => 0,
+            Role::Write => 1,
+        };
+        ((role << 4) | self.reason.index() as u8, self.min_position)
+    }
+
+    /// The intent [`packed`](Self::packed) made of.
+    pub(crate) const fn unpacked(kind: u8, min_position: u64) -> RouteIntent {
+        RouteIntent {
+            role: match kind >> 4 {
+                0 => Role::Read,
+                _ => Role::Write,
+            },
+            reason: Reason::from_index((kind & 0x0f) as usize),
+            min_position,
         }
     }
 
@@ -371,6 +409,23 @@ mod tests {
             RouteIntent::of_request(&MethodPolicy, &get, true, token).min_position(),
             Some(7)
         );
+    }
+
+    #[test]
+    fn every_intent_packs_and_unpacks_unchanged() {
+        for role in [Role::Read, Role::Write] {
+            for index in 0..Reason::COUNT {
+                let reason = Reason::from_index(index);
+                assert_eq!(reason.index(), index);
+                for position in [0, 1, u64::MAX] {
+                    let intent = RouteIntent::read(reason)
+                        .with(role, reason)
+                        .requiring(position);
+                    let (kind, min) = intent.packed();
+                    assert_eq!(RouteIntent::unpacked(kind, min), intent);
+                }
+            }
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod state;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderValue;
 use sqlx::PgPool;
@@ -78,8 +78,11 @@ pub(crate) struct Server {
     system_id: AtomicU64,
     /// What this role may ask the server, as `health::Capabilities` stores it; 0 until found.
     capabilities: AtomicU32,
-    /// Milliseconds since the Unix epoch when a query of the application last completed on
-    /// this server (0: none yet): a server answering work is not taken out for one slow check.
+    /// When the server was built: the origin of `served_ms`.
+    born: Instant,
+    /// Milliseconds since `born` (plus one, so that 0 means none yet) when the server last gave
+    /// the application a connection: a server answering work is not taken out for one slow
+    /// check. Monotonic, so that the request path reuses the clock read it makes anyway.
     served_ms: AtomicU64,
     /// When work waiting for a new connection last asked whether the server refuses
     /// connections, and when it last did (ms since the Unix epoch; 0: never).
@@ -135,6 +138,7 @@ impl Server {
             timeline: AtomicU32::new(0),
             system_id: AtomicU64::new(0),
             capabilities: AtomicU32::new(0),
+            born: Instant::now(),
             served_ms: AtomicU64::new(0),
             reach_checked_ms: AtomicU64::new(0),
             refused_ms: AtomicU64::new(0),
@@ -399,23 +403,30 @@ impl Server {
         self.capabilities.swap(stored, Ordering::AcqRel) != stored
     }
 
-    /// Records that a query of the application completed on this server just now.
+    /// Records that the server gave the application a connection at `now`.
     #[inline]
-    pub(crate) fn served(&self) {
-        let now = now_ms();
+    pub(crate) fn served(&self, now: Instant) {
+        let at = self.since_born(now);
         // Written at most once a millisecond: every request's checkout passes here, and a
         // store on each would bounce the cache line between cores.
-        if self.served_ms.load(Ordering::Relaxed) != now {
-            self.served_ms.store(now, Ordering::Relaxed);
+        if self.served_ms.load(Ordering::Relaxed) != at {
+            self.served_ms.store(at, Ordering::Relaxed);
         }
+    }
+
+    /// `now` in milliseconds since the server was built, plus one.
+    fn since_born(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.born).as_millis()).unwrap_or(u64::MAX - 1)
+            + 1
     }
 
     /// Whether the server is in service and answered the application within the last
     /// `window`: then a check, probe or new connection that got no answer in time says it is
     /// busy, not that it is gone.
     pub(crate) fn answered_within(&self, window: Duration) -> bool {
-        let since = now_ms().saturating_sub(window.as_millis() as u64);
-        self.is_healthy() && self.served_ms.load(Ordering::Relaxed) >= since
+        let served = self.served_ms.load(Ordering::Relaxed);
+        let now = self.since_born(Instant::now());
+        self.is_healthy() && served != 0 && now.saturating_sub(served) <= window.as_millis() as u64
     }
 
     /// Claims the right to ask whether the server refuses connections: at most once a second,

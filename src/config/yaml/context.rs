@@ -17,8 +17,16 @@ use crate::config::env::{Unexpanded, expand};
 /// Why a value was refused, kept aside while serde unwinds so that the error can name the key
 /// (which only `serde_path_to_error` knows) together with the value.
 pub(super) enum Failure {
-    Invalid { value: String, reason: String },
-    Placeholder { placeholder: String, reason: String },
+    Invalid {
+        value: String,
+        reason: String,
+    },
+    /// `named`: the placeholder is a whole value naming a variable that is not set.
+    Placeholder {
+        placeholder: String,
+        reason: String,
+        named: bool,
+    },
 }
 
 #[derive(Default)]
@@ -109,9 +117,10 @@ pub(super) fn end() -> Context {
     CONTEXT.with_borrow_mut(std::mem::take)
 }
 
-/// A scalar as written (masked) with its placeholders restored and expanded; the placeholder
-/// and why when one cannot be.
-pub(super) fn expand_scalar(raw: &str) -> Result<String, (String, String)> {
+/// A scalar as written (masked) with its placeholders restored and expanded; else the
+/// placeholder, why, and whether it is the scalar's whole text and names a variable not set
+/// (`password: ${DB_PASSWORD}`: a name to show, even for a secret).
+pub(super) fn expand_scalar(raw: &str) -> Result<String, Failure> {
     let raw = CONTEXT.with_borrow(|c| unmask(raw, &c.placeholders));
     expand(&raw, &|name| {
         CONTEXT.with_borrow(|c| c.env.get(name).cloned().flatten())
@@ -120,15 +129,30 @@ pub(super) fn expand_scalar(raw: &str) -> Result<String, (String, String)> {
         |Unexpanded {
              placeholder,
              reason,
-         }| (placeholder, reason),
+             unset,
+         }| Failure::Placeholder {
+            named: unset && raw.trim() == placeholder,
+            placeholder,
+            reason,
+        },
     )
 }
 
 pub(super) fn fail<T: FromText, E: de::Error>(failure: Failure) -> E {
+    // A secret's text shows nowhere, not even the part that looked like a placeholder (it may
+    // be a password that holds `${`): the key and the line say where to look.
     let failure = match failure {
         Failure::Invalid { reason, .. } if T::SECRET => Failure::Invalid {
             value: "[redacted]".to_owned(),
             reason,
+        },
+        Failure::Placeholder { named: false, .. } if T::SECRET => Failure::Placeholder {
+            named: false,
+            placeholder: "[redacted]".to_owned(),
+            reason: "a `${...}` placeholder in this secret cannot be expanded (a variable that is \
+                     not set, or a `${` that is no placeholder: write `$${` for a literal `${`); \
+                     its text is not shown"
+                .to_owned(),
         },
         other => other,
     };

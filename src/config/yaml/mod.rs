@@ -92,6 +92,8 @@ struct Consistency {
     mode: Option<Text<StickyMode>>,
     signing_key: Option<Text<Secret>>,
     previous_signing_key: Option<Text<Secret>>,
+    verification_keys: Option<Vec<Text<Secret>>>,
+    clock_skew: Option<Text<Duration>>,
     window: Option<Text<Duration>>,
     max_pin: Option<Text<Duration>>,
     poll_interval: Option<Text<Duration>>,
@@ -240,6 +242,16 @@ impl Consistency {
         // An empty key (an unset `${VAR:-}`) counts as no key.
         c.signing_key = value(self.signing_key).filter(|k| !k.0.is_empty());
         c.previous_signing_key = value(self.previous_signing_key).filter(|k| !k.0.is_empty());
+        // An empty entry (an unset `${VAR:-}`) counts as none, so that a list can be kept
+        // in the file with a key not set yet.
+        c.verification_keys = self
+            .verification_keys
+            .into_iter()
+            .flatten()
+            .map(|k| k.0)
+            .filter(|k| !k.0.is_empty())
+            .collect();
+        set(&mut c.clock_skew, self.clock_skew);
         set(&mut c.window, self.window);
         c.max_pin = value(self.max_pin);
         set(&mut c.poll_interval, self.poll_interval);

@@ -18,6 +18,7 @@ pub(super) fn refusal(
         Some(Failure::Placeholder {
             placeholder,
             reason,
+            ..
         }) => ConfigError::Placeholder {
             line,
             placeholder,
@@ -53,6 +54,7 @@ pub(super) fn refusal(
             let secret = path
                 .rsplit('.')
                 .next()
+                .and_then(|k| k.split('[').next())
                 .is_some_and(|k| SECRET_KEYS.contains(&k));
             let value = match (secret, error.location()) {
                 (true, _) => "[redacted]".to_owned(),
@@ -136,7 +138,12 @@ fn redact(written: &str) -> String {
 }
 
 /// Keys whose values are never shown.
-const SECRET_KEYS: [&str; 3] = ["password", "signingKey", "previousSigningKey"];
+const SECRET_KEYS: [&str; 4] = [
+    "password",
+    "signingKey",
+    "previousSigningKey",
+    "verificationKeys",
+];
 
 struct UnknownKey {
     key: String,

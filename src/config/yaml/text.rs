@@ -28,12 +28,7 @@ pub(super) trait FromText: Sized {
 impl<'de, T: FromText> Deserialize<'de> for Text<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = d.deserialize_str(Scalar::<T>(PhantomData))?;
-        let text = expand_scalar(&raw).map_err(|(placeholder, reason)| {
-            fail::<T, D::Error>(Failure::Placeholder {
-                placeholder,
-                reason,
-            })
-        })?;
+        let text = expand_scalar(&raw).map_err(fail::<T, D::Error>)?;
         T::from_text(&text).map(Text).map_err(|reason| {
             fail::<T, D::Error>(Failure::Invalid {
                 value: text,
