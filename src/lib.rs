@@ -99,7 +99,8 @@ mod route;
 mod server;
 
 pub use config::{
-    Config, ConfigError, ConsistencyConfig, ReplicaConfig, ReplicaReadOnly, Roles, StickyMode,
+    Config, ConfigError, ConsistencyConfig, Promotion, ReplicaConfig, ReplicaReadOnly, Roles,
+    StickyMode,
 };
 pub use consistency::{ConsistencyToken, TokenRejection};
 pub use db_error::{DbError, DbErrorKind};

@@ -334,7 +334,19 @@ fn the_dev_example_parses_with_defaults_alone() {
     assert!(config.separation_enabled());
     let names: Vec<&str> = config.replicas().iter().map(|r| r.name()).collect();
     assert_eq!(names, ["replica1", "replica2"]);
-    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    // The compose network's servers, in the clear: said for each, nothing else.
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(
+        warnings.iter().all(|w| w.contains("is disable for")),
+        "{warnings:?}"
+    );
+    // The local demo's servers are on loopback: nothing to say.
+    let local = Config::from_yaml_with_env(&example("dev.yaml"), |name| {
+        name.ends_with("HOST").then(|| "127.0.0.1".to_owned())
+    })
+    .unwrap();
+    assert!(local.warnings().is_empty(), "{:?}", local.warnings());
 }
 
 #[test]
@@ -345,13 +357,14 @@ fn the_production_example_needs_its_secrets_and_parses_with_them() {
         "RWSPLIT_PREVIOUS_SIGNING_KEY" | "DB_PRIMARY_PORT" => None,
         "RWSPLIT_SIGNING_KEY" => Some("k0-k1-k2-k3-k4-k5-k6-k7-k8-k9-ka-kb-kc-kd-ke-kf".into()),
         "DB_PASSWORD" => Some("prod-secret".into()),
+        "DB_SSL_ROOT_CERT" => Some(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml").into()),
         other => Some(other.to_lowercase().replace('_', "-")),
     };
     let config = Config::from_yaml_with_env(&example("production.yaml"), env).unwrap();
     let weights: Vec<u32> = config.replicas().iter().map(|r| r.get_weight()).collect();
     assert_eq!(weights, [2, 1, 1]);
     let debug = format!("{config:?}");
-    assert!(debug.contains("Require"), "{debug}");
+    assert!(debug.contains("VerifyFull"), "{debug}");
     assert!(debug.contains("lag_threshold: 10s"), "{debug}");
     assert!(!debug.contains("prod-secret") && !debug.contains("k0-k1"));
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
@@ -759,7 +772,16 @@ fn the_checklists_production_block_parses_as_written() {
         !debug.contains("p#ss") && !debug.contains("1234567890"),
         "{debug}"
     );
-    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    // No `sslMode`: `prefer`, which checks no certificate and may fall back to plaintext
+    // silently; said at start, for each server.
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.contains("is prefer for") && w.contains("verify-full")),
+        "{warnings:?}"
+    );
 
     // Any driver but PostgreSQL is refused with the supported values named.
     let message = error(&text.replace("\"postgresql\"", "mysql"));
@@ -968,4 +990,52 @@ fn names_timeouts_and_certificates_are_checked_when_read() {
         cert.display()
     )))
     .unwrap();
+}
+
+/// A server off this machine reached without verifying its certificate is said at start, with
+/// the key to change; loopback, Unix sockets and verified connections are not.
+#[test]
+fn unverified_tls_to_another_host_is_warned_about_naming_the_key() {
+    use sqlx::postgres::PgSslMode;
+    let tls = |config: &Config| -> Vec<String> {
+        config
+            .warnings()
+            .into_iter()
+            .filter(|w| w.contains("sslMode"))
+            .collect()
+    };
+    let local = Config::new("127.0.0.1")
+        .ssl_mode(PgSslMode::Disable)
+        .replica(ReplicaConfig::new("r1", "localhost"))
+        .replica(ReplicaConfig::new("r2", "/var/run/postgresql"))
+        .replica(ReplicaConfig::new("r3", "::1"));
+    assert!(tls(&local).is_empty(), "{:?}", tls(&local));
+
+    // The default (`prefer`) to a remote primary; a replica inheriting it; one with its own
+    // `require`; one verified.
+    let remote = Config::new("db-1.internal.example")
+        .replica(ReplicaConfig::new("inherits", "10.0.0.12"))
+        .replica(ReplicaConfig::new("own", "db-3.internal.example").ssl_mode(PgSslMode::Require))
+        .replica(
+            ReplicaConfig::new("verified", "db-4.internal.example").ssl_mode(PgSslMode::VerifyFull),
+        );
+    let said = tls(&remote);
+    assert_eq!(said.len(), 3, "{said:?}");
+    assert!(
+        said[0].starts_with("db.sslMode is prefer for db-1.internal.example"),
+        "{said:?}"
+    );
+    assert!(said[0].contains("verify-full"), "{said:?}");
+    assert!(
+        said[1].starts_with("db.sslMode (for replica inherits) is prefer for 10.0.0.12"),
+        "{said:?}"
+    );
+    assert!(
+        said[2].starts_with("db.readReplicas[1].sslMode is require"),
+        "{said:?}"
+    );
+    assert!(said[2].contains("unverified"), "{said:?}");
+
+    let verified = Config::new("db-1.internal.example").ssl_mode(PgSslMode::VerifyCa);
+    assert!(tls(&verified).is_empty());
 }

@@ -118,3 +118,56 @@ async fn a_refusing_replica_never_fails_a_read_after_one_check_interval() {
         assert_eq!(answer.node.as_deref(), Some("replica2"));
     }
 }
+
+/// A job's long-lived `registry.read()` made while its replica served: once that replica is
+/// out (here lagging), the handle's queries and transactions go where reads go now, never to
+/// the replica it was made for, whose pool still holds working connections.
+#[tokio::test]
+async fn a_handle_kept_past_its_replicas_exit_reads_where_reads_go_now() {
+    let cluster = cluster().await;
+    let registry = Registry::connect(config(&cluster)).await.unwrap();
+    let kept = loop {
+        let handle = registry.read();
+        if handle.name() == "replica1" {
+            break handle;
+        }
+    };
+    let lagging = i32::from(cluster.replica(0).port());
+    let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+        .fetch_one(&kept)
+        .await
+        .unwrap();
+    assert_eq!(port, lagging);
+
+    let writer = keep_writing(&cluster);
+    cluster.replica(0).pause_replay().await.unwrap();
+    wait_for(
+        "paused replica removed",
+        LAG_THRESHOLD + INTERVAL * 10,
+        || !in_rotation(&registry, "replica1"),
+    )
+    .await;
+    for _ in 0..5 {
+        let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+            .fetch_one(&kept)
+            .await
+            .unwrap();
+        assert_ne!(port, lagging, "a read on the replica taken out");
+    }
+    let mut tx = kept.begin().await.unwrap();
+    let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_ne!(port, lagging, "a transaction on the replica taken out");
+    tx.rollback().await.unwrap();
+    let mut conn = kept.acquire().await.unwrap();
+    let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_ne!(port, lagging, "a connection from the replica taken out");
+    drop(conn);
+    drop(writer);
+    cluster.replica(0).resume_replay().await.unwrap();
+}

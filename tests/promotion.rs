@@ -9,8 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::load::{Load, Report, time_until};
-use common::{cluster, in_rotation, replicated};
-use rwsplit::{Config, Registry};
+use common::{Logs, TestRecorder, call, cluster, in_rotation, replicated};
+use rwsplit::{Config, Promotion, Registry};
 use rwsplit_testkit::{Cluster, Node, StopMode};
 
 const CLIENTS: usize = 4;
@@ -336,4 +336,105 @@ async fn the_primary_is_found_at_startup_whatever_the_configuration_calls_it() {
     let status = registry.status();
     assert_eq!(status.primary_member, standby_member, "{status:?}");
     assert!(!status.primary.healthy, "{status:?}");
+}
+
+/// An operator promotes a replica while the primary serves (to detach a copy for a report, a
+/// restore test, a clone): with the default `promotion: confirmed` the writes stay on the
+/// primary, the copy is refused as a split brain (logged, counted), and the writes move only
+/// when the primary stops being one. `promotion: fenced` moves them at once.
+#[tokio::test]
+async fn a_replica_promoted_while_the_primary_serves_takes_no_writes_unless_fenced() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let recorder = TestRecorder::new();
+    let _metrics = metrics::set_default_local_recorder(&recorder);
+    let (cluster, seed) = seeded_cluster().await;
+    let (primary, copy) = (cluster.primary(), cluster.replica(0));
+    let registry = Registry::connect(defaults(&cluster)).await.unwrap();
+    assert_eq!(defaults(&cluster).promotion_setting(), Promotion::Confirmed);
+    let app = common::app(registry.clone());
+    let member = registry.status().primary_member;
+
+    // Under a steady load of clients with tokens, an operator promotes replica1.
+    let load = Load::start(&common::load::app(registry.clone()), CLIENTS, true, seed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    copy.promote().await.unwrap();
+    let promoted = Instant::now();
+    let refused = "a server answering as a primary is refused";
+    time_until(Duration::from_secs(10), || logs.count(refused) > 0)
+        .await
+        .unwrap_or_else(|| panic!("the copy is not refused: {}", logs.text()));
+    let refused_after = promoted.elapsed();
+    let (mut report, load) = next_phase(load, &common::load::app(registry.clone()), seed).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let since_refused = load.finish().await;
+    // Once refused, the copy serves nothing.
+    assert_eq!(since_refused.served_by(copy), 0, "{since_refused}");
+    report.merge(since_refused);
+    report.assert_clean();
+    // Every acknowledged write is on the real primary, and those after the promotion are not
+    // on the copy: they went nowhere else.
+    assert_eq!(present_on(primary, &report.acked).await, report.acked.len());
+    let after = report.acked.len() - present_on(copy, &report.acked).await;
+    assert!(after > 0, "no write after the promotion: {report}");
+    let mut landed = Vec::new();
+    for _ in 0..20 {
+        let answer = call(&app, &cluster, "POST", "/write").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        landed.push(answer.node.unwrap());
+    }
+    assert!(landed.iter().all(|n| n == primary.name()), "{landed:?}");
+    let status = registry.status();
+    assert_eq!(status.primary_member, member, "{status:?}");
+    assert!(logs.text().contains("split brain"), "{}", logs.text());
+    let counted = recorder.value("rwsplit_primary_refusals_total", &[("server", copy.name())]);
+    assert!(counted.unwrap_or(0.0) >= 1.0, "{counted:?}");
+    // The copy is no replica either: out of rotation, and no read goes to it.
+    assert!(!in_rotation(&registry, copy.name()));
+    for _ in 0..10 {
+        let answer = call(&app, &cluster, "GET", "/whoami").await;
+        assert_ne!(answer.node.as_deref(), Some(copy.name()), "{answer:?}");
+    }
+
+    // Fenced: the writes go to the promoted one at once.
+    let fenced = Registry::connect(defaults(&cluster).promotion(Promotion::Fenced))
+        .await
+        .unwrap();
+    assert_eq!(fenced.status().primary_member, copy.name());
+    let fenced_app = common::app(fenced.clone());
+    let answer = call(&fenced_app, &cluster, "POST", "/write").await;
+    assert_eq!(answer.node.as_deref(), Some(copy.name()), "{answer:?}");
+    fenced.shutdown().await;
+
+    // Confirmed: once the primary stops being one, the promoted one takes the writes.
+    primary.stop(StopMode::Fast).await.unwrap();
+    let moved = time_until(Duration::from_secs(20), || {
+        registry.status().primary_member == copy.name()
+    });
+    let mut moved = std::pin::pin!(moved);
+    let mut attempts = 0;
+    let took = loop {
+        tokio::select! {
+            took = &mut moved => break took,
+            // Writes waiting on the stopped primary find it gone.
+            _ = call(&app, &cluster, "POST", "/write") => attempts += 1,
+        }
+    };
+    assert!(
+        took.is_some(),
+        "writes did not move: {:?}",
+        registry.status()
+    );
+    let answer = call(&app, &cluster, "POST", "/write").await;
+    assert_eq!(answer.node.as_deref(), Some(copy.name()), "{answer:?}");
+    println!(
+        "a copy promoted beside a serving primary under load: refused {:?} after the \
+         promotion; load: {report}; {after} acknowledged writes after it, all on the primary, \
+         none on the copy; fenced: moved at connect; confirmed: moved {:?} after the primary \
+         stopped ({attempts} writes meanwhile)",
+        refused_after,
+        took.unwrap()
+    );
+    registry.shutdown().await;
 }

@@ -100,3 +100,41 @@ impl Default for PoolConfig {
         }
     }
 }
+
+/// A warning when connections to `options` (what `key` configures) leave this machine not
+/// both encrypted and authenticated: `disable` sends everything in the clear, `allow` and
+/// `prefer` fall back to plaintext silently, `require` encrypts without checking who answers.
+/// `None` when the connection is verified (`verify-ca`, `verify-full`) or stays local
+/// (loopback, a Unix socket).
+pub(crate) fn tls_warning(key: &str, options: &PgConnectOptions) -> Option<String> {
+    let host = options.get_host();
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let (mode, risk) = match options.get_ssl_mode() {
+        PgSslMode::VerifyCa | PgSslMode::VerifyFull => return None,
+        _ if local => return None,
+        PgSslMode::Disable => ("disable", "unencrypted"),
+        PgSslMode::Allow => (
+            "allow",
+            "unencrypted unless the server insists, and unverified",
+        ),
+        PgSslMode::Prefer => (
+            "prefer",
+            "unverified, and unencrypted without a word if TLS cannot be set up",
+        ),
+        PgSslMode::Require => (
+            "require",
+            "encrypted but unverified: whoever answers at that address gets the password",
+        ),
+    };
+    Some(format!(
+        "{key} is {mode} for {host}, which is not on this machine: its connections are {risk}; \
+         set sslMode: verify-full and sslRootCert to the CA that signed its certificate"
+    ))
+}

@@ -12,6 +12,7 @@ pub(crate) const HEALTH_CHECK_INTERVAL: &str = "healthCheckInterval";
 pub(crate) const HEALTH_CHECK_TIMEOUT: &str = "healthCheckTimeout";
 pub(crate) const FAILOVER_ON_POOL_EXHAUSTED: &str = "failoverOnPoolExhausted";
 pub(crate) const ROLES: &str = "roles";
+pub(crate) const PROMOTION: &str = "promotion";
 pub(crate) const PRIMARY_CANDIDATES: &str = "primaryCandidates";
 
 /// One live setting: its key, and its value as a change line shows it.
@@ -21,7 +22,7 @@ pub(crate) struct Live {
 }
 
 /// Every live setting, in the order a reload reports them.
-pub(crate) const LIVE: [Live; 9] = [
+pub(crate) const LIVE: [Live; 10] = [
     Live {
         key: SEPARATION,
         show: |c| c.separation.to_string(),
@@ -53,6 +54,10 @@ pub(crate) const LIVE: [Live; 9] = [
     Live {
         key: ROLES,
         show: |c| format!("{:?}", c.roles),
+    },
+    Live {
+        key: PROMOTION,
+        show: |c| format!("{:?}", c.promotion).to_lowercase(),
     },
     Live {
         key: PRIMARY_CANDIDATES,

@@ -84,6 +84,7 @@ pub struct Config {
     pub(crate) health_check_timeout: Duration,
     pub(crate) failover_on_pool_exhausted: bool,
     pub(crate) roles: Roles,
+    pub(crate) promotion: Promotion,
     pub(crate) replica_read_only: ReplicaReadOnly,
     pub(crate) primary_candidates: Option<Vec<String>>,
     pub(crate) consistency: ConsistencyConfig,
@@ -103,6 +104,29 @@ pub enum Roles {
     /// The primary is the configured `host` and nothing else: a promotion elsewhere is not
     /// followed (writes fail with 503 until the configuration names the new primary).
     Configured,
+}
+
+/// When a server found answering as a primary takes the writes (`db.promotion`), with roles
+/// observed. Either way it must be of the same cluster (system identifier known and equal) and
+/// on a timeline above the one the writes are on, and not forked from an older one.
+///
+/// Choose [`Confirmed`](Promotion::Confirmed) unless an HA manager fences the old primary
+/// before it promotes (Patroni, CloudNativePG, pg_auto_failover, a managed service's
+/// failover): then [`Fenced`](Promotion::Fenced) moves the writes within a check instead of
+/// after the old primary's next failed one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Promotion {
+    /// Only once the current primary stops being one: out of service, or answering as a
+    /// standby. A second server answering as a primary while the current one is in service and
+    /// still answers as one (a replica promoted to detach a copy, a restored clone) takes
+    /// nothing: it is a split brain, logged as an error at each check and counted in
+    /// `rwsplit_primary_refusals_total`. The default.
+    #[default]
+    Confirmed,
+    /// At once, when it is on a higher timeline than the current primary, even while that one
+    /// still answers: for deployments whose HA manager fences the old primary.
+    Fenced,
 }
 
 /// How replica sessions are kept read-only (`db.replicaReadOnly`), so that a write through a
@@ -165,6 +189,7 @@ impl Config {
             health_check_timeout: Duration::from_secs(5),
             failover_on_pool_exhausted: false,
             roles: Roles::Observed,
+            promotion: Promotion::Confirmed,
             replica_read_only: ReplicaReadOnly::Auto,
             primary_candidates: None,
             consistency: ConsistencyConfig::default(),
@@ -344,6 +369,14 @@ impl Config {
         self
     }
 
+    /// When a server found answering as a primary takes the writes: once the current
+    /// primary stops being one (the default), or at once on a higher timeline when an HA
+    /// manager fences the old primary. See [`Promotion`].
+    pub fn promotion(mut self, promotion: Promotion) -> Self {
+        self.promotion = promotion;
+        self
+    }
+
     /// The servers that may take the writes when roles are observed: `primary` (the
     /// configured `host`) and replica names. Default: every configured server. A server not
     /// listed that answers as a primary takes nothing (an error is logged at each check).
@@ -386,6 +419,11 @@ impl Config {
     /// How the primary is known (`roles`).
     pub fn roles_setting(&self) -> Roles {
         self.roles
+    }
+
+    /// When a server found answering as a primary takes the writes (`promotion`).
+    pub fn promotion_setting(&self) -> Promotion {
+        self.promotion
     }
 
     /// The servers that may take the writes (`primaryCandidates`), when listed.

@@ -154,20 +154,15 @@ impl Config {
     }
 
     /// Connection settings for writing to `member`: the primary's credentials, database and
-    /// TLS settings at the member's address (and its own TLS settings, if it has them).
+    /// TLS settings at the member's address. A replica's own `sslMode` (a `disable` meant for
+    /// reads on a private link, say) never carries the primary's password once it takes the
+    /// writes.
     pub(crate) fn primary_options_at(&self, member: &Member) -> PgConnectOptions {
         if member.configured_primary {
             return self.primary_options();
         }
         let replica = &member.as_replica;
-        let mut server = self.primary.clone();
-        if let Some(mode) = replica.ssl_mode {
-            server.ssl_mode = mode;
-        }
-        if replica.ssl_root_cert.is_some() {
-            server.ssl_root_cert = replica.ssl_root_cert.clone();
-        }
-        server.connect_options(&replica.host, replica.port)
+        self.primary.connect_options(&replica.host, replica.port)
     }
 
     pub(crate) fn replica_options(&self, replica: &ReplicaConfig) -> PgConnectOptions {
@@ -207,5 +202,36 @@ impl Config {
             idle_timeout: o.idle_timeout.unwrap_or(base.idle_timeout),
             connect_timeout: o.connect_timeout.unwrap_or(base.connect_timeout),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::postgres::PgSslMode;
+
+    #[test]
+    fn writes_to_a_promoted_replica_use_the_primarys_tls_settings() {
+        let config = Config::new("db-1.internal")
+            .ssl_mode(PgSslMode::VerifyFull)
+            .replica(
+                ReplicaConfig::new("replica1", "db-2.internal")
+                    .port(5433)
+                    .ssl_mode(PgSslMode::Disable),
+            );
+        let member = config
+            .members()
+            .into_iter()
+            .find(|m| m.name == "replica1")
+            .unwrap();
+        let writes = config.primary_options_at(&member);
+        assert_eq!(
+            (writes.get_host(), writes.get_port()),
+            ("db-2.internal", 5433)
+        );
+        assert!(matches!(writes.get_ssl_mode(), PgSslMode::VerifyFull));
+        // Its reads keep its own.
+        let reads = config.replica_options(&member.as_replica);
+        assert!(matches!(reads.get_ssl_mode(), PgSslMode::Disable));
     }
 }

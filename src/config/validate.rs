@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::connection::tls_warning;
 use super::live::{self, path};
 use super::{Config, ConfigError, PRIMARY_NAME, StickyMode};
 
@@ -307,6 +308,19 @@ impl Config {
                     .to_owned(),
             );
         }
+        let primary = std::iter::once(("db.sslMode".to_owned(), self.primary_options()));
+        let replicas = self.replicas.iter().enumerate().map(|(i, replica)| {
+            let key = match replica.ssl_mode {
+                Some(_) => format!("db.readReplicas[{i}].sslMode"),
+                None => format!("db.sslMode (for replica {})", replica.name),
+            };
+            (key, self.replica_options(replica))
+        });
+        warnings.extend(
+            primary
+                .chain(replicas)
+                .filter_map(|(key, options)| tls_warning(&key, &options)),
+        );
         warnings
     }
 }

@@ -421,7 +421,9 @@ mod tests {
         // never lasts past the date plus `maxPin` however far ahead it was signed.
         assert!(signer().verify(&text, now + 10_001, PIN).is_ok());
         assert_eq!(
-            signer().verify(&text, 100_000 + 10_001, PIN).map(|v| v.token),
+            signer()
+                .verify(&text, 100_000 + 10_001, PIN)
+                .map(|v| v.token),
             Err(TokenRejection::Expired)
         );
         // A wider skew takes it as is.

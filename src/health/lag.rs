@@ -42,8 +42,15 @@ pub(crate) fn settled_position(insert: u64, block_size: u64, segment_size: u64) 
 /// transaction is work it has not replayed.
 const OWN_WAL: u64 = 8192;
 
-/// Samples kept; at one sample per check that covers far more than any sensible lag threshold.
+/// Samples kept. When full, the history is thinned ([`PrimaryHistory::thin`]): it always
+/// reaches back to its first sample, at full resolution for the recent past and at a step of
+/// at most [`THINNED_STEP`] of a sample's age for older ones, so a replica stuck for hours is
+/// still measured from when it fell behind (a day fits in about a thousand samples).
 const HISTORY: usize = 4096;
+
+/// The coarsest step a thinned history keeps, as a share of a sample's age: 1/64 (a lag of an
+/// hour is measured to within about a minute).
+const THINNED_STEP: u32 = 64;
 
 /// The primary's WAL positions over time, oldest first, one entry per distinct position.
 #[derive(Debug, Default)]
@@ -87,9 +94,34 @@ impl PrimaryHistory {
             _ => {}
         }
         if self.samples.len() == HISTORY {
-            self.samples.pop_front();
+            self.thin(at);
         }
         self.samples.push_back((at, position));
+    }
+
+    /// Drops the samples (never the first or the last) whose neighbours are close enough
+    /// together for their age, the age counted to `now`: what remains is dense where the
+    /// present is and sparse where the past is. Should nothing go, the oldest does.
+    fn thin(&mut self, now: Instant) {
+        let mut kept: VecDeque<(Instant, u64)> = VecDeque::with_capacity(HISTORY);
+        let last = self.samples.len().saturating_sub(1);
+        for (index, &sample) in self.samples.iter().enumerate() {
+            let Some(&(before, _)) = kept.back() else {
+                kept.push_back(sample);
+                continue;
+            };
+            let next = self.samples.get(index + 1).map(|&(at, _)| at);
+            let gap_without = next.map(|next| next.saturating_duration_since(before));
+            let age = next.map(|next| now.saturating_duration_since(next));
+            match (gap_without, age) {
+                (Some(gap), Some(age)) if index != last && gap * THINNED_STEP <= age => {}
+                _ => kept.push_back(sample),
+            }
+        }
+        if kept.len() == self.samples.len() {
+            kept.pop_front();
+        }
+        self.samples = kept;
     }
 
     /// Forgets every sample: the primary moved, and the new one's positions are not
@@ -192,6 +224,44 @@ mod tests {
             replayed: Some(replayed),
             replay_age: None,
         }
+    }
+
+    #[test]
+    fn a_replica_stuck_far_longer_than_the_history_holds_is_measured_from_when_it_fell_behind() {
+        // A poll every 100 ms for 2 hours: 72,000 samples through a 4096-sample history.
+        let t0 = Instant::now();
+        let mut history = PrimaryHistory::default();
+        let step = Duration::from_millis(100);
+        let polls = 72_000u32;
+        for n in 0..polls {
+            history.record(t0 + step * n, 1_000 + u64::from(n) * 100);
+        }
+        // A day of polls would fit too: far fewer samples than the bound are left.
+        assert!(
+            history.samples.len() <= HISTORY,
+            "{}",
+            history.samples.len()
+        );
+        let now = t0 + step * polls;
+        let primary = Some(1_000 + u64::from(polls - 1) * 100);
+        // Stuck since the primary passed it 100 s, 20 min and 1 h 50 min after the start.
+        for stuck_at in [secs(100), secs(1200), secs(6600)] {
+            let polls_before = u64::try_from(stuck_at.as_millis() / 100).unwrap();
+            let lag = history
+                .lag(primary, at(1_000 + polls_before * 100), now)
+                .time;
+            let truth = now - (t0 + stuck_at);
+            // Within the history's step at that age: never more than the truth, never less
+            // by more than 1/64 of it (and a poll).
+            assert!(
+                lag <= truth && lag + truth / THINNED_STEP + step >= truth,
+                "{lag:?} for {truth:?}"
+            );
+        }
+        // The recent past stays fine-grained: 3 s behind reads as 3 s.
+        let recent = 1_000 + u64::from(polls - 30) * 100;
+        let lag = history.lag(primary, at(recent), now).time;
+        assert!(lag <= secs(3) && lag >= secs(3) - step, "{lag:?}");
     }
 
     #[test]
@@ -354,7 +424,7 @@ mod tests {
         for i in 0..(HISTORY as u64 + 10) {
             history.record(t0, i);
         }
-        assert_eq!(history.samples.len(), HISTORY);
+        assert!(history.samples.len() <= HISTORY);
         history.record(t0, 3);
         assert_eq!(history.samples.len(), 1);
         assert_eq!(history.samples.back().map(|&(_, p)| p), Some(3));

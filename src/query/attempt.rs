@@ -42,13 +42,41 @@ pub(crate) struct Attempts<'t> {
 
 impl<'t> Attempts<'t> {
     pub(crate) fn new(target: &'t Target, read_only: bool) -> Attempts<'t> {
-        Attempts {
+        let mut attempts = Attempts {
             target,
             shared: target.shared(),
             next: Arc::clone(target.server()),
             tried: Vec::new(),
             conflict_retried: false,
             read_only,
+        };
+        attempts.start_where_it_would_go_now();
+        attempts
+    }
+
+    /// A handle kept while its server left service (a job's long-lived `registry.read()`, a
+    /// request that waited): its work starts where the registry would send it now, not on the
+    /// server it was made for, which would be tried as a last resort first. A read moves on
+    /// from a replica out of service; any work moves from a primary the writes left.
+    fn start_where_it_would_go_now(&mut self) {
+        let chosen = Arc::clone(&self.next);
+        if chosen.is_primary() {
+            if chosen.is_retired()
+                && let Some(now) = self.moved_primary(&chosen)
+            {
+                self.next = now;
+            }
+        } else if !chosen.is_healthy() && self.fails_over() {
+            let now = match self.shared.route(self.target.intent(), &[]) {
+                Decision::Replica(server, _) => server,
+                Decision::Primary(_) => self.shared.primary(),
+                Decision::Refuse(_) => return,
+            };
+            // The same server again: it is the last resort now too.
+            if !Arc::ptr_eq(&now, &chosen) {
+                crate::metrics::failover(&chosen.name, "left");
+                self.next = now;
+            }
         }
     }
 

@@ -33,16 +33,17 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::time::Instant;
+use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, SqlSafeStr, Transaction};
 
 use super::attempt::Attempts;
 use super::target::Target;
 use crate::consistency::ConsistencyToken;
 use crate::registry::Registry;
 use crate::route::{Reason, RouteIntent};
+use crate::server::Server;
 
 /// The statement that runs a [`DbRead`]'s query, or hands out its connection, on the primary.
 pub(crate) const BEGIN_READ_ONLY: &str = "BEGIN READ ONLY";
@@ -129,36 +130,47 @@ impl<A: Access> Db<A> {
     /// Errors are sqlx's own, as from [`PgPool::acquire`]: a handler's `?` converts them
     /// wherever it converted the pool's.
     pub async fn acquire(&self) -> Result<DbConnection, sqlx::Error> {
-        let target = &self.target;
-        if A::READ_ONLY && target.server().reads_in_read_only_transaction() {
-            return begin(target, target.pool(), Some(BEGIN_READ_ONLY))
+        let mut attempts = Attempts::new(&self.target, A::READ_ONLY);
+        let (conn, used) = attempts.checkout().await?;
+        // A read on the primary (chosen for it, or failed over to it): read-only there too.
+        if A::READ_ONLY && used.reads_in_read_only_transaction() {
+            return start(&mut attempts, conn, &used, Some(BEGIN_READ_ONLY))
                 .await
                 .map(DbConnection::read_only);
         }
-        let mut attempts = Attempts::new(target, A::READ_ONLY);
-        match attempts.checkout().await {
-            // A read that failed over to the primary: read-only there too.
-            Ok((conn, used)) if A::READ_ONLY && used.reads_in_read_only_transaction() => {
-                drop(conn);
-                begin(target, &used.pool, Some(BEGIN_READ_ONLY))
-                    .await
-                    .map(DbConnection::read_only)
-            }
-            Ok((conn, _)) => Ok(DbConnection(Conn::Pooled(conn))),
-            Err(error) => Err(error),
-        }
+        Ok(DbConnection(Conn::Pooled(conn)))
     }
 
     /// Begins a transaction on this handle's server, timed as [`acquire`](Self::acquire): for
     /// a [`DbRead`], `BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY` on the replica (or
     /// primary) the request got, so that several reads see one snapshot; for a [`DbWrite`], a
-    /// read-write transaction on the primary. Transactions do not fail over.
+    /// read-write transaction on the primary.
+    ///
+    /// The connection is taken as for a query: a read whose replica gives no connection moves
+    /// on to the next server, and a stopped server is found without waiting out
+    /// `connectTimeout`. Once begun, a transaction stays on its server.
     ///
     /// Errors are sqlx's own, as from [`PgPool::begin`].
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         let statement = A::READ_ONLY.then_some(BEGIN_SNAPSHOT);
-        begin(&self.target, self.target.pool(), statement).await
+        let mut attempts = Attempts::new(&self.target, A::READ_ONLY);
+        let (conn, used) = attempts.checkout().await?;
+        start(&mut attempts, conn, &used, statement).await
     }
+}
+
+/// Begins a transaction with `statement` (plain `BEGIN` when none) on `conn`, a connection
+/// from `used`; a failure is that server's, not the one the handle was made for.
+async fn start(
+    attempts: &mut Attempts<'_>,
+    conn: PoolConnection<Postgres>,
+    used: &Arc<Server>,
+    statement: Option<&'static str>,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    // `PgPool::begin` is this call on a connection the pool just gave.
+    Transaction::begin(conn, statement.map(SqlSafeStr::into_sql_str))
+        .await
+        .map_err(|error| attempts.settle(used, error))
 }
 
 impl Registry {
@@ -188,30 +200,6 @@ impl Registry {
 
     fn handle<A: Access>(&self, intent: RouteIntent) -> Db<A> {
         Db::new(Target::new(self, self.shared.resolve(intent)))
-    }
-}
-
-/// Begins a transaction on `pool` with `statement` (plain `BEGIN` when none).
-async fn begin(
-    target: &Target,
-    pool: &PgPool,
-    statement: Option<&'static str>,
-) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let server = target.server();
-    let start = Instant::now();
-    let begun = match statement {
-        Some(statement) => pool.begin_with(statement).await,
-        None => pool.begin().await,
-    };
-    match begun {
-        Ok(tx) => {
-            server.metrics.acquired(start.elapsed());
-            Ok(tx)
-        }
-        Err(error) => {
-            Attempts::new(target, statement.is_some()).connect_failed(server, &error);
-            Err(error)
-        }
     }
 }
 

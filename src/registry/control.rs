@@ -171,7 +171,10 @@ impl Shared {
 
     fn judged(self: &Arc<Self>, server: &Arc<Server>, verdict: &Verdict, by: Source) -> bool {
         if let Some(identity) = verdict.identity {
-            server.set_identity(identity);
+            server.set_identity(
+                identity,
+                !server.is_primary() && !verdict.answers_as_primary,
+            );
         }
         if !server.is_primary()
             && let Some(position) = verdict.position

@@ -13,9 +13,9 @@ use std::time::Duration;
 use super::reload::{self, Changes};
 use super::topology::{Member, Rotation, Topology};
 use super::{Event, Shared, probe, tasks};
-use crate::config::Roles;
+use crate::config::{Promotion, Roles};
 use crate::health::Observation;
-use crate::health::roles::{Contender, decide, diverged};
+use crate::health::roles::{Contender, Ground, decide, diverged};
 use crate::server::{Identity, Server};
 
 /// What the registry knows of the cluster's primaries.
@@ -23,16 +23,17 @@ use crate::server::{Identity, Server};
 pub(crate) struct Election {
     /// The cluster's system identifier, from the first primary seen (0: not yet).
     system_id: AtomicU64,
-    /// The highest timeline a primary has been seen on: a primary on a lower one is a former
-    /// primary and takes nothing.
-    timeline_floor: AtomicU32,
+    /// The timeline the writes are on: the current primary's, as last seen answering as a
+    /// primary (0: not known). Only the server taking the writes sets it, so a server
+    /// answering with a bogus timeline never changes what the next promotion is judged by.
+    timeline: AtomicU32,
     /// A full check asked for by [`elect_soon`] is running.
     electing: AtomicBool,
 }
 
 impl Shared {
-    /// Records that a primary answered as `identity`: the cluster's identifier (the first
-    /// one seen) and the highest timeline reached.
+    /// Records that the primary answered as `identity`: the cluster's identifier (the first
+    /// one seen) and the timeline the writes are on.
     pub(crate) fn primary_seen(&self, identity: Identity) {
         let election = &self.election;
         if identity.system_id != 0 {
@@ -43,9 +44,11 @@ impl Shared {
                 Ordering::Acquire,
             );
         }
-        election
-            .timeline_floor
-            .fetch_max(identity.timeline, Ordering::AcqRel);
+        if identity.timeline != 0 {
+            election
+                .timeline
+                .store(identity.timeline, Ordering::Release);
+        }
         crate::metrics::primary_timeline(identity.timeline);
     }
 }
@@ -84,16 +87,32 @@ pub(super) fn elect(
         .iter()
         .map(|(server, observed)| Contender {
             identity: observed.identity,
+            followed: server.followed(),
             candidate: candidate(&server.member),
             current: Arc::ptr_eq(server, current),
         })
         .collect();
     let election = &shared.election;
-    let judgement = decide(
-        &contenders,
+    // The cluster: the first primary's, else what the configured primary (even a standby)
+    // answered with.
+    let cluster = [
         election.system_id.load(Ordering::Acquire),
-        election.timeline_floor.load(Ordering::Acquire),
-    );
+        primary_seen.map_or(0, |o| o.identity.system_id),
+        current.system_id(),
+    ]
+    .into_iter()
+    .find(|&id| id != 0)
+    .unwrap_or(0);
+    let ground = Ground {
+        cluster,
+        timeline: election.timeline.load(Ordering::Acquire),
+        holds: current.state().in_service() && !primary_seen.is_some_and(|o| o.in_recovery),
+        fenced: config.promotion == Promotion::Fenced,
+    };
+    let judgement = decide(&contenders, ground);
+    // A primary that did not answer this round is judged when it answers or leaves service:
+    // a refusal now may be the first sight of a genuine failover, not a split brain.
+    let loud = loud && primary_seen.is_some();
     for (i, reason) in &judgement.refused {
         let (server, observed) = &servers[*i];
         let (member, address, timeline) =
@@ -127,7 +146,7 @@ fn move_primary(
         return false;
     };
     let primary = Server::primary(&config, &target);
-    primary.set_identity(observed.identity);
+    primary.set_identity(observed.identity, false);
     if let Some(position) = observed.position {
         primary.set_position(position);
     }
@@ -141,7 +160,7 @@ fn move_primary(
         // The former primary, as a replica, is what it was last seen as (its old timeline)
         // until a check sees it again: never read as a last resort while it has not followed.
         for replica in set.next.iter().filter(|m| m.server.member == from.member) {
-            replica.server.set_identity(from.identity());
+            replica.server.set_identity(from.identity(), false);
         }
         for member in &set.removed {
             crate::metrics::forget(&member.server.name);

@@ -140,7 +140,7 @@ fn new_primary(
     );
     let server = Server::primary(config, member);
     server.set_position(running.position());
-    server.set_identity(running.identity());
+    server.set_identity(running.identity(), false);
     Some(Member::new(server))
 }
 

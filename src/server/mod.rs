@@ -76,6 +76,8 @@ pub(crate) struct Server {
     timeline: AtomicU32,
     /// `pg_control_system().system_identifier`; 0 until known.
     system_id: AtomicU64,
+    /// The timeline it was last seen following as a standby (0: never seen so).
+    followed: AtomicU32,
     /// What this role may ask the server, as `health::Capabilities` stores it; 0 until found.
     capabilities: AtomicU32,
     /// When the server was built: the origin of `served_ms`.
@@ -137,6 +139,7 @@ impl Server {
             position: AtomicU64::new(0),
             timeline: AtomicU32::new(0),
             system_id: AtomicU64::new(0),
+            followed: AtomicU32::new(0),
             capabilities: AtomicU32::new(0),
             born: Instant::now(),
             served_ms: AtomicU64::new(0),
@@ -382,8 +385,17 @@ impl Server {
         }
     }
 
-    /// Records the identity a check saw (unknown parts keep what was known).
-    pub(crate) fn set_identity(&self, identity: Identity) {
+    /// The timeline it was last seen following as a standby (0: never seen so).
+    pub(crate) fn followed(&self) -> u32 {
+        self.followed.load(Ordering::Acquire)
+    }
+
+    /// Records the identity a check saw (unknown parts keep what was known); `standby`: it
+    /// answered in recovery.
+    pub(crate) fn set_identity(&self, identity: Identity, standby: bool) {
+        if standby && identity.timeline != 0 {
+            self.followed.store(identity.timeline, Ordering::Release);
+        }
         if identity.system_id != 0 {
             self.system_id.store(identity.system_id, Ordering::Release);
         }

@@ -20,8 +20,8 @@ use self::refusal::refusal;
 use self::text::{Driver, Limit, Percent, Sharing, SslMode, Text, Weight};
 use super::env::names;
 use super::{
-    Config, ConfigError, ConsistencyConfig, PoolOverrides, ReplicaConfig, ReplicaReadOnly, Roles,
-    Secret, StickyMode,
+    Config, ConfigError, ConsistencyConfig, PoolOverrides, Promotion, ReplicaConfig,
+    ReplicaReadOnly, Roles, Secret, StickyMode,
 };
 
 /// The application's whole configuration: keys beside `db` are not ours and are skipped.
@@ -59,6 +59,7 @@ struct Db {
     health_check_timeout: Option<Text<Duration>>,
     failover_on_pool_exhausted: Option<Text<bool>>,
     roles: Option<Text<Roles>>,
+    promotion: Option<Text<Promotion>>,
     replica_read_only: Option<Text<ReplicaReadOnly>>,
     primary_candidates: Option<Vec<Text<String>>>,
     read_replicas: Option<Vec<Replica>>,
@@ -193,6 +194,7 @@ impl Db {
             self.failover_on_pool_exhausted,
         );
         set(&mut config.roles, self.roles);
+        set(&mut config.promotion, self.promotion);
         set(&mut config.replica_read_only, self.replica_read_only);
         if let Some(candidates) = self.primary_candidates {
             config.primary_candidates = Some(candidates.into_iter().map(|c| c.0).collect());

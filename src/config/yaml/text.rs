@@ -11,7 +11,7 @@ use sqlx::postgres::PgSslMode;
 
 use super::context::{Failure, expand_scalar, fail};
 use crate::config::duration::parse_duration;
-use crate::config::{MAX_WEIGHT, ReplicaReadOnly, Roles, Secret, StickyMode};
+use crate::config::{MAX_WEIGHT, Promotion, ReplicaReadOnly, Roles, Secret, StickyMode};
 
 /// A setting read from the text of its scalar: placeholders expanded, then typed by `T`.
 pub(super) struct Text<T>(pub(super) T);
@@ -237,6 +237,22 @@ impl FromText for Roles {
             _ => {
                 Err("must be observed (follow promotions) or configured (the host only)".to_owned())
             }
+        }
+    }
+}
+
+impl FromText for Promotion {
+    const EXPECTED: &'static str = "confirmed or fenced";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "confirmed" => Ok(Promotion::Confirmed),
+            "fenced" => Ok(Promotion::Fenced),
+            _ => Err(
+                "must be confirmed (writes move once the primary stops being one) or \
+                      fenced (at once on a higher timeline; the HA manager fences the old primary)"
+                    .to_owned(),
+            ),
         }
     }
 }
