@@ -720,10 +720,10 @@ fn a_max_pin_shorter_than_lag_detection_is_raised_with_a_warning() {
     assert!(
         warnings
             .iter()
-            .any(|w| w.contains("db.consistency.maxPin") && w.contains("15.2s")),
+            .any(|w| w.contains("db.consistency.maxPin") && w.contains("17.5s")),
         "{warnings:?}"
     );
-    let long_enough = parse(&db("  consistency:\n    maxPin: 16s\n")).unwrap();
+    let long_enough = parse(&db("  consistency:\n    maxPin: 18s\n")).unwrap();
     assert!(
         !long_enough.warnings().iter().any(|w| w.contains("maxPin")),
         "{:?}",

@@ -412,8 +412,8 @@ async fn off_mode_issues_nothing_and_reads_stay_on_replicas() {
 #[tokio::test]
 async fn cookies_fit_the_web_and_only_writes_pay_a_query() {
     let cluster = common::cluster().await;
-    // Longer than a lagging replica can stay in rotation here (5 s + 2 x 50 ms + 5 s).
-    let consistency = lsn().max_pin(Duration::from_secs(12)).cookie_secure(true);
+    // Longer than a lagging replica can stay in rotation here (5 s + 2 x 1.25 s + 5 s).
+    let consistency = lsn().max_pin(Duration::from_secs(14)).cookie_secure(true);
     let registry = Registry::connect(config(&cluster, consistency))
         .await
         .unwrap();
@@ -439,7 +439,7 @@ async fn cookies_fit_the_web_and_only_writes_pay_a_query() {
         20,
         "one query per write"
     );
-    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=12", "Secure"] {
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=14", "Secure"] {
         assert!(
             cookie.split("; ").any(|a| a == attribute),
             "{attribute} in {cookie}"

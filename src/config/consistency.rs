@@ -164,10 +164,11 @@ impl ConsistencyConfig {
     /// Longest time a token keeps a client's reads off lagging replicas, counted from the
     /// write; also the cookie's `Max-Age`. (In window mode, the window.)
     ///
-    /// A token must be honoured until every replica that lacks its write is out of rotation.
-    /// A replica that stops replaying leaves rotation at the first position poll that finds
-    /// its lag past `replicaLagThreshold`: at most the threshold, two poll intervals and one
-    /// health-check timeout after the write (15.2 s with the defaults). That is the default
+    /// A token must be honoured until every replica that lacks its write is out of rotation,
+    /// on every instance. A replica that stops replaying leaves rotation at the first position
+    /// poll that finds its lag past `replicaLagThreshold`: at most the threshold, two idle
+    /// poll intervals (1.25 s: an instance with no token in flight polls that often) and one
+    /// health-check timeout after the write (17.5 s with the defaults). That is the default
     /// and the least the registry uses: a shorter `max_pin` is raised to it, with a warning.
     pub fn max_pin(mut self, max_pin: Duration) -> Self {
         self.max_pin = Some(max_pin);
@@ -175,7 +176,10 @@ impl ConsistencyConfig {
     }
 
     /// How often the registry refreshes every server's WAL position, which is what a token is
-    /// compared with. Default 100 ms; one small query per server each time.
+    /// compared with, while it needs them fresh: a token it issued or honoured may still be
+    /// carried, a replica is past half its lag threshold or out of service, or a startup
+    /// barrier is up. Otherwise it polls every 1.25 s (or this interval, if longer). Default
+    /// 100 ms; one small query per server each time.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
@@ -370,18 +374,29 @@ impl ConsistencyConfig {
     }
 
     /// The longest a replica that lacks a write stays in rotation after it, when positions
-    /// are polled: the lag threshold, then up to two polls, the last one as slow as a check
-    /// may be.
+    /// are polled: the lag threshold, then up to two idle polls, the last one as slow as a
+    /// check may be.
     pub(crate) fn detection_delay(
         &self,
         lag_threshold: Duration,
         check_timeout: Duration,
     ) -> Duration {
         lag_threshold
-            .saturating_add(self.poll_interval.saturating_mul(2))
+            .saturating_add(self.idle_poll_interval().saturating_mul(2))
             .saturating_add(check_timeout)
     }
+
+    /// How often positions are polled while nothing needs them fresh: [`IDLE_POLL_INTERVAL`],
+    /// or `pollInterval` if longer.
+    pub(crate) fn idle_poll_interval(&self) -> Duration {
+        self.poll_interval.max(IDLE_POLL_INTERVAL)
+    }
 }
+
+/// The longest between two position polls of an instance with nothing that needs them fresh
+/// (they come every 1 to 1.25 s, spread at random): about one statement a second per server
+/// per instance, however many instances run.
+pub(crate) const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(1250);
 
 /// A value refused at `db.consistency.<key>`.
 fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {

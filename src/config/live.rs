@@ -8,6 +8,7 @@ pub(crate) const SEPARATION: &str = "enableReadWriteSeparation";
 pub(crate) const SHARE: &str = "readReplicaShare";
 pub(crate) const LAG_THRESHOLD: &str = "replicaLagThreshold";
 pub(crate) const LAG_BYTES_THRESHOLD: &str = "replicaLagBytesThreshold";
+pub(crate) const MAX_STALENESS: &str = "replicaMaxStaleness";
 pub(crate) const HEALTH_CHECK_INTERVAL: &str = "healthCheckInterval";
 pub(crate) const HEALTH_CHECK_TIMEOUT: &str = "healthCheckTimeout";
 pub(crate) const FAILOVER_ON_POOL_EXHAUSTED: &str = "failoverOnPoolExhausted";
@@ -22,7 +23,7 @@ pub(crate) struct Live {
 }
 
 /// Every live setting, in the order a reload reports them.
-pub(crate) const LIVE: [Live; 10] = [
+pub(crate) const LIVE: [Live; 11] = [
     Live {
         key: SEPARATION,
         show: |c| c.separation.to_string(),
@@ -38,6 +39,10 @@ pub(crate) const LIVE: [Live; 10] = [
     Live {
         key: LAG_BYTES_THRESHOLD,
         show: |c| format!("{:?}", c.lag_bytes_threshold),
+    },
+    Live {
+        key: MAX_STALENESS,
+        show: |c| format!("{:?}", c.max_staleness),
     },
     Live {
         key: HEALTH_CHECK_INTERVAL,

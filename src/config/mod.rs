@@ -80,6 +80,7 @@ pub struct Config {
     pub(crate) replica_share: u8,
     pub(crate) lag_threshold: Duration,
     pub(crate) lag_bytes_threshold: Option<u64>,
+    pub(crate) max_staleness: Option<Duration>,
     pub(crate) health_check_interval: Duration,
     pub(crate) health_check_timeout: Duration,
     pub(crate) failover_on_pool_exhausted: bool,
@@ -88,6 +89,8 @@ pub struct Config {
     pub(crate) replica_read_only: ReplicaReadOnly,
     pub(crate) primary_candidates: Option<Vec<String>>,
     pub(crate) consistency: ConsistencyConfig,
+    pub(crate) replicas_per_instance: Option<usize>,
+    pub(crate) instance_id: Option<String>,
 }
 
 /// How the registry knows which server is the primary (`db.roles`).
@@ -185,11 +188,14 @@ impl Config {
             replica_share: 100,
             lag_threshold: Duration::from_secs(10),
             lag_bytes_threshold: Some(16 * 1024 * 1024),
+            max_staleness: Some(Duration::from_secs(60)),
             health_check_interval: Duration::from_secs(30),
             health_check_timeout: Duration::from_secs(5),
             failover_on_pool_exhausted: false,
             roles: Roles::Observed,
             promotion: Promotion::Confirmed,
+            replicas_per_instance: None,
+            instance_id: None,
             replica_read_only: ReplicaReadOnly::Auto,
             primary_candidates: None,
             consistency: ConsistencyConfig::default(),
@@ -330,6 +336,16 @@ impl Config {
         self
     }
 
+    /// While every replica lags past the threshold, how stale a replica may be and still
+    /// serve reads that carry no token (`replicaMaxStaleness`): the least-lagging one within
+    /// it serves them (reason `stale`), and the primary keeps only the writes and the reads
+    /// that must see a client's own write, instead of taking every read at once. `None`: every
+    /// read goes to the primary then. Default 60 seconds.
+    pub fn replica_max_staleness(mut self, staleness: Option<Duration>) -> Self {
+        self.max_staleness = staleness;
+        self
+    }
+
     /// How often each server is checked (reachable, role, lag). Default 30 seconds; values
     /// well under a second work and make failures and recoveries show sooner.
     pub fn health_check_interval(mut self, interval: Duration) -> Self {
@@ -387,6 +403,38 @@ impl Config {
     {
         self.primary_candidates = Some(candidates.into_iter().map(Into::into).collect());
         self
+    }
+
+    /// Connects this instance to only `count` of the replicas (`replicasPerInstance`), chosen
+    /// by weighted rendezvous hashing of [`instance_id`](Self::instance_id) with the replicas'
+    /// names: a fleet of N instances spreads over the replicas by weight, each instance keeps
+    /// the same ones across restarts, and N instances x R replicas do not each hold a pool. The
+    /// replicas an instance does not use are neither connected nor checked by it (nor watched
+    /// for a promotion). Default: every replica.
+    pub fn replicas_per_instance(mut self, count: usize) -> Self {
+        self.replicas_per_instance = Some(count);
+        self
+    }
+
+    /// This instance's name for [`replicas_per_instance`](Self::replicas_per_instance)
+    /// (`instanceId`). Default: the `HOSTNAME` environment variable, else `/etc/hostname`,
+    /// else the process id.
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// This instance's name, as [`instance_id`](Self::instance_id) describes.
+    pub fn instance_id_setting(&self) -> String {
+        if let Some(id) = &self.instance_id {
+            return id.clone();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| format!("pid-{}", std::process::id()))
     }
 
     /// Read-your-writes settings. Default [`ConsistencyConfig::lsn`] with a per-process key.

@@ -114,6 +114,13 @@ impl Config {
             self.check_replica(i)?;
         }
         self.check_candidates()?;
+        if self.replicas_per_instance == Some(0) {
+            return Err(invalid(
+                "db.replicasPerInstance",
+                &"0",
+                "must be at least 1 (leave it out to use every replica)",
+            ));
+        }
         Ok(self)
     }
 
@@ -177,6 +184,7 @@ impl Config {
         ] {
             at_most(&path(key), Some(duration), MAX_DURATION)?;
         }
+        at_most(&path(live::MAX_STALENESS), self.max_staleness, MAX_DURATION)?;
         Ok(())
     }
 
@@ -269,7 +277,8 @@ impl Config {
         {
             warnings.push(format!(
                 "db.consistency.maxPin is {pin:?}, shorter than a lagging replica may stay in \
-                 rotation (replicaLagThreshold + 2 x pollInterval + healthCheckTimeout = \
+                 rotation (replicaLagThreshold + 2 x max(pollInterval, 1.25s) + \
+                 healthCheckTimeout = \
                  {detection:?}): tokens are honoured for {detection:?}"
             ));
         }

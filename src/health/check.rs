@@ -176,6 +176,8 @@ pub(crate) struct Failure {
     pub(crate) message: String,
     /// No answer within the timeout (rather than an error).
     pub(crate) timed_out: bool,
+    /// The server refused the connection for having as many as it takes (`53300`).
+    pub(crate) full: bool,
 }
 
 /// Runs `query` on the checker's own connection to `server`, opening it if needed, within
@@ -241,12 +243,15 @@ fn answer<T>(
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(Failure {
+            full: crate::fault::fault(&error, crate::fault::Phase::Connect)
+                == crate::fault::Fault::Server("too_many_connections"),
             message: error.to_string(),
             timed_out: false,
         }),
         Err(_) => Err(Failure {
             message: format!("no answer within {timeout:?}"),
             timed_out: true,
+            full: false,
         }),
     }
 }

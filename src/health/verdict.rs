@@ -132,12 +132,13 @@ pub(crate) fn summary(error: &str) -> &'static str {
     }
 }
 
-/// Whether a look that got no answer (`failure`) found the server only busy: it timed out
-/// while the server answered the application meanwhile (`answered`). A loaded host answers a
-/// fresh connection or a check late while it serves every other query; the server then stays
-/// as it is, and the next look decides.
+/// Whether a look that got no answer (`failure`) found the server only busy: it timed out,
+/// or refused a connection for having as many as it takes (`53300`), while the server
+/// answered the application meanwhile (`answered`). A loaded host answers a fresh connection
+/// or a check late while it serves every other query, and a server at its connection limit
+/// serves the ones it has; the server then stays as it is, and the next look decides.
 pub(crate) fn only_slow(failure: &Failure, answered: bool) -> bool {
-    failure.timed_out && answered
+    (failure.timed_out || failure.full) && answered
 }
 
 /// The verdict on the primary from its answer. `observed`: roles are observed (the message

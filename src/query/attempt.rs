@@ -24,7 +24,7 @@ use crate::db_error::WriteThroughRead;
 use crate::fault::{Fault, Phase, fault};
 use crate::registry::{Event, Shared};
 use crate::route::{Decision, Role};
-use crate::server::Server;
+use crate::server::{Server, State};
 
 /// One piece of work's attempts so far.
 pub(crate) struct Attempts<'t> {
@@ -166,6 +166,9 @@ impl<'t> Attempts<'t> {
             // The primary is the only server that can write: refusing every write for a
             // moment of saturation would cost more than waiting for a connection.
             Fault::Server("too_many_connections") if server.is_primary() => return None,
+            // A replica at its connection limit (53300) is full, not failing: this read moves
+            // on and the replica stays in service, as for a full pool.
+            Fault::Server("too_many_connections") => return Some("too_many_connections"),
             Fault::Server(cause) => cause,
             Fault::Pool(cause) => return Some(cause),
             Fault::Session(_) | Fault::Statement | Fault::Conflict => return None,
@@ -312,6 +315,9 @@ impl Attempts<'_> {
     /// out): the watch for the server leaving and the slow-connect timer are set up only when
     /// the pool has not answered by its second poll, so that a query pays for neither.
     async fn wait_for(&self, server: &Arc<Server>) -> Waited {
+        if let Some(waited) = self.wait_for_return(server).await {
+            return waited;
+        }
         let last_resort = !server.is_primary() && !server.is_healthy();
         let acquire = server.pool.acquire();
         tokio::pin!(acquire);
@@ -384,6 +390,49 @@ impl Attempts<'_> {
                         return waited;
                     }
                 }
+            }
+        }
+    }
+
+    /// For a server out of service for being unreachable: waits for its probe to put it back (this work brings the
+    /// probe forward, to its shortest step), up to its connect timeout, rather than opening
+    /// connections of its own to a server known to be out. However many requests wait, each
+    /// instance knocks on it at the probe's pace, not theirs. `None`: it is in service (again),
+    /// and the pool's wait follows. A last resort that refused connections just now answers at
+    /// once.
+    async fn wait_for_return(&self, server: &Arc<Server>) -> Option<Waited> {
+        // Out for lag or role it answers, and may serve what it was chosen for (a read while
+        // every replica lags).
+        if server.state() != State::Unreachable {
+            return None;
+        }
+        if !server.is_primary() && server.refused_recently() {
+            let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+            return Some(Waited::Got(Err(sqlx::Error::Io(refused))));
+        }
+        let back = server.back.notified();
+        tokio::pin!(back);
+        back.as_mut().enable();
+        let left = server.left.notified();
+        tokio::pin!(left);
+        left.as_mut().enable();
+        if server.state() != State::Unreachable {
+            return None;
+        }
+        server.wanted.notify_one();
+        let timeout = tokio::time::sleep(server.connect_timeout());
+        tokio::pin!(timeout);
+        loop {
+            tokio::select! {
+                () = &mut back => return None,
+                // The primary moved: the work goes to the new one.
+                () = &mut left => {
+                    if server.is_retired() {
+                        return Some(Waited::Left);
+                    }
+                    left.set(server.left.notified());
+                }
+                () = &mut timeout => return Some(Waited::Got(Err(sqlx::Error::PoolTimedOut))),
             }
         }
     }

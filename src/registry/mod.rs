@@ -142,7 +142,7 @@ impl Registry {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime);
         }
-        let config = config.validate()?;
+        let config = reload::this_instance(config.validate()?);
         crate::metrics::describe();
         for warning in config.warnings() {
             tracing::warn!("{warning}");

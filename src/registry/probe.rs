@@ -4,13 +4,18 @@
 //! A server gets a probe task when it leaves service (a failed connection, a failed check, a
 //! poll that finds it lagging) or is suspected (a session lost under a query). A suspect is
 //! probed at once; a server out of service first after [`FIRST_BACKOFF`], then after twice as
-//! long each time, up to [`MAX_BACKOFF`] (or the health interval, if shorter). Each probe opens
-//! a fresh connection and asks what the full check asks: reachable, the right role, lag under
-//! both thresholds. The first probe that passes puts the server back; a suspect whose probe
-//! fails leaves service. Work waiting or refused for want of a server (a write while the primary is
-//! down) wakes its probe early, at most every [`DEMAND_GAP`], so that under traffic a server
-//! is back within about that long of answering again. At most one probe task runs per server,
-//! and it holds the registry only while it probes.
+//! long each time, up to [`MAX_BACKOFF`] (or the health interval, if shorter), each wait
+//! spread at random over its second half so that the instances of a fleet, which saw the
+//! outage at the same moment, do not come back in step. A probe of a server that could not be
+//! reached (or a suspect) opens a fresh connection; one of a server that answered but could not
+//! serve (lagging, the wrong role, another timeline) asks on the checker's connection. Either
+//! asks what the full check asks: reachable, the right role, lag under both thresholds. The
+//! first probe that passes puts the server back; a suspect whose probe fails leaves service.
+//!
+//! Work waiting or refused for want of a server (a write while the primary is down) brings its
+//! next probe forward, to no sooner than [`FIRST_BACKOFF`] after the last one: however many
+//! requests wait, each instance probes a server at most about four times a second. At most one
+//! probe task runs per server, and it holds the registry only while it probes.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -31,7 +36,7 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The shortest time between two probes of a server that work is waiting for (a write
 /// refused because the primary is down): its probe runs then instead of after its backoff.
-pub(crate) const DEMAND_GAP: Duration = Duration::from_millis(50);
+pub(crate) const DEMAND_GAP: Duration = FIRST_BACKOFF;
 
 /// Starts probing `member` unless a probe task for it is running: at once (`at_once`, for a
 /// suspect) or after the first backoff.
@@ -80,13 +85,14 @@ async fn run(
     let mut last = tokio::time::Instant::now();
     loop {
         if !wait.is_zero() {
-            let due = tasks::after(last, wait);
+            let due = tasks::after(last, tasks::spread_over(wait, 2));
             tokio::select! {
                 () = tokio::time::sleep_until(due) => {}
                 // Work was refused for want of this server: probe sooner, but not more often
                 // than every `DEMAND_GAP`.
                 () = member.server.wanted.notified() => {
-                    tokio::time::sleep_until(tasks::after(last, DEMAND_GAP).min(due)).await;
+                    let soonest = tasks::after(last, tasks::spread_over(DEMAND_GAP, 2));
+                    tokio::time::sleep_until(soonest.min(due)).await;
                 }
                 _ = stop.changed() => return,
             }
@@ -124,7 +130,9 @@ async fn probe(shared: &Arc<Shared>, member: &Member) -> bool {
         true => tasks::sample_primary(shared, timeout).await,
         false => None,
     };
-    let answer = tasks::observe(shared, member, timeout, true).await;
+    // A server that answered but could not serve is asked again on the checker's connection.
+    let fresh = matches!(server.state(), State::Unreachable | State::Suspect);
+    let answer = tasks::observe(shared, member, timeout, fresh).await;
     let verdict = match answer {
         // No fresh connection in time while the server answers other work: busy, not gone.
         Err(failure) if tasks::busy(server, &failure, started.elapsed(), Source::Probe) => {

@@ -55,7 +55,7 @@ impl Registry {
     /// # }
     /// ```
     pub async fn reload(&self, config: Config) -> Result<Vec<String>, Error> {
-        let config = config.validate()?;
+        let config = this_instance(config.validate()?);
         let shared = &self.shared;
         let _one_at_a_time = shared.reloading.lock().await;
         let old = shared.config();
@@ -325,4 +325,31 @@ impl Changes {
             "{what} changed: applied at the next start, the running ones stay"
         ));
     }
+}
+
+/// `config` as this instance runs it: with `replicasPerInstance`, only its subset of the
+/// replicas (`route::subset`), said at INFO.
+pub(super) fn this_instance(mut config: Config) -> Config {
+    let Some(keep) = config.replicas_per_instance else {
+        return config;
+    };
+    let id = config.instance_id_setting();
+    let named: Vec<(&str, u32)> = config
+        .replicas
+        .iter()
+        .map(|r| (r.name.as_str(), r.weight))
+        .collect();
+    let chosen: Vec<String> = crate::route::subset::subset(&id, &named, keep)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let of = config.replicas.len();
+    config.replicas.retain(|r| chosen.contains(&r.name));
+    tracing::info!(
+        instance = %id,
+        replicas = %chosen.join(", "),
+        "replicasPerInstance: this instance uses {} of {of} replicas",
+        chosen.len()
+    );
+    config
 }

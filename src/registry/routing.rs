@@ -50,15 +50,19 @@ impl Shared {
         // A replica last seen on another timeline than the primary's has forked from it,
         // whatever its state says until its next check.
         let timeline = primary.timeline();
+        let max_staleness = config.max_staleness;
         let seen = |server: &Arc<Server>| {
             let state = match same_timeline(server.timeline(), timeline) {
                 true => server.state(),
                 false => State::Diverged,
             };
+            let within_staleness = state == State::Lagging
+                && max_staleness.is_some_and(|max| server.lag().is_some_and(|lag| lag <= max));
             let seen = Seen {
                 state,
                 position: server.position(),
                 tried: was_tried(server),
+                within_staleness,
             };
             (Arc::clone(server), seen)
         };

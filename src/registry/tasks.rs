@@ -12,7 +12,6 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
-use tokio::time::MissedTickBehavior;
 
 use super::topology::Member;
 use super::{Event, Shared};
@@ -25,62 +24,105 @@ use crate::metrics;
 use crate::server::Server;
 
 /// Starts the loop. With `check_first`, the first full round runs at once; otherwise after
-/// one interval (the caller has just run a round itself).
+/// about one interval (the caller has just run a round itself).
+///
+/// Every wait is spread at random over its last fifth, so that instances started together (a
+/// deploy) do not check and poll the servers in step.
 pub(super) fn spawn(shared: &Arc<Shared>, check_first: bool) {
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let mut stop = shared.stopped();
-    let (mut interval, mut tick) = cadence(shared);
     let now = tokio::time::Instant::now();
-    let mut next_check = if check_first {
-        now
-    } else {
-        after(now, interval)
+    let mut interval = shared.config().health_check_interval;
+    let mut next_check = match check_first {
+        true => now,
+        false => after(now, spread(interval)),
     };
+    let mut next_poll = after(now, poll_wait(shared));
     tokio::spawn(async move {
-        let first_tick = if check_first { now } else { after(now, tick) };
-        let mut ticker = tokio::time::interval_at(first_tick, tick);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            let polls = weak
+                .upgrade()
+                .is_some_and(|shared| shared.polls_positions());
+            let due = match polls {
+                true => next_check.min(next_poll),
+                false => next_check,
+            };
             tokio::select! {
-                _ = ticker.tick() => {}
+                () = tokio::time::sleep_until(due) => {}
                 // Shutdown, or the registry (which owns the sender) was dropped.
                 _ = stop.changed() => break,
             }
             let Some(shared) = weak.upgrade() else { break };
-            // A reload may have changed the interval or switched polling on or off.
-            let now_set = cadence(&shared);
-            if now_set != (interval, tick) {
-                let now = tokio::time::Instant::now();
-                (interval, tick) = now_set;
-                next_check = next_check.min(after(now, interval));
-                ticker = tokio::time::interval_at(after(now, tick), tick);
-                ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            // A reload may have shortened the interval.
+            let now = tokio::time::Instant::now();
+            let set = shared.config().health_check_interval;
+            if set != interval {
+                interval = set;
+                next_check = next_check.min(after(now, spread(interval)));
             }
-            let full = tokio::time::Instant::now() >= next_check;
+            let full = now >= next_check;
+            let round = Arc::clone(&shared);
             supervised("health check", async move {
                 if full {
-                    check_all(&shared).await;
+                    check_all(&round).await;
                 } else {
-                    poll_positions(&shared).await;
+                    poll_positions(&round).await;
                 }
             })
             .await;
+            let now = tokio::time::Instant::now();
             if full {
-                next_check = after(tokio::time::Instant::now(), interval);
+                next_check = after(now, spread(interval));
             }
+            next_poll = after(now, poll_wait(&shared));
         }
         tracing::debug!("rwsplit health loop stopped");
     });
 }
 
-/// The full checks' interval, and the loop's tick (the poll interval when positions are
-/// polled), as the current configuration sets them.
-fn cadence(shared: &Shared) -> (Duration, Duration) {
-    let interval = shared.config().health_check_interval;
-    match shared.polls_positions() {
-        true => (interval, interval.min(shared.tokens.sticky().poll_interval)),
-        false => (interval, interval),
+/// The wait before the next position poll: `pollInterval` while something needs positions
+/// fresh, the idle interval otherwise; spread either way.
+fn poll_wait(shared: &Shared) -> Duration {
+    let consistency = &shared.config().consistency;
+    match polls_fast(shared) {
+        true => spread(consistency.poll_interval),
+        false => spread(consistency.idle_poll_interval()),
     }
+}
+
+/// Whether positions are wanted fresh: a token this instance issued or honoured may still be
+/// carried (its reads go to a replica as soon as one is known to have the write, and lag is
+/// measured finely while it counts), a replica is past half its lag threshold or out of
+/// service (its crossing or return is seen sooner), or a startup barrier is up.
+pub(super) fn polls_fast(shared: &Shared) -> bool {
+    let topology = shared.topology();
+    let near = topology.config.lag_threshold / 2;
+    shared
+        .tokens
+        .any_in_flight(crate::clock::unix_ms(std::time::SystemTime::now()))
+        || shared.barrier() != 0
+        || topology
+            .replicas
+            .iter()
+            .any(|m| !m.server.is_healthy() || m.server.lag().is_some_and(|lag| lag >= near))
+}
+
+/// A random wait between four fifths of `max` and `max`.
+pub(crate) fn spread(max: Duration) -> Duration {
+    spread_over(max, 5)
+}
+
+/// A random wait between `max` less its `1/parts` and `max`.
+pub(crate) fn spread_over(max: Duration, parts: u32) -> Duration {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 4];
+    let draw = match ring::rand::SystemRandom::new().fill(&mut bytes) {
+        Ok(()) => u32::from_le_bytes(bytes),
+        Err(_) => 0,
+    };
+    let part = max / parts.max(1);
+    let off = part.mul_f64(f64::from(draw) / f64::from(u32::MAX));
+    max.saturating_sub(off)
 }
 
 /// `at + delay`, or far in the future when that overflows.
@@ -131,7 +173,12 @@ pub(super) async fn observe(
 /// Whether a look at `server` that got no answer (`failure`) within `took` found it only busy:
 /// in service, and answering the application meanwhile. Counted and logged at debug.
 pub(super) fn busy(server: &Server, failure: &Failure, took: Duration, by: Source) -> bool {
-    let slow = verdict::only_slow(failure, server.answered_within(took));
+    // A full server says so at once: what it served within a connect timeout counts.
+    let window = match failure.full {
+        true => took.max(server.connect_timeout()),
+        false => took,
+    };
+    let slow = verdict::only_slow(failure, server.answered_within(window));
     if slow {
         metrics::slow_check(&server.name, by.as_str());
         tracing::debug!(
@@ -186,11 +233,19 @@ pub(super) fn judge_replica(
 /// service come back through their probes and the full checks.
 async fn poll_positions(shared: &Arc<Shared>) {
     let timeout = shared.config().health_check_timeout;
-    let replicas = shared.topology().replicas.clone();
+    // Servers out of service are their probes' (on a backoff) and the full checks': a poll
+    // would open a connection to each of them every time.
+    let replicas: Vec<Member> = (shared.topology().replicas.iter())
+        .filter(|m| m.server.state().in_service())
+        .cloned()
+        .collect();
     if replicas.is_empty() {
         return;
     }
-    let primary = sample_primary(shared, timeout).await;
+    let primary = match shared.primary().is_healthy() {
+        true => sample_primary(shared, timeout).await,
+        false => None,
+    };
     let answers = observe_all(shared, &replicas, timeout).await;
     let mut verdicts = Vec::new();
     for (member, (answer, _)) in replicas.iter().zip(answers) {
@@ -198,7 +253,7 @@ async fn poll_positions(shared: &Arc<Shared>) {
         let in_service = server.is_healthy();
         match answer {
             // A suspect stays in rotation while its probe decides.
-            Err(failure) if in_service && !failure.timed_out => {
+            Err(failure) if in_service && !failure.timed_out && !failure.full => {
                 let error = failure.message;
                 shared.apply(
                     server,

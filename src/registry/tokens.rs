@@ -45,6 +45,9 @@ pub(crate) struct Tokens {
     draws: Tickets,
     /// When a token dated beyond the clock skew was last logged, in Unix ms.
     skew_said_ms: AtomicU64,
+    /// Until when (Unix ms) a token this instance issued or honoured may still be carried:
+    /// while one may, replica positions are polled at `pollInterval`.
+    in_flight_until_ms: AtomicU64,
 }
 
 impl Tokens {
@@ -58,6 +61,7 @@ impl Tokens {
             counters: TokenCounters::default(),
             draws: Tickets::default(),
             skew_said_ms: AtomicU64::new(0),
+            in_flight_until_ms: AtomicU64::new(0),
         }
     }
 
@@ -94,6 +98,21 @@ impl Tokens {
     /// The next draw of a gradual rollout.
     pub(super) fn draw(&self) -> usize {
         self.draws.next()
+    }
+
+    /// Notes a token issued or honoured at `issued_at_ms`: it may be carried until its pin ends.
+    fn in_flight(&self, issued_at_ms: u64) {
+        let pin = u64::try_from(self.sticky.pin_limit.as_millis()).unwrap_or(u64::MAX);
+        let until = issued_at_ms.saturating_add(pin);
+        // Most calls find it already that late: a load, not a write, on the request path.
+        if self.in_flight_until_ms.load(Ordering::Relaxed) < until {
+            self.in_flight_until_ms.fetch_max(until, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a token this instance issued or honoured may still be carried at `now_ms`.
+    pub(super) fn any_in_flight(&self, now_ms: u64) -> bool {
+        self.in_flight_until_ms.load(Ordering::Relaxed) > now_ms
     }
 
     /// Forgets when the primary was last sampled (the primary moved).
@@ -193,6 +212,7 @@ impl Registry {
         match (newest, rejected) {
             (Some(token), _) => {
                 self.shared.tokens.counters.honoured();
+                self.shared.tokens.in_flight(token.issued_at_ms());
                 match sticky.mode {
                     StickyMode::Window => u64::MAX,
                     _ => self.shared.token_need(&token),
@@ -209,6 +229,7 @@ impl Registry {
     /// Counts a token issued after a write.
     pub(crate) fn token_issued(&self) {
         self.shared.tokens.counters.issued();
+        self.shared.tokens.in_flight(unix_ms(SystemTime::now()));
     }
 
     pub(crate) fn sticky(&self) -> &Sticky {

@@ -7,16 +7,19 @@
 //!
 //! 1. a replica in service (in schedule order, so that reads follow the weights) that has not
 //!    failed this read yet and has replayed the client's write, if the read carries a token;
-//! 2. the primary, while it is in service: [`Sticky`](Reason::Sticky) when replicas are in
+//! 2. with no replica in service, for a read without a token: the replica out for lag that is
+//!    least behind, while its lag is within `replicaMaxStaleness` ([`Stale`](Reason::Stale)),
+//!    so that a lag on every replica does not send every read to the primary at once;
+//! 3. the primary, while it is in service: [`Sticky`](Reason::Sticky) when replicas are in
 //!    service but none has the write, [`Fallback`](Reason::Fallback) when none is;
-//! 3. with the primary down and stale reads allowed, a replica in service without the write
+//! 4. with the primary down and stale reads allowed, a replica in service without the write
 //!    ([`ReadOnly`](Reason::ReadOnly));
-//! 4. a replica out of service for being unreachable (its last known position covering the
+//! 5. a replica out of service for being unreachable (its last known position covering the
 //!    token, if any): rather than refuse without trying ([`LastResort`](Reason::LastResort));
 //!    with stale reads allowed, one out for lag too;
-//! 5. the primary out of service for being unreachable: the read waits for one of its
+//! 6. the primary out of service for being unreachable: the read waits for one of its
 //!    connections, as it would on a plain pool;
-//! 6. nobody: the request is refused with 503.
+//! 7. nobody: the request is refused with 503.
 //!
 //! A write (and everything, with separation disabled) goes to the primary while it is in
 //! service or merely unreachable (the work then waits for a connection, as on a plain pool, so
@@ -50,6 +53,8 @@ pub(crate) struct Seen {
     pub(crate) position: u64,
     /// It already failed this work.
     pub(crate) tried: bool,
+    /// Out for lag, with a lag within `replicaMaxStaleness`.
+    pub(crate) within_staleness: bool,
 }
 
 /// Where the work goes.
@@ -92,6 +97,7 @@ pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>)
     let mut stale = None;
     let mut unreachable_caught_up = None;
     let mut out = None;
+    let mut least_behind: Option<(R, u64)> = None;
     for (replica, seen) in replicas {
         let caught_up = seen.position >= need;
         any_in_service |= seen.state.in_service();
@@ -108,6 +114,16 @@ pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>)
             State::Unreachable if caught_up && unreachable_caught_up.is_none() => {
                 unreachable_caught_up = Some(replica);
             }
+            State::Lagging
+                if seen.within_staleness
+                    && least_behind
+                        .as_ref()
+                        .is_none_or(|(_, p)| seen.position > *p) =>
+            {
+                if let Some((previous, _)) = least_behind.replace((replica, seen.position)) {
+                    out.get_or_insert(previous);
+                }
+            }
             State::Unreachable | State::Lagging => {
                 out.get_or_insert(replica);
             }
@@ -119,6 +135,17 @@ pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>)
         (true, 0, _) => Reason::Barrier,
         _ => Reason::Sticky,
     };
+    // Every replica lags: the one least behind, within the staleness bound, takes the reads
+    // that need no write of their own; the primary keeps the rest.
+    let plain = token_need == 0 && ask.barrier == 0;
+    let least_behind = match least_behind {
+        Some((replica, _)) if !any_in_service && plain => {
+            return Decision::Replica(replica, Reason::Stale);
+        }
+        Some((replica, _)) => Some(replica),
+        None => None,
+    };
+    let out = out.or(least_behind);
     if primary_usable {
         return Decision::Primary(when_primary);
     }
@@ -218,6 +245,7 @@ mod tests {
                     state,
                     position,
                     tried: false,
+                    within_staleness: false,
                 };
                 (char::from(b'a' + i as u8), seen)
             })
@@ -252,6 +280,54 @@ mod tests {
     }
 
     #[test]
+    fn while_every_replica_lags_the_least_behind_within_the_bound_takes_plain_reads() {
+        let within = |mut all: Vec<(char, Seen)>, names: &str| {
+            for (name, seen) in &mut all {
+                seen.within_staleness = names.contains(*name);
+            }
+            all
+        };
+        let lagging = State::Lagging;
+        // b is the least behind of those within the bound (c is further ahead but past it).
+        let all = within(
+            replicas(&[(lagging, 10), (lagging, 30), (lagging, 50)]),
+            "ab",
+        );
+        assert_eq!(
+            decide(ask(read(), SERVING), all.clone()),
+            Decision::Replica('b', Reason::Stale)
+        );
+        // A read with a token, or held by a barrier, stays on the primary.
+        assert_eq!(
+            decide(ask(read_after(5), SERVING), all.clone()),
+            Decision::Primary(Reason::Fallback)
+        );
+        let mut barrier = ask(read(), SERVING);
+        barrier.barrier = 5;
+        assert_eq!(
+            decide(barrier, all.clone()),
+            Decision::Primary(Reason::Fallback)
+        );
+        // None within the bound (or the bound off): the primary, as before.
+        let none = within(replicas(&[(lagging, 10), (lagging, 30)]), "");
+        assert_eq!(
+            decide(ask(read(), SERVING), none),
+            Decision::Primary(Reason::Fallback)
+        );
+        // One replica in service: it serves, lagging ones do not.
+        let one = within(replicas(&[(lagging, 30), (SERVING, 10)]), "a");
+        assert_eq!(
+            decide(ask(read(), SERVING), one),
+            Decision::Replica('b', Reason::Method)
+        );
+        // A failover step skips the one that failed.
+        assert_eq!(
+            decide(ask(read(), SERVING), tried(all, "b")),
+            Decision::Replica('a', Reason::Stale)
+        );
+    }
+
+    #[test]
     fn a_plain_read_looks_at_one_replica_when_it_will_do() {
         let mut looked = 0;
         let all = (0..64).map(|i| {
@@ -260,6 +336,7 @@ mod tests {
                 state: SERVING,
                 position: 0,
                 tried: false,
+                within_staleness: false,
             };
             (i, seen)
         });

@@ -74,6 +74,10 @@ pub enum Reason {
     /// primary had when [`Registry::wait_for_replicas`](crate::Registry::wait_for_replicas) was
     /// called (after startup migrations).
     Barrier,
+    /// A read without a token served by the least-lagging replica while every replica lags
+    /// past `replicaLagThreshold`, its lag under `replicaMaxStaleness`: the primary is kept
+    /// for the writes and for the reads that must see them.
+    Stale,
 }
 
 impl Role {
@@ -99,7 +103,7 @@ impl Role {
 
 impl Reason {
     /// How many reasons there are, for tables indexed by [`index`](Self::index).
-    pub(crate) const COUNT: usize = 11;
+    pub(crate) const COUNT: usize = 12;
 
     /// The reason at `index` (see [`index`](Self::index)).
     pub(crate) const fn from_index(index: usize) -> Reason {
@@ -114,7 +118,8 @@ impl Reason {
             7 => Reason::Direct,
             8 => Reason::LastResort,
             9 => Reason::Rollout,
-            _ => Reason::Barrier,
+            10 => Reason::Barrier,
+            _ => Reason::Stale,
         }
     }
 
@@ -132,11 +137,12 @@ impl Reason {
             Reason::LastResort => 8,
             Reason::Rollout => 9,
             Reason::Barrier => 10,
+            Reason::Stale => 11,
         }
     }
 
     /// The reason as a lowercase label: `method`, `override`, `policy`, `disabled`, `sticky`,
-    /// `fallback`, `read_only`, `direct`, `last_resort`, `rollout`, `barrier`.
+    /// `fallback`, `read_only`, `direct`, `last_resort`, `rollout`, `barrier`, `stale`.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Method => "method",
@@ -150,6 +156,7 @@ impl Reason {
             Reason::LastResort => "last_resort",
             Reason::Rollout => "rollout",
             Reason::Barrier => "barrier",
+            Reason::Stale => "stale",
         }
     }
 }

@@ -64,6 +64,8 @@ pub(crate) struct Server {
     pub(crate) wanted: tokio::sync::Notify,
     /// Woken when the server leaves service, so reads waiting on its pool move on at once.
     pub(crate) left: tokio::sync::Notify,
+    /// Woken when the server comes back into service, for work waiting on its probe.
+    pub(crate) back: tokio::sync::Notify,
     /// Replication lag in microseconds (`u64::MAX`: unknown).
     lag_micros: AtomicU64,
     /// Replication lag in bytes (`u64::MAX`: unknown).
@@ -134,6 +136,7 @@ impl Server {
             retired: AtomicBool::new(false),
             wanted: tokio::sync::Notify::new(),
             left: tokio::sync::Notify::new(),
+            back: tokio::sync::Notify::new(),
             lag_micros: AtomicU64::new(unknown_lag),
             lag_bytes: AtomicU64::new(unknown_lag),
             position: AtomicU64::new(0),
@@ -278,6 +281,8 @@ impl Server {
         let was = State::from_u8(self.state.swap(state as u8, Ordering::AcqRel));
         if !state.in_service() {
             self.left.notify_waiters();
+        } else if !was.in_service() {
+            self.back.notify_waiters();
         }
         was
     }

@@ -31,8 +31,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod pooler;
+mod relay;
 
 pub use pooler::{PoolMode, Pooler};
+pub use relay::Relay;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};

@@ -316,6 +316,21 @@ impl TestRecorder {
         });
         found
     }
+
+    /// The sum of every counter `name` whose labels include every pair in `labels`.
+    pub fn total(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        use std::sync::atomic::Ordering;
+        let mut total = 0.0;
+        self.registry().visit_counters(|key, c| {
+            let labelled = labels
+                .iter()
+                .all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v));
+            if key.name() == name && labelled {
+                total += c.load(Ordering::Relaxed) as f64;
+            }
+        });
+        total
+    }
 }
 
 impl metrics::Recorder for TestRecorder {

@@ -55,6 +55,9 @@ struct Db {
     /// `null` turns the byte threshold off, which leaving the key out does not.
     #[serde(default, deserialize_with = "present")]
     replica_lag_bytes_threshold: Option<Option<Text<u64>>>,
+    /// `null` turns the fallback to lagging replicas off.
+    #[serde(default, deserialize_with = "present")]
+    replica_max_staleness: Option<Option<Text<Duration>>>,
     health_check_interval: Option<Text<Duration>>,
     health_check_timeout: Option<Text<Duration>>,
     failover_on_pool_exhausted: Option<Text<bool>>,
@@ -62,6 +65,8 @@ struct Db {
     promotion: Option<Text<Promotion>>,
     replica_read_only: Option<Text<ReplicaReadOnly>>,
     primary_candidates: Option<Vec<Text<String>>>,
+    replicas_per_instance: Option<Text<usize>>,
+    instance_id: Option<Text<String>>,
     read_replicas: Option<Vec<Replica>>,
     consistency: Option<Consistency>,
 }
@@ -184,6 +189,9 @@ impl Db {
         if let Some(bytes) = self.replica_lag_bytes_threshold {
             config.lag_bytes_threshold = value(bytes);
         }
+        if let Some(staleness) = self.replica_max_staleness {
+            config.max_staleness = value(staleness);
+        }
         set(
             &mut config.health_check_interval,
             self.health_check_interval,
@@ -196,6 +204,12 @@ impl Db {
         set(&mut config.roles, self.roles);
         set(&mut config.promotion, self.promotion);
         set(&mut config.replica_read_only, self.replica_read_only);
+        if let Some(count) = self.replicas_per_instance {
+            config.replicas_per_instance = Some(count.0);
+        }
+        if let Some(id) = self.instance_id {
+            config.instance_id = Some(id.0);
+        }
         if let Some(candidates) = self.primary_candidates {
             config.primary_candidates = Some(candidates.into_iter().map(|c| c.0).collect());
         }

@@ -123,6 +123,14 @@ impl FromText for u64 {
     }
 }
 
+impl FromText for usize {
+    const EXPECTED: &'static str = "a whole number";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        whole(text, 0, u32::MAX).map(|n| n as usize)
+    }
+}
+
 /// `readReplicas[].weight`.
 pub(super) struct Weight(pub(super) u32);
 
