@@ -171,3 +171,60 @@ async fn a_handle_kept_past_its_replicas_exit_reads_where_reads_go_now() {
     drop(writer);
     cluster.replica(0).resume_replay().await.unwrap();
 }
+
+/// A read transaction whose replica gives no connection moves to the primary before anything
+/// is sent, and a session lost under its `BEGIN` there is the primary's (suspected, probed),
+/// not the replica's it was first meant for.
+#[tokio::test]
+async fn a_transactions_failed_begin_is_blamed_on_the_server_it_ran_on() {
+    let recorder = TestRecorder::new();
+    let _metrics = metrics::set_default_local_recorder(&recorder);
+    let cluster = cluster().await;
+    let to_primary = rwsplit_testkit::Relay::start(cluster.primary().port())
+        .await
+        .unwrap();
+    let to_replica = rwsplit_testkit::Relay::start(cluster.replica(0).port())
+        .await
+        .unwrap();
+    let yaml = format!(
+        "db:\n  host: 127.0.0.1\n  port: {}\n  username: {}\n  password: \"{}\"\n  \
+         database: postgres\n  sslMode: disable\n  enableReadWriteSeparation: true\n  \
+         readReplicas:\n    - {{ name: replica1, host: 127.0.0.1, port: {} }}\n",
+        to_primary.port(),
+        rwsplit_testkit::USER,
+        rwsplit_testkit::PASSWORD,
+        to_replica.port()
+    );
+    let registry = Registry::connect(rwsplit::Config::from_yaml(&yaml).unwrap())
+        .await
+        .unwrap();
+    let read = registry.read();
+    assert_eq!(read.name(), "replica1");
+
+    // The replica is gone; the primary drops the session that sends a BEGIN.
+    to_replica.set_down(true);
+    to_primary.cut_on(Some(b"BEGIN"));
+    let error = read.begin().await.unwrap_err();
+    to_primary.cut_on(None);
+    println!("begin failed: {error}");
+    let on_primary = recorder.total("rwsplit_server_suspicions_total", &[("server", "primary")]);
+    assert!(
+        on_primary >= 1.0,
+        "the lost session is the primary's: {on_primary}"
+    );
+    let moved = recorder.total("rwsplit_read_failovers_total", &[("server", "replica1")]);
+    assert!(moved >= 1.0, "the transaction left the replica: {moved}");
+    // The primary stays in service: a probe finds it well.
+    wait_for(
+        "primary back in service",
+        std::time::Duration::from_secs(5),
+        || registry.status().primary.healthy,
+    )
+    .await;
+    let mut tx = registry.read().begin().await.unwrap();
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+}
