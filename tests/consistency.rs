@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::{get, post};
-use common::{executed, node_name};
+use common::{delayed_cluster, executed, node_name};
 use http::{Request, StatusCode, header};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use rwsplit::{
@@ -47,15 +47,6 @@ fn app(registry: Registry) -> Router {
         .route("/items/{id}", get(show))
         .layer(RwSplitLayer::new(registry.clone()).target_header(true))
         .with_state(registry)
-}
-
-/// A cluster whose replicas apply every transaction `delay` after it committed.
-async fn delayed_cluster(delay: Duration) -> Cluster {
-    let cluster = common::cluster().await;
-    for replica in cluster.replicas() {
-        replica.set_apply_delay(delay).await.unwrap();
-    }
-    cluster
 }
 
 fn config(cluster: &Cluster, consistency: ConsistencyConfig) -> Config {

@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::{get, post};
-use common::TestRecorder;
+use common::{TestRecorder, delayed_cluster};
 use http::{Request, StatusCode};
 use rwsplit::{
     Config, ConsistencyConfig, ConsistencyToken, DbRead, DbWrite, Registry, RwSplitLayer,
@@ -50,14 +50,6 @@ fn app(registry: Registry) -> Router {
         .route("/items/{id}", get(show))
         .layer(RwSplitLayer::new(registry.clone()))
         .with_state(registry)
-}
-
-async fn delayed_cluster() -> Cluster {
-    let cluster = common::cluster().await;
-    for replica in cluster.replicas() {
-        replica.set_apply_delay(DELAY).await.unwrap();
-    }
-    cluster
 }
 
 /// The cluster's configuration with `consistency` (a 30 s pin, positions polled every 50 ms).
@@ -157,7 +149,7 @@ fn rejected(recorder: &TestRecorder) -> f64 {
 async fn a_rolling_key_rotation_in_two_phases_rejects_no_token_and_serves_no_stale_read() {
     let recorder = TestRecorder::new();
     let _metrics = metrics::set_default_local_recorder(&recorder);
-    let cluster = delayed_cluster().await;
+    let cluster = delayed_cluster(DELAY).await;
     let old = Registry::connect(config(&cluster, signing(OLD_KEY, &[])))
         .await
         .unwrap();
@@ -230,7 +222,7 @@ fn old_signer(cluster: &Cluster) -> Registry {
 async fn a_token_from_an_instance_whose_clock_runs_ahead_is_honoured_and_counted() {
     let recorder = TestRecorder::new();
     let _metrics = metrics::set_default_local_recorder(&recorder);
-    let cluster = delayed_cluster().await;
+    let cluster = delayed_cluster(DELAY).await;
     let registry = Registry::connect(config(&cluster, signing(NEW_KEY, &[])))
         .await
         .unwrap();
@@ -281,7 +273,7 @@ async fn a_token_from_an_instance_whose_clock_runs_ahead_is_honoured_and_counted
 
 #[tokio::test]
 async fn an_empty_header_leaves_the_cookie_and_the_newest_of_two_cookies_counts() {
-    let cluster = delayed_cluster().await;
+    let cluster = delayed_cluster(DELAY).await;
     let registry = Registry::connect(config(&cluster, signing(NEW_KEY, &[])))
         .await
         .unwrap();

@@ -166,9 +166,6 @@ impl<'t> Attempts<'t> {
             // The primary is the only server that can write: refusing every write for a
             // moment of saturation would cost more than waiting for a connection.
             Fault::Server("too_many_connections") if server.is_primary() => return None,
-            // A replica at its connection limit (53300) is full, not failing: this read moves
-            // on and the replica stays in service, as for a full pool.
-            Fault::Server("too_many_connections") => return Some("too_many_connections"),
             Fault::Server(cause) => cause,
             Fault::Pool(cause) => return Some(cause),
             Fault::Session(_) | Fault::Statement | Fault::Conflict => return None,
@@ -378,10 +375,7 @@ impl Attempts<'_> {
                     watching = false;
                 }
                 Step::Left => return Waited::Left,
-                Step::Refused => {
-                    let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-                    return Waited::Got(Err(sqlx::Error::Io(refused)));
-                }
+                Step::Refused => return Waited::Got(Err(refused())),
                 Step::Slow => {
                     looked = true;
                     if let Some(waited) =
@@ -394,9 +388,9 @@ impl Attempts<'_> {
         }
     }
 
-    /// For a server out of service for being unreachable: waits for its probe to put it back (this work brings the
-    /// probe forward, to its shortest step), up to its connect timeout, rather than opening
-    /// connections of its own to a server known to be out. However many requests wait, each
+    /// For a server out of service for being unreachable: waits for its probe to put it back
+    /// (this work brings the probe forward, to its shortest step), up to its connect timeout,
+    /// rather than opening connections of its own to a server known to be out. However many requests wait, each
     /// instance knocks on it at the probe's pace, not theirs. `None`: it is in service (again),
     /// and the pool's wait follows. A last resort that refused connections just now answers at
     /// once.
@@ -407,8 +401,7 @@ impl Attempts<'_> {
             return None;
         }
         if !server.is_primary() && server.refused_recently() {
-            let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-            return Some(Waited::Got(Err(sqlx::Error::Io(refused))));
+            return Some(Waited::Got(Err(refused())));
         }
         let back = server.back.notified();
         tokio::pin!(back);
@@ -425,10 +418,14 @@ impl Attempts<'_> {
         loop {
             tokio::select! {
                 () = &mut back => return None,
-                // The primary moved: the work goes to the new one.
                 () = &mut left => {
+                    // The primary moved: the work goes to the new one.
                     if server.is_retired() {
                         return Some(Waited::Left);
+                    }
+                    // Reachable again, if not in service (a replica that lags).
+                    if server.state() != State::Unreachable {
+                        return None;
                     }
                     left.set(server.left.notified());
                 }
@@ -475,6 +472,11 @@ impl Attempts<'_> {
         );
         None
     }
+}
+
+/// The error of a server that refused connections just now.
+fn refused() -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
 }
 
 /// What one poll of a wait for a connection found.

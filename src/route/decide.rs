@@ -137,14 +137,14 @@ pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>)
     };
     // Every replica lags: the one least behind, within the staleness bound, takes the reads
     // that need no write of their own; the primary keeps the rest.
-    let plain = token_need == 0 && ask.barrier == 0;
-    let least_behind = match least_behind {
-        Some((replica, _)) if !any_in_service && plain => {
-            return Decision::Replica(replica, Reason::Stale);
-        }
-        Some((replica, _)) => Some(replica),
-        None => None,
-    };
+    let least_behind = least_behind.map(|(replica, _)| replica);
+    if !any_in_service
+        && token_need == 0
+        && ask.barrier == 0
+        && let Some(replica) = least_behind
+    {
+        return Decision::Replica(replica, Reason::Stale);
+    }
     let out = out.or(least_behind);
     if primary_usable {
         return Decision::Primary(when_primary);

@@ -31,6 +31,15 @@ pub async fn cluster() -> Cluster {
     cluster
 }
 
+/// A cluster whose replicas apply every transaction `delay` after it committed.
+pub async fn delayed_cluster(delay: Duration) -> Cluster {
+    let cluster = cluster().await;
+    for replica in cluster.replicas() {
+        replica.set_apply_delay(delay).await.unwrap();
+    }
+    cluster
+}
+
 /// Runs `sql` on the primary and waits until every replica has replayed it.
 pub async fn replicated(cluster: &Cluster, sql: &str) {
     cluster.primary().execute(sql).await.unwrap();
