@@ -388,20 +388,16 @@ impl Attempts<'_> {
         }
     }
 
-    /// For a server out of service for being unreachable: waits for its probe to put it back
+    /// For a primary out of service for being unreachable: waits for its probe to put it back
     /// (this work brings the probe forward, to its shortest step), up to its connect timeout,
-    /// rather than opening connections of its own to a server known to be out. However many requests wait, each
-    /// instance knocks on it at the probe's pace, not theirs. `None`: it is in service (again),
-    /// and the pool's wait follows. A last resort that refused connections just now answers at
-    /// once.
+    /// rather than opening connections of its own to a server known to be out. However many
+    /// requests wait, each instance knocks on it at the probe's pace, not theirs. `None`: it is
+    /// in service (again), and the pool's wait follows.
     async fn wait_for_return(&self, server: &Arc<Server>) -> Option<Waited> {
-        // Out for lag or role it answers, and may serve what it was chosen for (a read while
-        // every replica lags).
-        if server.state() != State::Unreachable {
+        // Only the primary: a replica out of service is tried only as a last resort, by reads
+        // nothing else can serve, and its pool answers as soon as it is back, before its probe.
+        if !server.is_primary() || server.state() != State::Unreachable {
             return None;
-        }
-        if !server.is_primary() && server.refused_recently() {
-            return Some(Waited::Got(Err(refused())));
         }
         let back = server.back.notified();
         tokio::pin!(back);
