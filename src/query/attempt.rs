@@ -119,11 +119,14 @@ impl<'t> Attempts<'t> {
                 Waited::Got(Err(error)) => error,
                 // The primary moved while this work waited for a connection: nothing was sent,
                 // so even a write goes to the new primary.
+                // A read that waited on a primary out of service moves to a replica back in
+                // the meantime.
                 Waited::Left if server.is_primary() => match self.moved_primary(&server) {
                     Some(next) => {
                         self.next = next;
                         continue;
                     }
+                    None if self.move_on(&server, "left") => continue,
                     None => return Err(sqlx::Error::PoolTimedOut),
                 },
                 // The replica left service while this read waited for it.
@@ -254,6 +257,21 @@ impl<'t> Attempts<'t> {
         true
     }
 
+    /// Whether a read waiting on `primary`, out of service, may leave it for a replica that can
+    /// serve it now (in service, or out but caught up, as a last resort). With none, the read
+    /// waits for the primary as a plain pool would.
+    fn may_leave(&self, primary: &Arc<Server>) -> bool {
+        if !self.fails_over() || primary.state().in_service() {
+            return false;
+        }
+        let mut tried = self.tried.clone();
+        tried.push(Arc::clone(primary));
+        matches!(
+            self.shared.route(self.target.intent(), &tried),
+            Decision::Replica(..)
+        )
+    }
+
     /// The primary now, when it is not `old` (the writes moved).
     fn moved_primary(&self, old: &Arc<Server>) -> Option<Arc<Server>> {
         let now = self.shared.primary();
@@ -325,7 +343,7 @@ impl Attempts<'_> {
         let mut polls = 0u32;
         let mut looked = false;
         let gone = || match server.is_primary() {
-            true => server.is_retired(),
+            true => server.is_retired() || self.may_leave(server),
             false => !last_resort && !server.is_healthy(),
         };
         // Left between the choice and now: a read moves on without taking a connection.
@@ -369,8 +387,11 @@ impl Attempts<'_> {
             match step {
                 Step::Got(result) => return Waited::Got(result),
                 Step::Gone => return Waited::Left,
-                // A primary out of service is waited for: only a move ends its wait.
-                Step::Left if server.is_primary() && !server.is_retired() => {
+                // A primary out of service is waited for: only a move ends its wait, or, for
+                // a read, a replica that can take it now.
+                Step::Left
+                    if server.is_primary() && !server.is_retired() && !self.may_leave(server) =>
+                {
                     left.set(server.left.notified());
                     watching = false;
                 }

@@ -311,7 +311,8 @@ impl Cluster {
              shared_buffers = 32MB\n\
              max_connections = 300\n\
              max_wal_senders = 10\n\
-             wal_keep_size = 256MB\n\
+             wal_keep_size = 128MB\n\
+             max_wal_size = 128MB\n\
              hot_standby = on\n\
              hot_standby_feedback = on\n\
              wal_receiver_status_interval = 1s\n\
