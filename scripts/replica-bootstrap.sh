@@ -14,6 +14,8 @@
 #   PG_BIN            directory holding pg_isready and pg_basebackup           PATH lookup
 #   WAIT_SECONDS      how long to wait for the primary to accept connections   60
 #   REPLICATION_SLOT  physical slot to create and stream from                  none
+#   STANDBY_NAME      name to stream under (its cluster_name, which the        none
+#                     primary's pg_stat_replication shows as application_name)
 set -eu
 
 : "${PGDATA:?PGDATA must name the standby data directory}"
@@ -50,4 +52,7 @@ if [ -n "${REPLICATION_SLOT:-}" ]; then
   set -- "$@" --create-slot --slot="$REPLICATION_SLOT"
 fi
 "$(bin pg_basebackup)" "$@"
+if [ -n "${STANDBY_NAME:-}" ]; then
+  printf "cluster_name = '%s'\n" "$STANDBY_NAME" >> "$PGDATA/postgresql.auto.conf"
+fi
 echo "replica-bootstrap: $PGDATA is a standby of $PRIMARY_HOST:$PRIMARY_PORT"

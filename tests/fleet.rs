@@ -301,3 +301,101 @@ async fn each_instance_connects_to_its_own_replicas_only() {
         );
     }
 }
+
+/// Monitoring statements (position polls and full checks) `node` ran since the last reset.
+async fn monitoring_statements(node: &rwsplit_testkit::Node) -> i64 {
+    let mut conn = node.connect().await.unwrap();
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements \
+         WHERE query LIKE '%pg_is_in_recovery%' OR query LIKE '%pg_current_wal_insert_lsn%'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
+}
+
+/// An idle instance's monitoring statements per server over `window`, for `config`: the
+/// primary's, then each replica's.
+async fn idle_statements(cluster: &Cluster, config: Config, window: Duration) -> Vec<i64> {
+    let registry = Registry::connect(config).await.unwrap();
+    let nodes: Vec<_> = std::iter::once(cluster.primary())
+        .chain(cluster.replicas())
+        .collect();
+    for node in &nodes {
+        let mut conn = node.connect().await.unwrap();
+        sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(window).await;
+    let mut counts = Vec::new();
+    for node in &nodes {
+        counts.push(monitoring_statements(node).await);
+    }
+    registry.shutdown().await;
+    counts
+}
+
+/// Where the role may read `pg_stat_replication` (`pg_monitor`) and each standby streams under
+/// a name of its own (here its `cluster_name`), an idle instance's position polls run on the
+/// primary only, one statement for every replica, and the replicas see only their full
+/// checks; a role without the grant polls each replica itself, in the same run. Lag is found
+/// as before: a replica whose replay is paused under writes leaves rotation, and returns.
+#[tokio::test]
+async fn replicas_positions_come_from_one_query_on_the_primary() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let cluster = common::app_role::cluster_with_app_role().await;
+    common::replicated(
+        &cluster,
+        "CREATE ROLE monitored_app LOGIN PASSWORD 'monitored-Secret-42' IN ROLE pg_monitor; \
+         GRANT SELECT, INSERT ON items TO monitored_app; \
+         GRANT USAGE ON SEQUENCE items_id_seq TO monitored_app",
+    )
+    .await;
+    let plain = common::app_role::app_config(&cluster);
+    let monitored = plain
+        .clone()
+        .username("monitored_app")
+        .password("monitored-Secret-42");
+    let window = Duration::from_secs(10);
+
+    let with_grant = idle_statements(&cluster, monitored.clone(), window).await;
+    let without = idle_statements(&cluster, plain, window).await;
+    println!(
+        "idle monitoring statements in {window:?} (primary, replica1, replica2): with \
+         pg_monitor {with_grant:?}, without {without:?}"
+    );
+    // Polls every 1 to 1.25 s: 8 to 10 in the window, on the primary either way.
+    assert!(
+        with_grant[0] >= 6 && without[0] >= 6,
+        "{with_grant:?} {without:?}"
+    );
+    // With the grant, no poll on the replicas (a full check, every 30 s, may fall in).
+    assert!(with_grant[1..].iter().all(|&n| n <= 1), "{with_grant:?}");
+    // Without it, each replica is polled itself.
+    assert!(without[1..].iter().all(|&n| n >= 6), "{without:?}");
+
+    let registry = Registry::connect(monitored).await.unwrap();
+    let writing = keep_writing(&cluster);
+    let mut replica = cluster.replica(0).connect().await.unwrap();
+    sqlx::query("SELECT pg_wal_replay_pause()")
+        .execute(&mut replica)
+        .await
+        .unwrap();
+    let out = wait_for("replica1 out for lag", Duration::from_secs(20), || {
+        lagging(&registry, "replica1")
+    })
+    .await;
+    assert!(in_rotation(&registry, "replica2"));
+    sqlx::query("SELECT pg_wal_replay_resume()")
+        .execute(&mut replica)
+        .await
+        .unwrap();
+    let back = wait_for("replica1 back", Duration::from_secs(20), || {
+        in_rotation(&registry, "replica1")
+    })
+    .await;
+    let _ = writing.send(());
+    println!("replica1 paused: out for lag after {out:?}; resumed: back after {back:?}");
+}

@@ -18,6 +18,7 @@
 //! | `replay_timestamp` | `pg_last_xact_replay_timestamp()` | lag by bytes only |
 //! | `system_identifier` | `pg_control_system()` | replicas of another cluster are not recognised |
 //! | `checkpoint_timeline`, `recovery_timeline`, `wal_receiver` | `pg_control_checkpoint()`, `pg_control_recovery()`, `pg_stat_wal_receiver` | fewer sources of a standby's timeline; with none, promotions are followed by role alone |
+//! | `standby_positions` | `pg_stat_replication` (its positions need `pg_read_all_stats`) | each replica is polled itself for its position |
 //! | `aurora` | `aurora_version()`, `aurora_replica_status()` | (not expected outside Aurora) |
 
 use std::fmt;
@@ -39,12 +40,13 @@ pub(crate) enum Capability {
     RecoveryTimeline,
     WalReceiver,
     WalSettings,
+    StandbyPositions,
     Aurora,
 }
 
 impl Capability {
     /// Every capability, in the order they are tried.
-    pub(crate) const ALL: [Capability; 11] = [
+    pub(crate) const ALL: [Capability; 12] = [
         Capability::InsertPosition,
         Capability::WalFile,
         Capability::ReceivePosition,
@@ -55,6 +57,7 @@ impl Capability {
         Capability::RecoveryTimeline,
         Capability::WalReceiver,
         Capability::WalSettings,
+        Capability::StandbyPositions,
         Capability::Aurora,
     ];
 
@@ -75,6 +78,7 @@ impl Capability {
             Capability::RecoveryTimeline => "recovery_timeline",
             Capability::WalReceiver => "wal_receiver",
             Capability::WalSettings => "wal_settings",
+            Capability::StandbyPositions => "standby_positions",
             Capability::Aurora => "aurora",
         }
     }
@@ -92,6 +96,7 @@ impl Capability {
             Capability::RecoveryTimeline => "pg_control_recovery()",
             Capability::WalReceiver => "pg_stat_wal_receiver",
             Capability::WalSettings => "current_setting('wal_block_size')",
+            Capability::StandbyPositions => "pg_stat_replication",
             Capability::Aurora => "aurora_replica_status()",
         }
     }
@@ -114,6 +119,7 @@ impl Capability {
             | Capability::RecoveryTimeline
             | Capability::WalReceiver => "one source of a standby's timeline fewer",
             Capability::WalSettings => "positions taken as reported (no page-boundary settling)",
+            Capability::StandbyPositions => "each replica is polled itself for its position",
             Capability::Aurora => "no Aurora replica lag",
         }
     }
@@ -148,6 +154,11 @@ impl Capability {
                 "current_setting('wal_block_size')::int8, \
                  pg_size_bytes(current_setting('wal_segment_size'))"
             }
+            // One `position:name` line per standby whose position this role may read.
+            Capability::StandbyPositions => {
+                "(SELECT string_agg(pg_wal_lsn_diff(replay_lsn, '0/0')::int8 || ':' || \
+                 application_name, E'\\n') FROM pg_stat_replication)"
+            }
             Capability::Aurora => {
                 "(SELECT replica_lag_in_msec FROM aurora_replica_status() \
                  WHERE server_id = aurora_db_instance_identifier() LIMIT 1)::float8"
@@ -158,7 +169,7 @@ impl Capability {
     /// What stands in for [`columns`](Self::columns) when it is missing.
     fn nulls(self) -> &'static str {
         match self {
-            Capability::WalFile => "NULL::text",
+            Capability::WalFile | Capability::StandbyPositions => "NULL::text",
             Capability::ReplayTimestamp | Capability::Aurora => "NULL::float8",
             Capability::WalSettings => "NULL::int8, NULL::int8",
             _ => "NULL::int8",
@@ -182,8 +193,14 @@ impl Capability {
 }
 
 /// A row of [`Capabilities::position_query`]: insert position, WAL block size, WAL segment
-/// size, WAL file name.
-pub(crate) type PositionRow = (i64, Option<i64>, Option<i64>, Option<String>);
+/// size, WAL file name, standbys' positions (see `health/standby.rs`).
+pub(crate) type PositionRow = (
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
 
 /// The capabilities a server offers this role, as a set.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
@@ -248,7 +265,7 @@ impl Capabilities {
     /// same (what is not there is `NULL`): in recovery; a primary's insert position; WAL block
     /// and segment size; a standby's received and replayed positions and replay age; system
     /// identifier; a primary's current WAL file; a standby's timeline (the highest source);
-    /// Aurora replica lag in milliseconds.
+    /// Aurora replica lag in milliseconds; the name a standby streams under.
     pub(crate) fn check_query(self) -> String {
         let timelines: Vec<_> = [
             Capability::CheckpointTimeline,
@@ -278,35 +295,39 @@ impl Capabilities {
         );
         columns.push(&timeline);
         columns.push(self.pick(Capability::Aurora));
+        let name = super::standby::name_column(self.has(Capability::WalReceiver));
+        columns.push(&name);
         format!("SELECT {} /* rwsplit health check */", columns.join(", "))
     }
 
     /// The primary's position query `for` a token or a poll: its insert position, WAL block
-    /// and segment size, and (for a token) the WAL file of that position, `NULL` for what this
-    /// role cannot read. `None` without the insert position. The two are written apart, not
+    /// and segment size, (for a token) the WAL file of that position and (for a poll) every
+    /// standby's replay position, `NULL` for what this role cannot read. `None` without the insert position. The two are written apart, not
     /// only marked apart, so that `pg_stat_statements` (which ignores comments) counts them
     /// apart.
     pub(crate) fn position_query(self, purpose: PositionFor) -> Option<String> {
         if !self.has(Capability::InsertPosition) {
             return None;
         }
-        let (insert, walfile, marker) = match purpose {
+        let (insert, walfile, standbys, marker) = match purpose {
             PositionFor::Token => (
                 "(pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8",
                 match self.has(Capability::WalFile) {
                     true => "pg_walfile_name(pg_current_wal_insert_lsn())",
                     false => "NULL::text",
                 },
+                "NULL::text",
                 "rwsplit consistency token",
             ),
             PositionFor::Poll => (
                 "pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8",
                 "NULL::text",
+                self.pick(Capability::StandbyPositions),
                 "rwsplit primary position",
             ),
         };
         Some(format!(
-            "SELECT {insert}, {}, {walfile} /* {marker} */",
+            "SELECT {insert}, {}, {walfile}, {standbys} /* {marker} */",
             self.pick(Capability::WalSettings)
         ))
     }
@@ -475,7 +496,8 @@ mod tests {
         let sql = bare.position_query(PositionFor::Token).unwrap();
         assert!(!sql.contains("pg_walfile_name") && !sql.contains("wal_block_size"));
         assert!(sql.ends_with("/* rwsplit consistency token */"), "{sql}");
-        assert_eq!(sql.matches("NULL::").count(), 3, "{sql}");
+        assert_eq!(sql.matches("NULL::").count(), 4, "{sql}");
+        assert!(poll.contains("pg_stat_replication") && !all.contains("pg_stat_replication"));
     }
 
     #[test]

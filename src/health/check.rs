@@ -69,14 +69,14 @@ pub(crate) fn walfile_timeline(name: &str) -> Option<u32> {
 /// revoked since, a promotion to a role that has other functions): that is the query's
 /// fault, never the server's. Only `pg_is_in_recovery()` failing, or the session, is.
 ///
-/// Returns what it saw, and what it found out of the capabilities when it did (for the
-/// registry to record).
+/// Returns what it saw, what it found out of the capabilities when it did, and the name a
+/// standby streams under (for the registry to record).
 pub(crate) async fn observe(
     server: &Server,
     checker: &Checker,
     timeout: Duration,
     fresh: bool,
-) -> Result<(Observation, Option<Discovery>), Failure> {
+) -> Result<(Observation, Option<Discovery>, Option<String>), Failure> {
     let known = Capabilities::from_stored(server.capabilities_stored());
     run_check(server, checker, timeout, fresh, move |conn, opened| {
         Box::pin(async move {
@@ -103,7 +103,10 @@ pub(crate) async fn observe(
                         asking = found.capabilities;
                         discovery = Some(found);
                     }
-                    answer => return Ok((answer?, discovery)),
+                    answer => {
+                        let (seen, name) = answer?;
+                        return Ok((seen, discovery, name));
+                    }
                 }
             }
         })
@@ -111,11 +114,12 @@ pub(crate) async fn observe(
     .await
 }
 
-/// One check of the server's role, positions and identity with `capabilities`.
+/// One check of the server's role, positions and identity with `capabilities`, and the name
+/// a standby streams under.
 async fn ask(
     conn: &mut PgConnection,
     capabilities: Capabilities,
-) -> Result<Observation, sqlx::Error> {
+) -> Result<(Observation, Option<String>), sqlx::Error> {
     #[allow(clippy::type_complexity)]
     let row: (
         bool,
@@ -129,6 +133,7 @@ async fn ask(
         Option<String>,
         Option<i64>,
         Option<f64>,
+        Option<String>,
     ) = capabilities::one_row(conn, capabilities.check_query()).await?;
     let (
         in_recovery,
@@ -142,6 +147,7 @@ async fn ask(
         walfile,
         tli,
         aurora,
+        name,
     ) = row;
     let timeline = match walfile.as_deref().and_then(walfile_timeline) {
         Some(timeline) => timeline,
@@ -149,7 +155,7 @@ async fn ask(
     };
     let (block, segment) = (block.unwrap_or(0) as u64, segment.unwrap_or(0) as u64);
     let seconds = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).ok();
-    Ok(Observation {
+    let seen = Observation {
         in_recovery,
         position: insert.map(|p| settled_position(p as u64, block, segment)),
         replica: ReplicaPosition {
@@ -164,7 +170,8 @@ async fn ask(
         },
         aurora_lag: aurora.and_then(|ms| seconds(ms / 1000.0)),
         capabilities,
-    })
+    };
+    Ok((seen, name))
 }
 
 pub(crate) type CheckFuture<'c, T> =

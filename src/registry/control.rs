@@ -86,6 +86,31 @@ impl Shared {
         server.advance_position(position);
     }
 
+    /// Records the name `server` streams its WAL under, as its full check read it.
+    pub(crate) fn streams_as(&self, server: &Server, name: Option<&str>) {
+        server.stream.named(name);
+    }
+
+    /// Records a replica's replay position as the primary reported it under the replica's
+    /// name (never ahead of the replica): it only moves forward.
+    pub(crate) fn streamed(&self, server: &Server, position: u64) {
+        server.stream.read(position);
+        server.advance_position(position);
+    }
+
+    /// Compares a replica's own replay position, from a full check, with what the primary
+    /// reported under its name before: a report ahead of it was another standby's, and the
+    /// replica is polled itself from now on.
+    pub(crate) fn confirm_stream(&self, server: &Server, replayed: u64) {
+        if server.stream.confirm(replayed) {
+            tracing::warn!(
+                replica = %server.name,
+                "the primary reports a standby under this replica's name that is ahead of it: \
+                 the name is another standby's; the replica is polled itself for its position"
+            );
+        }
+    }
+
     /// Records the primary's position, sampled just now.
     pub(crate) fn primary_at(&self, primary: &Server, position: u64) {
         primary.set_position(position);

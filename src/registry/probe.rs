@@ -127,7 +127,9 @@ async fn probe(shared: &Arc<Shared>, member: &Member) -> bool {
     let started = Instant::now();
     // A replica's lag is measured against the primary's position now, as in a full check.
     let primary = match !server.is_primary() && shared.primary().is_healthy() {
-        true => tasks::sample_primary(shared, timeout).await,
+        true => tasks::sample_primary(shared, timeout)
+            .await
+            .map(|(position, _)| position),
         false => None,
     };
     // A server that answered but could not serve is asked again on the checker's connection.

@@ -18,8 +18,9 @@ use super::{Event, Shared};
 use crate::config::Roles;
 use crate::health::capabilities::{self, PositionFor};
 use crate::health::check::{self, Failure, Observation};
+use crate::health::lag::ReplicaPosition;
 use crate::health::verdict::{self, PrimaryNow, Thresholds};
-use crate::health::{Capabilities, Source, Verdict, settled_position};
+use crate::health::{Capabilities, Source, Verdict, settled_position, standby};
 use crate::metrics;
 use crate::server::Server;
 
@@ -162,10 +163,13 @@ pub(super) async fn observe(
     timeout: Duration,
     fresh: bool,
 ) -> Result<Observation, Failure> {
-    let (seen, discovery) =
+    let (seen, discovery, name) =
         check::observe(&member.server, &member.watch.checker, timeout, fresh).await?;
     if let Some(discovery) = discovery {
         shared.discovered(&member.server, &discovery);
+    }
+    if seen.in_recovery {
+        shared.streams_as(&member.server, name.as_deref());
     }
     Ok(seen)
 }
@@ -228,9 +232,11 @@ pub(super) fn judge_replica(
 }
 
 /// Refreshes the primary's and every replica's WAL position, and takes out at once a replica
-/// found lagging past a threshold or no longer a standby. A replica whose poll fails is
-/// suspected (a probe decides), or out when it gave no answer in time. Servers out of
-/// service come back through their probes and the full checks.
+/// found lagging past a threshold or no longer a standby. A replica whose position the
+/// primary reports under its name (`health/standby.rs`) is not asked itself unless that
+/// position would take it out. A replica whose poll fails is suspected (a probe decides), or
+/// out when it gave no answer in time. Servers out of service come back through their probes
+/// and the full checks.
 async fn poll_positions(shared: &Arc<Shared>) {
     let timeout = shared.config().health_check_timeout;
     // Servers out of service are their probes' (on a backoff) and the full checks': a poll
@@ -242,13 +248,27 @@ async fn poll_positions(shared: &Arc<Shared>) {
     if replicas.is_empty() {
         return;
     }
-    let primary = match shared.primary().is_healthy() {
-        true => sample_primary(shared, timeout).await,
-        false => None,
+    let (primary, standbys) = match shared.primary().is_healthy() {
+        true => sample_primary(shared, timeout).await.unzip(),
+        false => (None, None),
     };
-    let answers = observe_all(shared, &replicas, timeout).await;
+    let names: Vec<_> = replicas.iter().map(|m| m.server.stream.name()).collect();
+    let streamed = standby::positions(standbys.flatten().as_deref(), &names);
+    let mut asked = Vec::new();
+    for (member, streamed) in replicas.iter().zip(streamed) {
+        let server = &member.server;
+        let cleared = streamed.filter(|&position| {
+            let seen = standby::observation(server.identity(), position);
+            judge_replica(shared, Ok(seen), primary).passed()
+        });
+        match cleared {
+            Some(position) => shared.streamed(server, position),
+            None => asked.push(member.clone()),
+        }
+    }
+    let answers = observe_all(shared, &asked, timeout).await;
     let mut verdicts = Vec::new();
-    for (member, (answer, _)) in replicas.iter().zip(answers) {
+    for (member, (answer, _)) in asked.iter().zip(answers) {
         let server = &member.server;
         let in_service = server.is_healthy();
         match answer {
@@ -281,8 +301,12 @@ async fn poll_positions(shared: &Arc<Shared>) {
     shared.lift_barrier();
 }
 
-/// The primary's position, from its checker's connection, when it answers; recorded.
-pub(super) async fn sample_primary(shared: &Shared, timeout: Duration) -> Option<u64> {
+/// The primary's position, from its checker's connection, when it answers (recorded), with
+/// the standbys' positions it reports (`health/standby.rs`), where this role may read them.
+pub(super) async fn sample_primary(
+    shared: &Shared,
+    timeout: Duration,
+) -> Option<(u64, Option<String>)> {
     let primary = shared.topology().primary.clone();
     let capabilities = Capabilities::from_stored(primary.server.capabilities_stored())
         .unwrap_or(Capabilities::POSTGRES);
@@ -294,19 +318,16 @@ pub(super) async fn sample_primary(shared: &Shared, timeout: Duration) -> Option
         false,
         move |conn, _| {
             Box::pin(async move {
-                let (insert, block, segment, _): capabilities::PositionRow =
+                let (insert, block, segment, _, standbys): capabilities::PositionRow =
                     capabilities::one_row(conn, sql).await?;
-                Ok(settled_position(
-                    insert as u64,
-                    block.unwrap_or(0) as u64,
-                    segment.unwrap_or(0) as u64,
-                ))
+                let (block, segment) = (block.unwrap_or(0) as u64, segment.unwrap_or(0) as u64);
+                Ok((settled_position(insert as u64, block, segment), standbys))
             })
         },
     )
     .await
     .ok()?;
-    shared.record_primary(position);
+    shared.record_primary(position.0);
     Some(position)
 }
 
@@ -387,6 +408,17 @@ async fn check_round(shared: &Arc<Shared>) -> bool {
             && busy(server, failure, took, Source::Check)
         {
             continue;
+        }
+        if let Ok(Observation {
+            replica:
+                ReplicaPosition {
+                    replayed: Some(own),
+                    ..
+                },
+            ..
+        }) = &answer
+        {
+            shared.confirm_stream(server, *own);
         }
         let verdict = judge_replica(shared, answer, primary_position);
         metrics::health_check(&server.name, verdict.result, took);

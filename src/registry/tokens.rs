@@ -253,7 +253,7 @@ impl Shared {
         };
         let row: Result<capabilities::PositionRow, sqlx::Error> =
             capabilities::one_row(&primary.pool, sql).await;
-        let (insert, block, segment, walfile) = match row {
+        let (insert, block, segment, walfile, _) = match row {
             Ok(row) => row,
             // Revoked since the last check: the next check finds out again.
             Err(error) if capabilities::is_statements(&error) => {

@@ -7,6 +7,7 @@
 
 mod sessions;
 mod state;
+mod stream;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub(crate) use self::sessions::Sessions;
 pub(crate) use self::state::State;
+pub(crate) use self::stream::Stream;
 use crate::clock::{from_unix_ms, now_ms};
 use crate::config::{Config, Member, PRIMARY_NAME, PoolConfig, ReplicaConfig, ReplicaReadOnly};
 use crate::metrics::ServerMetrics;
@@ -97,6 +99,8 @@ pub(crate) struct Server {
     last_ok_ms: AtomicU64,
     /// Its per-request and pool metrics, registered on first use.
     pub(crate) metrics: ServerMetrics,
+    /// The name it streams WAL under, and what the primary last said of it.
+    pub(crate) stream: Stream,
 }
 
 impl Server {
@@ -137,6 +141,7 @@ impl Server {
             wanted: tokio::sync::Notify::new(),
             left: tokio::sync::Notify::new(),
             back: tokio::sync::Notify::new(),
+            stream: Stream::default(),
             lag_micros: AtomicU64::new(unknown_lag),
             lag_bytes: AtomicU64::new(unknown_lag),
             position: AtomicU64::new(0),

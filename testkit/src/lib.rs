@@ -533,7 +533,8 @@ impl Node {
             .env("REPLICATION_USER", user)
             .env("PGPASSWORD", password)
             .env("PG_BIN", &self.bin)
-            .env("WAIT_SECONDS", "30");
+            .env("WAIT_SECONDS", "30")
+            .env("STANDBY_NAME", &self.name);
         run(bootstrap, "replica-bootstrap.sh").await
     }
 
