@@ -857,6 +857,36 @@ fn the_rollout_share_is_a_percentage() {
     assert!(err.to_string().contains("150"), "{err}");
 }
 
+/// `primaryReadWeight` is a weight like a replica's, 0 (off) by default, and a bad one names
+/// the key and the value.
+#[test]
+fn the_primarys_read_weight_is_a_weight() {
+    let debug = |weight: &str| {
+        format!(
+            "{:?}",
+            parse(&db(&format!("  primaryReadWeight: {weight}\n"))).unwrap()
+        )
+    };
+    assert!(format!("{:?}", parse(&db("")).unwrap()).contains("primary_read_weight: 0,"));
+    assert!(debug("1").contains("primary_read_weight: 1,"));
+    assert!(debug("${PRIMARY_WEIGHT:-2}").contains("primary_read_weight: 2,"));
+    for bad in ["10001", "-1", "heavy"] {
+        let message = error(&db(&format!("  primaryReadWeight: {bad}\n")));
+        assert!(
+            message.contains("db.primaryReadWeight") && message.contains(bad),
+            "{message}"
+        );
+    }
+    let err = Config::new("h")
+        .primary_read_weight(20_000)
+        .validate()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("db.primaryReadWeight") && err.to_string().contains("20000"),
+        "{err}"
+    );
+}
+
 /// `roles` and `primaryCandidates`: observed by default, names checked against the servers.
 #[test]
 fn roles_and_primary_candidates_parse_and_name_bad_values() {

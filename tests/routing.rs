@@ -34,6 +34,74 @@ async fn reads_spread_over_replicas_by_weight_as_the_servers_count_them() {
     );
 }
 
+/// `primaryReadWeight: 1` beside two replicas of weight 1: a third of plain reads run on the
+/// primary, as the servers count them, and read-only there as on a replica; a primary whose
+/// pool has no connection to spare (busy with writes) sends its share to the replicas.
+#[tokio::test]
+async fn the_primary_takes_its_weight_of_plain_reads_while_its_pool_has_room() {
+    let cluster = cluster().await;
+    let config = config_weighted(&cluster, &[1, 1])
+        .health_check_interval(Duration::from_secs(3600))
+        .max_connections(4);
+    let registry = Registry::connect(config.clone().primary_read_weight(1))
+        .await
+        .unwrap();
+    assert!(registry.status().primary_reads);
+    let app = app(registry.clone());
+    let count = || async {
+        let mut counts = Vec::new();
+        for node in std::iter::once(cluster.primary()).chain(cluster.replicas()) {
+            counts.push(executed(node, "rwsplit weight probe").await);
+        }
+        counts
+    };
+
+    let reads = 1500;
+    for _ in 0..reads {
+        let answer = call(&app, &cluster, "GET", "/probe").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let spread = count().await;
+    assert_eq!(spread.iter().sum::<i64>(), reads, "{spread:?}");
+    for on in &spread {
+        let share = *on as f64 / reads as f64;
+        assert!((share - 1.0 / 3.0).abs() < 0.02, "{spread:?}");
+    }
+    // Read-only wherever a read runs: three reads in a row cover the three servers.
+    for _ in 0..3 {
+        let error = sqlx::query("INSERT INTO items (name) VALUES ('through a read')")
+            .execute(&registry.read())
+            .await
+            .unwrap_err();
+        let code = error.as_database_error().and_then(|e| e.code());
+        assert_eq!(code.as_deref(), Some("25006"), "{error}");
+    }
+
+    // Every connection of the primary's pool in use: its share goes to the replicas.
+    let held = acquire_many(&registry.primary(), 4).await;
+    for _ in 0..300 {
+        let answer = call(&app, &cluster, "GET", "/probe").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let busy = count().await;
+    assert_eq!(busy[0], spread[0], "a read ran on a busy primary: {busy:?}");
+    assert_eq!(busy[1] + busy[2] - spread[1] - spread[2], 300, "{busy:?}");
+    drop(held);
+
+    // Back to 0 on a reload: plain reads leave the primary at once.
+    registry.reload(config).await.unwrap();
+    assert!(!registry.status().primary_reads);
+    for _ in 0..300 {
+        let answer = call(&app, &cluster, "GET", "/probe").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert_eq!(
+        count().await[0],
+        spread[0],
+        "a read ran on the primary after the reload"
+    );
+}
+
 #[tokio::test]
 async fn safe_methods_read_from_replicas_and_writes_reach_the_primary() {
     let cluster = cluster().await;

@@ -6,6 +6,7 @@ use super::Config;
 
 pub(crate) const SEPARATION: &str = "enableReadWriteSeparation";
 pub(crate) const SHARE: &str = "readReplicaShare";
+pub(crate) const PRIMARY_READ_WEIGHT: &str = "primaryReadWeight";
 pub(crate) const LAG_THRESHOLD: &str = "replicaLagThreshold";
 pub(crate) const LAG_BYTES_THRESHOLD: &str = "replicaLagBytesThreshold";
 pub(crate) const MAX_STALENESS: &str = "replicaMaxStaleness";
@@ -23,7 +24,7 @@ pub(crate) struct Live {
 }
 
 /// Every live setting, in the order a reload reports them.
-pub(crate) const LIVE: [Live; 11] = [
+pub(crate) const LIVE: [Live; 12] = [
     Live {
         key: SEPARATION,
         show: |c| c.separation.to_string(),
@@ -31,6 +32,10 @@ pub(crate) const LIVE: [Live; 11] = [
     Live {
         key: SHARE,
         show: |c| format!("{}%", c.replica_share),
+    },
+    Live {
+        key: PRIMARY_READ_WEIGHT,
+        show: |c| c.primary_read_weight.to_string(),
     },
     Live {
         key: LAG_THRESHOLD,

@@ -78,6 +78,7 @@ pub struct Config {
     pub(crate) replicas: Vec<ReplicaConfig>,
     pub(crate) separation: bool,
     pub(crate) replica_share: u8,
+    pub(crate) primary_read_weight: u32,
     pub(crate) lag_threshold: Duration,
     pub(crate) lag_bytes_threshold: Option<u64>,
     pub(crate) max_staleness: Option<Duration>,
@@ -186,6 +187,7 @@ impl Config {
             replicas: Vec::new(),
             separation: false,
             replica_share: 100,
+            primary_read_weight: 0,
             lag_threshold: Duration::from_secs(10),
             lag_bytes_threshold: Some(16 * 1024 * 1024),
             max_staleness: Some(Duration::from_secs(60)),
@@ -319,6 +321,21 @@ impl Config {
     /// refused by [`validate`](Self::validate).
     pub fn read_replica_share(mut self, percent: u8) -> Self {
         self.replica_share = percent;
+        self
+    }
+
+    /// The primary's weight in the read schedule, against the replicas' weights: with `1` and
+    /// two replicas of weight 1, a third of plain reads run on the primary (read-only, as
+    /// every `DbRead`). Default `0`: the primary takes reads only when no replica can.
+    ///
+    /// Only plain reads, and only while the primary is in service, some replica is in rotation
+    /// and the primary's pool has a connection to spare: a primary busy with writes (its pool
+    /// full, none idle) sends its share to the replicas, so writes never queue behind reads.
+    /// Reads with a token, held by a barrier or a rollout, or failing over are routed as
+    /// without it. [`Registry::reload`](crate::Registry::reload) changes it live; over 10,000
+    /// is refused by [`validate`](Self::validate).
+    pub fn primary_read_weight(mut self, weight: u32) -> Self {
+        self.primary_read_weight = weight;
         self
     }
 

@@ -149,6 +149,13 @@ impl Config {
     }
 
     fn check_health(&self) -> Result<(), ConfigError> {
+        if self.primary_read_weight > MAX_WEIGHT {
+            return Err(invalid(
+                &path(live::PRIMARY_READ_WEIGHT),
+                &self.primary_read_weight,
+                &format!("weights are 0 to {MAX_WEIGHT}"),
+            ));
+        }
         if self.replica_share > 100 {
             return Err(invalid(
                 &path(live::SHARE),

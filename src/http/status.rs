@@ -29,6 +29,7 @@
 //! {
 //!   "separation": true,
 //!   "read_replica_share": 100,
+//!   "primary_read_weight": 0, "primary_reads": false,
 //!   "roles": "observed",
 //!   "primary": { "name": "primary", "member": "10.0.0.10:5432", "address": "10.0.0.10:5432",
 //!                "healthy": true, "timeline": 1, "system_identifier": "7302...", ... },
@@ -65,6 +66,8 @@ pub async fn status(State(registry): State<Registry>) -> Response {
     let body = json!({
         "separation": status.separation,
         "read_replica_share": status.read_replica_share,
+        "primary_read_weight": status.primary_read_weight,
+        "primary_reads": status.primary_reads,
         "roles": status.roles,
         "primary": primary,
         "replicas": status.replicas.iter().map(server).collect::<Vec<_>>(),

@@ -166,7 +166,7 @@ impl Registry {
         let (stop, _) = watch::channel(false);
         let tokens = tokens::Tokens::new(&config);
         let topology = Topology {
-            rotation: Rotation::of(&replicas),
+            rotation: Rotation::of(&primary.server, &replicas, config.primary_read_weight),
             primary,
             replicas,
             config: Arc::new(config),

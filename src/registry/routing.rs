@@ -69,7 +69,15 @@ impl Shared {
         let rotation = &topology.rotation;
         let ticket = self.tickets.next();
         // The pick for this ticket first: a plain read looks no further. The rest is listed
-        // only when that one will not do.
+        // only when that one will not do. A pick of the primary (its share of plain reads)
+        // that this read may not take goes to the replicas in schedule order.
+        let mut pick = rotation.pick(ticket);
+        if pick.is_some_and(|s| rotation.shared_with(s)) {
+            if route::primary_takes(&ask, tried.is_empty(), !primary.exhausted()) {
+                return Decision::Replica(Arc::clone(primary), intent.reason());
+            }
+            pick = None;
+        }
         let rest = std::iter::once_with(|| {
             let out = topology
                 .replicas
@@ -79,7 +87,7 @@ impl Shared {
             rotation.from(ticket).chain(out)
         })
         .flatten();
-        route::decide(ask, rotation.pick(ticket).into_iter().chain(rest).map(seen))
+        route::decide(ask, pick.into_iter().chain(rest).map(seen))
     }
 
     /// The server for an intent, as [`route`](Self::route) decides it. A request nobody can

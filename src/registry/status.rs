@@ -17,6 +17,8 @@ impl Registry {
         RegistryStatus {
             separation: config.separation,
             read_replica_share: config.replica_share,
+            primary_read_weight: config.primary_read_weight,
+            primary_reads: rotation.shared_with(primary),
             roles: match config.roles {
                 crate::config::Roles::Observed => "observed",
                 _ => "configured",
@@ -40,6 +42,11 @@ pub struct RegistryStatus {
     pub separation: bool,
     /// `readReplicaShare`: the percentage of the reads that may go to a replica that do.
     pub read_replica_share: u8,
+    /// `primaryReadWeight`: the primary's weight in the read schedule (0: off).
+    pub primary_read_weight: u32,
+    /// Whether the primary is in the read schedule now (its weight over 0 and some replica
+    /// in rotation).
+    pub primary_reads: bool,
     /// `roles`: `observed` (the primary is whichever configured server answers as one) or
     /// `configured`.
     pub roles: &'static str,

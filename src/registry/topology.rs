@@ -67,32 +67,41 @@ impl Member {
 }
 
 /// The replicas in rotation, with their weights, and their pick order (indices into
-/// `members`).
+/// `members`; `members.len()` for the primary, when it takes a share of reads).
 #[derive(Debug, Default)]
 pub(crate) struct Rotation {
     pub(crate) members: Vec<(Arc<Server>, u32)>,
     pub(crate) schedule: Schedule,
+    /// The primary, in the schedule with `primaryReadWeight` while some replica is in it.
+    primary: Option<(Arc<Server>, u32)>,
 }
 
 impl Rotation {
-    /// The rotation of `replicas` as they stand now: those in service with a weight over 0.
-    pub(crate) fn of(replicas: &[Member]) -> Rotation {
+    /// The rotation of `replicas` as they stand now: those in service with a weight over 0,
+    /// and `primary` with `primary_weight` (over 0) beside them.
+    pub(crate) fn of(primary: &Arc<Server>, replicas: &[Member], primary_weight: u32) -> Rotation {
         let members: Vec<(Arc<Server>, u32)> = replicas
             .iter()
             .filter(|m| m.server.is_healthy())
             .map(|m| (Arc::clone(&m.server), m.server.weight()))
             .filter(|&(_, weight)| weight > 0)
             .collect();
-        let weights: Vec<(usize, u32)> = members.iter().map(|(_, w)| *w).enumerate().collect();
+        let mut weights: Vec<(usize, u32)> = members.iter().map(|(_, w)| *w).enumerate().collect();
+        let shares = primary_weight > 0 && !members.is_empty();
+        if shares {
+            weights.push((members.len(), primary_weight));
+        }
         Rotation {
             schedule: Schedule::new(&weights),
             members,
+            primary: shares.then(|| (Arc::clone(primary), primary_weight)),
         }
     }
 
     /// Whether it holds the same servers with the same weights as `other`.
     pub(crate) fn same_as(&self, other: &Rotation) -> bool {
         self.members.len() == other.members.len()
+            && self.primary.as_ref().map(|(_, w)| w) == other.primary.as_ref().map(|(_, w)| w)
             && self
                 .members
                 .iter()
@@ -104,18 +113,26 @@ impl Rotation {
         self.members.iter().any(|(s, _)| Arc::ptr_eq(s, server))
     }
 
-    /// The replica for the `ticket`th pick.
+    /// The server for the `ticket`th pick: a replica, or the primary for its share.
     #[inline]
     pub(crate) fn pick(&self, ticket: usize) -> Option<&Arc<Server>> {
         let index = self.schedule.pick(ticket)?;
-        Some(&self.members[index].0)
+        self.members
+            .get(index)
+            .map(|(server, _)| server)
+            .or(self.primary.as_ref().map(|(server, _)| server))
+    }
+
+    /// Whether the schedule holds the primary, and `server` is it.
+    pub(crate) fn shared_with(&self, server: &Arc<Server>) -> bool {
+        self.primary
+            .as_ref()
+            .is_some_and(|(p, _)| Arc::ptr_eq(p, server))
     }
 
     /// The replicas from the `ticket`th pick on, each once, in schedule order.
     pub(crate) fn from(&self, ticket: usize) -> impl Iterator<Item = &Arc<Server>> + '_ {
-        self.schedule
-            .candidates(ticket)
-            .map(|index| &self.members[index].0)
+        (self.schedule.candidates(ticket)).filter_map(|index| self.members.get(index).map(|m| &m.0))
     }
 }
 
@@ -140,7 +157,11 @@ impl Topology {
         Topology {
             primary: self.primary.clone(),
             replicas: self.replicas.clone(),
-            rotation: Rotation::of(&self.replicas),
+            rotation: Rotation::of(
+                &self.primary.server,
+                &self.replicas,
+                self.config.primary_read_weight,
+            ),
             config: Arc::clone(&self.config),
         }
     }

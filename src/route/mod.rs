@@ -1,13 +1,16 @@
 //! Routing as data, lowest in the crate and pure: the [`intent`] of a request (read or write,
 //! and why), the [`decide`] function that turns an intent and what is known of each server
 //! into a server (a replica, the primary, or nobody), the weighted [`schedule`] of replicas,
-//! and the [`subset`] of replicas an instance connects to. Nothing here does I/O or holds a server; the registry feeds it.
+//! the primary's [`share`] of plain reads, and the [`subset`] of replicas an instance connects
+//! to. Nothing here does I/O or holds a server; the registry feeds it.
 
 pub(crate) mod decide;
 pub(crate) mod intent;
 pub(crate) mod schedule;
+pub(crate) mod share;
 pub(crate) mod subset;
 
 pub(crate) use decide::{Ask, Decision, Seen, admits, decide};
 pub use intent::{MethodPolicy, Reason, Role, RouteIntent, RoutePolicy};
 pub(crate) use schedule::{Schedule, Tickets};
+pub(crate) use share::primary_takes;

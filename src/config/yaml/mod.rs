@@ -51,6 +51,7 @@ struct Db {
     connect_timeout: Option<Text<Duration>>,
     enable_read_write_separation: Option<Text<bool>>,
     read_replica_share: Option<Text<Percent>>,
+    primary_read_weight: Option<Text<Weight>>,
     replica_lag_threshold: Option<Text<Duration>>,
     /// `null` turns the byte threshold off, which leaving the key out does not.
     #[serde(default, deserialize_with = "present")]
@@ -184,6 +185,10 @@ impl Db {
         set(
             &mut config.replica_share,
             self.read_replica_share.map(|p| Text(p.0.0)),
+        );
+        set(
+            &mut config.primary_read_weight,
+            self.primary_read_weight.map(|w| Text(w.0.0)),
         );
         set(&mut config.lag_threshold, self.replica_lag_threshold);
         if let Some(bytes) = self.replica_lag_bytes_threshold {
