@@ -315,7 +315,8 @@ async fn monitoring_statements(node: &rwsplit_testkit::Node) -> i64 {
 }
 
 /// An idle instance's monitoring statements per server over `window`, for `config`: the
-/// primary's, then each replica's.
+/// primary's, then each replica's; then 1 when the status shows every replica's position read
+/// from the primary at the end, 0 otherwise.
 async fn idle_statements(cluster: &Cluster, config: Config, window: Duration) -> Vec<i64> {
     let registry = Registry::connect(config).await.unwrap();
     let nodes: Vec<_> = std::iter::once(cluster.primary())
@@ -329,11 +330,17 @@ async fn idle_statements(cluster: &Cluster, config: Config, window: Duration) ->
             .unwrap();
     }
     tokio::time::sleep(window).await;
+    let status = registry.status();
+    for replica in &status.replicas {
+        assert_eq!(replica.stream_name.as_deref(), Some(replica.name.as_str()));
+    }
+    let from_primary = status.replicas.iter().all(|r| r.positions_from_primary);
     let mut counts = Vec::new();
     for node in &nodes {
         counts.push(monitoring_statements(node).await);
     }
     registry.shutdown().await;
+    counts.push(i64::from(from_primary));
     counts
 }
 
@@ -367,14 +374,17 @@ async fn replicas_positions_come_from_one_query_on_the_primary() {
          pg_monitor {with_grant:?}, without {without:?}"
     );
     // Polls every 1 to 1.25 s: 8 to 10 in the window, on the primary either way.
+    // The status says where the replicas' positions came from (the last number).
+    assert_eq!(with_grant[3], 1, "{with_grant:?}");
+    assert_eq!(without[3], 0, "{without:?}");
     assert!(
         with_grant[0] >= 6 && without[0] >= 6,
         "{with_grant:?} {without:?}"
     );
     // With the grant, no poll on the replicas (a full check, every 30 s, may fall in).
-    assert!(with_grant[1..].iter().all(|&n| n <= 1), "{with_grant:?}");
+    assert!(with_grant[1..3].iter().all(|&n| n <= 1), "{with_grant:?}");
     // Without it, each replica is polled itself.
-    assert!(without[1..].iter().all(|&n| n >= 6), "{without:?}");
+    assert!(without[1..3].iter().all(|&n| n >= 6), "{without:?}");
 
     let registry = Registry::connect(monitored).await.unwrap();
     let writing = keep_writing(&cluster);

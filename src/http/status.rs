@@ -40,7 +40,8 @@
 //!       "last_check": "2026-11-22T07:00:00.123Z", "last_success": "...", "last_error": null,
 //!       "pool": { "size": 4, "idle": 3, "in_use": 1, "max": 10 },
 //!       "capabilities": ["insert_position", "wal_file", "receive_position", "..."],
-//!       "missing_capabilities": ["system_identifier"], "read_only": "startup option" }
+//!       "missing_capabilities": ["system_identifier"], "read_only": "startup option",
+//!       "stream_name": "replica1", "positions_from_primary": true }
 //!   ]
 //! }
 //! ```
@@ -108,6 +109,8 @@ fn server(s: &ServerStatus) -> Value {
         "capabilities": s.capabilities,
         "missing_capabilities": s.missing_capabilities,
         "read_only": s.read_only,
+        "stream_name": s.stream_name,
+        "positions_from_primary": s.positions_from_primary,
     })
 }
 

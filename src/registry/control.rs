@@ -98,6 +98,11 @@ impl Shared {
         server.advance_position(position);
     }
 
+    /// Records that a poll asked a replica its position itself.
+    pub(crate) fn asked_itself(&self, server: &Server) {
+        server.stream.asked();
+    }
+
     /// Compares a replica's own replay position, from a full check, with what the primary
     /// reported under its name before: a report ahead of it was another standby's, and the
     /// replica is polled itself from now on.

@@ -107,6 +107,13 @@ pub struct ServerStatus {
     /// `SET after connect`, `read-only transaction per query` or `the standby's own read-only
     /// state` (see [`ReplicaReadOnly`](crate::ReplicaReadOnly)).
     pub read_only: &'static str,
+    /// The name a replica streams its WAL under (its `primary_conninfo`'s `application_name`,
+    /// else its `cluster_name`), as its last full check read it.
+    pub stream_name: Option<String>,
+    /// Whether its last position poll read its position from the primary's
+    /// `pg_stat_replication` under that name, rather than asking it (see the README's "Health
+    /// and lag").
+    pub positions_from_primary: bool,
 }
 
 impl ServerStatus {
@@ -131,6 +138,8 @@ impl ServerStatus {
             pool_size: size,
             pool_idle: idle.min(size),
             pool_max: server.max_connections(),
+            stream_name: server.stream.streams_as().map(|n| n.to_string()),
+            positions_from_primary: server.stream.read_from_primary(),
             capabilities: capabilities.map(|c| c.offered().map(Capability::as_str).collect()),
             missing_capabilities: capabilities
                 .map(|c| c.missing().map(Capability::as_str).collect())

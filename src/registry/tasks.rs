@@ -263,7 +263,10 @@ async fn poll_positions(shared: &Arc<Shared>) {
         });
         match cleared {
             Some(position) => shared.streamed(server, position),
-            None => asked.push(member.clone()),
+            None => {
+                shared.asked_itself(server);
+                asked.push(member.clone());
+            }
         }
     }
     let answers = observe_all(shared, &asked, timeout).await;

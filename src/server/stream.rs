@@ -14,6 +14,8 @@ pub(crate) struct Stream {
     read: AtomicU64,
     /// Its name was found to belong to another standby: it is polled itself.
     refused: AtomicBool,
+    /// Its last poll took its position from the primary (rather than asking it).
+    from_primary: AtomicBool,
 }
 
 impl Stream {
@@ -39,6 +41,22 @@ impl Stream {
     pub(crate) fn read(&self, position: u64) {
         self.read
             .fetch_max(position.saturating_add(1), Ordering::AcqRel);
+        self.from_primary.store(true, Ordering::Release);
+    }
+
+    /// Records that its last poll asked the replica itself.
+    pub(crate) fn asked(&self) {
+        self.from_primary.store(false, Ordering::Release);
+    }
+
+    /// Whether its last poll took its position from the primary.
+    pub(crate) fn read_from_primary(&self) -> bool {
+        self.from_primary.load(Ordering::Acquire)
+    }
+
+    /// The name it streams under, as its last full check read it.
+    pub(crate) fn streams_as(&self) -> Option<Arc<str>> {
+        self.name.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Compares the replica's own replay position, from a full check that started after the
