@@ -22,6 +22,10 @@ use rwsplit::{Config, ConsistencyConfig, DbError, DbRead, Registry, RwSplitLayer
 use rwsplit_testkit::Cluster;
 use sqlx::PgPool;
 
+#[path = "common/mod.rs"]
+mod common;
+use common::arg;
+
 #[path = "demo/app.rs"]
 mod app;
 
@@ -158,15 +162,6 @@ async fn wrk(url: &str, script: &std::path::Path, seconds: u64, connections: u64
         errors,
         cpu_us_per_request: 0.0,
     }
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn spread(mut ratios: Vec<f64>) -> String {

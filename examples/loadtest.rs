@@ -27,6 +27,10 @@ use rwsplit_testkit::{Cluster, Node};
 use sqlx::PgPool;
 use tower::ServiceExt;
 
+#[path = "common/mod.rs"]
+mod common;
+use common::arg;
+
 const ROWS: i64 = 10_000;
 const TOKEN_HEADER: &str = "x-db-consistency";
 
@@ -287,15 +291,6 @@ async fn exec_time_ms(node: &Node) -> Result<f64, Box<dyn std::error::Error>> {
     .fetch_one(&mut conn)
     .await?;
     Ok(ms)
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn micros(d: Duration) -> String {

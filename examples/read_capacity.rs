@@ -23,6 +23,10 @@ use axum::routing::get;
 use rwsplit::{Config, DbRead, Registry, RwSplitLayer};
 use rwsplit_testkit::{Cluster, Node};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::arg;
+
 const CGROUPS: &str = "/sys/fs/cgroup/cpu";
 /// Work for the server's CPU alone, the same on every server: a scan of a table would not
 /// be, as a standby checks every row's visibility where the primary skips all-visible pages
@@ -117,15 +121,6 @@ fn drive(address: std::net::SocketAddr, seconds: u64) -> f64 {
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no rate in wrk's output: {text}"))
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[tokio::main]

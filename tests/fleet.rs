@@ -388,20 +388,13 @@ async fn replicas_positions_come_from_one_query_on_the_primary() {
 
     let registry = Registry::connect(monitored).await.unwrap();
     let writing = keep_writing(&cluster);
-    let mut replica = cluster.replica(0).connect().await.unwrap();
-    sqlx::query("SELECT pg_wal_replay_pause()")
-        .execute(&mut replica)
-        .await
-        .unwrap();
+    cluster.replica(0).pause_replay().await.unwrap();
     let out = wait_for("replica1 out for lag", Duration::from_secs(20), || {
         lagging(&registry, "replica1")
     })
     .await;
     assert!(in_rotation(&registry, "replica2"));
-    sqlx::query("SELECT pg_wal_replay_resume()")
-        .execute(&mut replica)
-        .await
-        .unwrap();
+    cluster.replica(0).resume_replay().await.unwrap();
     let back = wait_for("replica1 back", Duration::from_secs(20), || {
         in_rotation(&registry, "replica1")
     })

@@ -119,13 +119,13 @@ impl<'t> Attempts<'t> {
                 Waited::Got(Err(error)) => error,
                 // The primary moved while this work waited for a connection: nothing was sent,
                 // so even a write goes to the new primary.
-                // A read that waited on a primary out of service moves to a replica back in
-                // the meantime.
                 Waited::Left if server.is_primary() => match self.moved_primary(&server) {
                     Some(next) => {
                         self.next = next;
                         continue;
                     }
+                    // A read that waited on a primary out of service moves to a replica back
+                    // in the meantime.
                     None if self.move_on(&server, "left") => continue,
                     None => return Err(sqlx::Error::PoolTimedOut),
                 },
@@ -389,9 +389,7 @@ impl Attempts<'_> {
                 Step::Gone => return Waited::Left,
                 // A primary out of service is waited for: only a move ends its wait, or, for
                 // a read, a replica that can take it now.
-                Step::Left
-                    if server.is_primary() && !server.is_retired() && !self.may_leave(server) =>
-                {
+                Step::Left if server.is_primary() && !gone() => {
                     left.set(server.left.notified());
                     watching = false;
                 }

@@ -138,7 +138,7 @@ impl ServerStatus {
             pool_size: size,
             pool_idle: idle.min(size),
             pool_max: server.max_connections(),
-            stream_name: server.stream.streams_as().map(|n| n.to_string()),
+            stream_name: server.stream.name().map(|n| n.to_string()),
             positions_from_primary: server.stream.read_from_primary(),
             capabilities: capabilities.map(|c| c.offered().map(Capability::as_str).collect()),
             missing_capabilities: capabilities

@@ -252,7 +252,10 @@ async fn poll_positions(shared: &Arc<Shared>) {
         true => sample_primary(shared, timeout).await.unzip(),
         false => (None, None),
     };
-    let names: Vec<_> = replicas.iter().map(|m| m.server.stream.name()).collect();
+    let names: Vec<_> = replicas
+        .iter()
+        .map(|m| m.server.stream.to_follow())
+        .collect();
     let streamed = standby::positions(standbys.flatten().as_deref(), &names);
     let mut asked = Vec::new();
     for (member, streamed) in replicas.iter().zip(streamed) {

@@ -30,11 +30,11 @@ impl Stream {
     }
 
     /// The name to look for on the primary, unless it was found to be another standby's.
-    pub(crate) fn name(&self) -> Option<Arc<str>> {
+    pub(crate) fn to_follow(&self) -> Option<Arc<str>> {
         if self.refused.load(Ordering::Acquire) {
             return None;
         }
-        self.name.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.name()
     }
 
     /// Records a position read for it from the primary.
@@ -55,7 +55,7 @@ impl Stream {
     }
 
     /// The name it streams under, as its last full check read it.
-    pub(crate) fn streams_as(&self) -> Option<Arc<str>> {
+    pub(crate) fn name(&self) -> Option<Arc<str>> {
         self.name.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -79,14 +79,14 @@ mod tests {
         stream.read(100);
         assert!(!stream.confirm(100), "a row at the replica's own position");
         assert!(!stream.confirm(150), "a row behind it");
-        assert_eq!(stream.name().as_deref(), Some("replica1"));
+        assert_eq!(stream.to_follow().as_deref(), Some("replica1"));
         stream.read(200);
         assert!(stream.confirm(150), "a row ahead: another standby's");
         assert!(!stream.confirm(150), "said once");
-        assert_eq!(stream.name(), None);
+        assert_eq!(stream.to_follow(), None);
         // A new name (the standby was reconfigured) is trusted afresh.
         stream.named(Some("replica1-b"));
-        assert_eq!(stream.name().as_deref(), Some("replica1-b"));
+        assert_eq!(stream.to_follow().as_deref(), Some("replica1-b"));
         assert!(!stream.confirm(0));
     }
 }
