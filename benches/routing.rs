@@ -13,9 +13,9 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{idle_runtime, ready, registry, request, routers};
+use common::{balanced, idle_runtime, ready, registry, request, routers};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use rwsplit::{ConsistencyConfig, ConsistencyToken};
+use rwsplit::{ConsistencyConfig, ConsistencyToken, LoadBalancing};
 use tower::ServiceExt;
 
 /// Counts heap allocations, to show what a request allocates.
@@ -118,6 +118,22 @@ fn selection(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("half out", replicas), &registry, |b, r| {
                 b.iter(|| black_box(r.read()))
             });
+        }
+    }
+    group.finish();
+
+    // Each strategy, all replicas in: round-robin reads one schedule slot, least-outstanding
+    // every server's pool counters, peak-EWMA two servers' counters and latency estimates.
+    let mut group = c.benchmark_group("select by strategy");
+    for strategy in [
+        LoadBalancing::RoundRobin,
+        LoadBalancing::LeastOutstanding,
+        LoadBalancing::PeakEwma,
+    ] {
+        for replicas in [1usize, 2, 8, 64] {
+            let registry = balanced(replicas, ConsistencyConfig::off(), strategy);
+            let id = BenchmarkId::new(format!("{strategy:?}"), replicas);
+            group.bench_with_input(id, &registry, |b, r| b.iter(|| black_box(r.read())));
         }
     }
     group.finish();

@@ -14,20 +14,19 @@
 //! (`--quota`: each server's share of one CPU, in percent). Needs root, a cgroup v1 `cpu`
 //! hierarchy at `/sys/fs/cgroup/cpu`, and Debian's `wrk`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use rwsplit::{Config, DbRead, Registry, RwSplitLayer};
-use rwsplit_testkit::{Cluster, Node};
+use rwsplit_testkit::{Cluster, CpuCap, Node};
 
 #[path = "common/mod.rs"]
 mod common;
 use common::arg;
 
-const CGROUPS: &str = "/sys/fs/cgroup/cpu";
 /// Work for the server's CPU alone, the same on every server: a scan of a table would not
 /// be, as a standby checks every row's visibility where the primary skips all-visible pages
 /// (measured here: a replica alone answers a scan of a frozen 20,000-row table at 0.7 to 0.95
@@ -42,48 +41,6 @@ async fn heavy(db: DbRead) -> Result<String, (StatusCode, String)> {
         .await
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(format!("{count} {total}"))
-}
-
-/// A cgroup holding one server's processes, capped at `quota` percent of a CPU; its
-/// processes go back to the root group when it is dropped.
-struct Capped {
-    dir: PathBuf,
-}
-
-impl Capped {
-    fn new(node: &Node, quota: u32) -> std::io::Result<Capped> {
-        let dir = Path::new(CGROUPS).join(format!("rwsplit-capacity-{}", node.name()));
-        if !dir.exists() {
-            std::fs::create_dir(&dir)?;
-        }
-        std::fs::write(dir.join("cpu.cfs_period_us"), "100000")?;
-        std::fs::write(dir.join("cpu.cfs_quota_us"), (quota * 1000).to_string())?;
-        let pid = std::fs::read_to_string(node.data_dir().join("postmaster.pid"))?;
-        let postmaster = pid.lines().next().unwrap_or_default().trim().to_owned();
-        // The postmaster and every process it has started; the ones it starts later (each new
-        // connection's backend) are born in its group.
-        let children = Command::new("pgrep")
-            .args(["-P", &postmaster])
-            .output()?
-            .stdout;
-        let children = String::from_utf8_lossy(&children).into_owned();
-        for pid in std::iter::once(postmaster.as_str()).chain(children.split_whitespace()) {
-            // A process that has just exited cannot move: nothing to cap.
-            let _ = std::fs::write(dir.join("cgroup.procs"), pid);
-        }
-        Ok(Capped { dir })
-    }
-}
-
-impl Drop for Capped {
-    fn drop(&mut self) {
-        if let Ok(pids) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
-            for pid in pids.split_whitespace() {
-                let _ = std::fs::write(Path::new(CGROUPS).join("cgroup.procs"), pid);
-            }
-        }
-        let _ = std::fs::remove_dir(&self.dir);
-    }
 }
 
 /// Queries per second `node` alone answers to 8 clients running the route's query for
@@ -131,9 +88,9 @@ async fn main() {
         arg("--rounds", 3),
     );
     let cluster = Cluster::start(2).await.expect("start the local cluster");
-    let capped: Vec<Capped> = std::iter::once(cluster.primary())
+    let capped: Vec<CpuCap> = std::iter::once(cluster.primary())
         .chain(cluster.replicas())
-        .map(|node| Capped::new(node, quota).expect("cap the server (needs root and cgroup v1)"))
+        .map(|node| CpuCap::new(node, quota).expect("cap the server (needs root and cgroup v1)"))
         .collect();
 
     let nodes: Vec<&Node> = std::iter::once(cluster.primary())

@@ -66,7 +66,7 @@
 //! |---|---|
 //! | read or write, for this request? | [`RoutePolicy`] in [`RwSplitLayer`], then [`RouteOverride`] (`src/route/intent.rs`) |
 //! | replica or primary, for this work? | one pure function, `src/route/decide.rs`, for every first pick and failover step |
-//! | which replica? | the weighted schedule over replicas in rotation (`src/route/schedule.rs`) |
+//! | which replica? | the weighted schedule over replicas in rotation (`src/route/schedule.rs`), with [`LoadBalancing`] (`src/route/balance.rs`) |
 //! | is a replica in rotation? | the health loop's checks, judged in `src/health/verdict.rs`, recorded by the one writer of server state (`src/registry/control.rs`) |
 //!
 //! # Logs
@@ -99,8 +99,8 @@ mod route;
 mod server;
 
 pub use config::{
-    Config, ConfigError, ConsistencyConfig, Promotion, ReplicaConfig, ReplicaReadOnly, Roles,
-    StickyMode,
+    Config, ConfigError, ConsistencyConfig, GroupFallback, LoadBalancing, Promotion, ReplicaConfig,
+    ReplicaReadOnly, Roles, StickyMode,
 };
 pub use consistency::{ConsistencyToken, TokenRejection};
 pub use db_error::{DbError, DbErrorKind};
@@ -110,7 +110,7 @@ pub use http::{
     TARGET_HEADER, status,
 };
 pub use query::{Access, Db, DbConnection, DbRead, DbWrite, ReadOnly, ReadWrite};
-pub use registry::{CaughtUp, Registry, RegistryStatus, ServerStatus};
+pub use registry::{CaughtUp, GroupStatus, Registry, RegistryStatus, ServerStatus};
 pub use route::{MethodPolicy, Reason, Role, RouteIntent, RoutePolicy};
 /// The TLS modes of [`Config::ssl_mode`], re-exported from sqlx.
 pub use sqlx::postgres::PgSslMode;

@@ -143,6 +143,10 @@ metrics! {
         "1 when this role may use a monitoring capability on the server, 0 when it may not.";
     SLOW_CHECKS = "rwsplit_server_slow_checks_total", Counter, Count, ["server", "by"],
         "Checks and probes that timed out on a server that answered other work meanwhile: it stayed in service.";
+    GROUP_IN_ROTATION = "rwsplit_group_replicas_in_rotation", Gauge, Count, ["group"],
+        "Replicas of the group taking its reads; 0 means its reads go to its fallback.";
+    GROUP_FALLBACKS = "rwsplit_group_fallbacks_total", Counter, Count, ["group", "to"],
+        "Reads for a replica group served outside it (to: replicas, primary, another group, or none when refused).";
 }
 
 /// Describes every metric to the installed recorder (once per registry; cheap).
@@ -372,6 +376,15 @@ pub(crate) fn replicas_in_rotation(count: usize) {
     gauge!(REPLICAS_IN_ROTATION).set(count as f64);
 }
 
+pub(crate) fn group_in_rotation(group: &str, count: usize) {
+    gauge!(GROUP_IN_ROTATION, "group" => group.to_owned()).set(count as f64);
+}
+
+pub(crate) fn group_fallback(group: &str, to: &str) {
+    let (group, to) = (group.to_owned(), to.to_owned());
+    counter!(GROUP_FALLBACKS, "group" => group, "to" => to).increment(1);
+}
+
 pub(crate) fn acquire_timeout(server: &Arc<str>) {
     counter!(POOL_ACQUIRE_TIMEOUTS, "server" => Arc::clone(server)).increment(1);
 }
@@ -434,27 +447,6 @@ pub(crate) fn forget(server: &Arc<str>) {
     gauge!(SERVER_HEALTHY, "server" => name(), "role" => "replica").set(0.0);
     gauge!(REPLICA_IN_ROTATION, "server" => name()).set(0.0);
     gauge!(REPLICA_WEIGHT, "server" => name()).set(0.0);
-}
-
-/// A registry's token counters, registered on first use and kept.
-#[derive(Debug, Default)]
-pub(crate) struct TokenCounters {
-    issued: OnceLock<Counter>,
-    honoured: OnceLock<Counter>,
-}
-
-impl TokenCounters {
-    pub(crate) fn issued(&self) {
-        self.issued
-            .get_or_init(|| counter!(TOKENS_ISSUED))
-            .increment(1);
-    }
-
-    pub(crate) fn honoured(&self) {
-        self.honoured
-            .get_or_init(|| counter!(TOKENS_HONOURED))
-            .increment(1);
-    }
 }
 
 pub(crate) fn token_skewed() {

@@ -887,6 +887,102 @@ fn the_primarys_read_weight_is_a_weight() {
     );
 }
 
+/// `loadBalancing` names a strategy, round-robin by default; a bad one names the key and the
+/// value, and lists the strategies.
+#[test]
+fn load_balancing_names_a_strategy() {
+    let debug = |text: &str| {
+        format!(
+            "{:?}",
+            parse(&db(&format!("  loadBalancing: {text}\n"))).unwrap()
+        )
+    };
+    assert!(format!("{:?}", parse(&db("")).unwrap()).contains("load_balancing: RoundRobin,"));
+    assert!(debug("leastOutstanding").contains("load_balancing: LeastOutstanding,"));
+    assert!(debug("peak_ewma").contains("load_balancing: PeakEwma,"));
+    assert!(debug("${BALANCING:-peakEwma}").contains("load_balancing: PeakEwma,"));
+    assert!(debug("roundRobin").contains("load_balancing: RoundRobin,"));
+    for bad in ["random", "least", "1"] {
+        let message = error(&db(&format!("  loadBalancing: {bad}\n")));
+        assert!(
+            message.contains("db.loadBalancing")
+                && message.contains(bad)
+                && message.contains("peakEwma"),
+            "{message}"
+        );
+    }
+}
+
+/// Replica groups: `group:` on a replica and `replicaGroups.<group>.fallback`, read as
+/// written; a bad name, a fallback to no group and fallbacks in a circle name the key and the
+/// value.
+#[test]
+fn replica_groups_and_their_fallbacks() {
+    use rwsplit::GroupFallback;
+    let replicas = "  readReplicas:\n    - { name: replica1, host: h1, group: analytics }\n    \
+                    - { name: replica2, host: h2, group: \"${GROUP:-reports}\" }\n    \
+                    - { name: replica3, host: h3 }\n";
+    let config = parse(&db(&format!(
+        "{replicas}  replicaGroups:\n    analytics: {{ fallback: reports }}\n    \
+         reports: {{ fallback: none }}\n    audit: {{ fallback: primary }}\n"
+    )))
+    .unwrap();
+    let groups: Vec<Option<&str>> = config.replicas().iter().map(|r| r.get_group()).collect();
+    assert_eq!(groups, [Some("analytics"), Some("reports"), None]);
+    let debug = format!("{config:?}");
+    assert!(
+        debug.contains(r#"("analytics", Group("reports"))"#),
+        "{debug}"
+    );
+    assert!(debug.contains(r#"("reports", Refuse)"#), "{debug}");
+    assert!(debug.contains(r#"("audit", Primary)"#), "{debug}");
+    let built = Config::new("h")
+        .replica(rwsplit::ReplicaConfig::new("r1", "h1").group("analytics"))
+        .group_fallback("analytics", GroupFallback::Primary)
+        .validate()
+        .unwrap();
+    assert!(format!("{built:?}").contains(r#"("analytics", Primary)"#));
+
+    let bad = [
+        (
+            format!("{replicas}  replicaGroups:\n    analytics: {{ fallback: report }}\n"),
+            "db.replicaGroups.analytics.fallback",
+            "report",
+        ),
+        (
+            format!(
+                "{replicas}  replicaGroups:\n    analytics: {{ fallback: reports }}\n    \
+                 reports: {{ fallback: analytics }}\n"
+            ),
+            "db.replicaGroups.analytics.fallback",
+            "circle",
+        ),
+        (
+            "  readReplicas:\n    - { name: replica1, host: h1, group: \"an alytics\" }\n"
+                .to_owned(),
+            "db.readReplicas[0].group",
+            "an alytics",
+        ),
+        (
+            "  readReplicas:\n    - { name: replica1, host: h1, group: primary }\n".to_owned(),
+            "db.readReplicas[0].group",
+            "primary",
+        ),
+        (
+            format!("{replicas}  replicaGroups:\n    analytics: {{ fallbak: none }}\n"),
+            "fallbak",
+            "fallbak",
+        ),
+    ];
+    for (body, key, value) in bad {
+        let message = error(&db(&body));
+        assert!(
+            message.contains(key) && message.contains(value),
+            "{key} {value}: {message}"
+        );
+    }
+}
+
 /// `roles` and `primaryCandidates`: observed by default, names checked against the servers.
 #[test]
 fn roles_and_primary_candidates_parse_and_name_bad_values() {

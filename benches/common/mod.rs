@@ -13,7 +13,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use http::Request;
-use rwsplit::{Config, ConsistencyConfig, DbRead, Registry, ReplicaConfig, RwSplitLayer};
+use rwsplit::{
+    Config, ConsistencyConfig, DbRead, LoadBalancing, Registry, ReplicaConfig, RwSplitLayer,
+};
 
 /// Polls a future that completes without waiting (nothing here does I/O).
 pub fn ready<F: Future>(future: F) -> F::Output {
@@ -37,9 +39,19 @@ pub fn idle_runtime() -> tokio::runtime::Runtime {
 
 /// A registry with `replicas` replicas (none reachable: their health is never checked).
 pub fn registry(replicas: usize, consistency: ConsistencyConfig) -> Registry {
+    balanced(replicas, consistency, LoadBalancing::RoundRobin)
+}
+
+/// As [`registry`], choosing with `strategy`.
+pub fn balanced(
+    replicas: usize,
+    consistency: ConsistencyConfig,
+    strategy: LoadBalancing,
+) -> Registry {
     let mut config = Config::new("127.0.0.1")
         .read_write_separation(true)
         .health_check_interval(Duration::from_secs(3600))
+        .load_balancing(strategy)
         .consistency(consistency);
     for i in 0..replicas {
         config = config.replica(

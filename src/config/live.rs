@@ -7,6 +7,8 @@ use super::Config;
 pub(crate) const SEPARATION: &str = "enableReadWriteSeparation";
 pub(crate) const SHARE: &str = "readReplicaShare";
 pub(crate) const PRIMARY_READ_WEIGHT: &str = "primaryReadWeight";
+pub(crate) const LOAD_BALANCING: &str = "loadBalancing";
+pub(crate) const REPLICA_GROUPS: &str = "replicaGroups";
 pub(crate) const LAG_THRESHOLD: &str = "replicaLagThreshold";
 pub(crate) const LAG_BYTES_THRESHOLD: &str = "replicaLagBytesThreshold";
 pub(crate) const MAX_STALENESS: &str = "replicaMaxStaleness";
@@ -24,7 +26,7 @@ pub(crate) struct Live {
 }
 
 /// Every live setting, in the order a reload reports them.
-pub(crate) const LIVE: [Live; 12] = [
+pub(crate) const LIVE: [Live; 14] = [
     Live {
         key: SEPARATION,
         show: |c| c.separation.to_string(),
@@ -36,6 +38,19 @@ pub(crate) const LIVE: [Live; 12] = [
     Live {
         key: PRIMARY_READ_WEIGHT,
         show: |c| c.primary_read_weight.to_string(),
+    },
+    Live {
+        key: LOAD_BALANCING,
+        show: |c| c.load_balancing.key().to_owned(),
+    },
+    Live {
+        key: REPLICA_GROUPS,
+        show: |c| {
+            let fallbacks: Vec<String> = (c.groups.iter())
+                .map(|(group, fallback)| format!("{group}: {}", fallback.as_str()))
+                .collect();
+            format!("{{{}}}", fallbacks.join(", "))
+        },
     },
     Live {
         key: LAG_THRESHOLD,

@@ -52,6 +52,7 @@ mod duration;
 mod env;
 mod error;
 pub(crate) mod live;
+mod reads;
 mod replica;
 mod url;
 mod validate;
@@ -65,6 +66,7 @@ use sqlx::postgres::PgSslMode;
 pub(crate) use connection::{Base, PoolConfig, PoolOverrides, Secret, ServerConfig};
 pub use consistency::{ConsistencyConfig, StickyMode};
 pub use error::ConfigError;
+pub use reads::{GroupFallback, LoadBalancing};
 pub(crate) use replica::Member;
 pub use replica::ReplicaConfig;
 pub(crate) use validate::{MAX_DURATION, MAX_WEIGHT, at_most};
@@ -79,6 +81,9 @@ pub struct Config {
     pub(crate) separation: bool,
     pub(crate) replica_share: u8,
     pub(crate) primary_read_weight: u32,
+    pub(crate) load_balancing: LoadBalancing,
+    /// `replicaGroups`: each group's fallback, where one is set.
+    pub(crate) groups: Vec<(String, GroupFallback)>,
     pub(crate) lag_threshold: Duration,
     pub(crate) lag_bytes_threshold: Option<u64>,
     pub(crate) max_staleness: Option<Duration>,
@@ -188,6 +193,8 @@ impl Config {
             separation: false,
             replica_share: 100,
             primary_read_weight: 0,
+            load_balancing: LoadBalancing::RoundRobin,
+            groups: Vec::new(),
             lag_threshold: Duration::from_secs(10),
             lag_bytes_threshold: Some(16 * 1024 * 1024),
             max_staleness: Some(Duration::from_secs(60)),

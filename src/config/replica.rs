@@ -20,6 +20,8 @@ pub struct ReplicaConfig {
     pub(crate) ssl_mode: Option<PgSslMode>,
     pub(crate) ssl_root_cert: Option<PathBuf>,
     pub(crate) pool: PoolOverrides,
+    /// The replica group it serves (`group:`); `None`: plain reads.
+    pub(crate) group: Option<String>,
     /// Connection settings it was made from ([`ReplicaConfig::from_connect_options`]).
     pub(crate) base: Option<Base>,
 }
@@ -40,6 +42,7 @@ impl ReplicaConfig {
             ssl_mode: None,
             ssl_root_cert: None,
             pool: PoolOverrides::default(),
+            group: None,
             base: None,
         }
     }
@@ -91,6 +94,20 @@ impl ReplicaConfig {
     pub fn max_idle_connections(mut self, max: u32) -> Self {
         self.pool.max_idle = Some(max);
         self
+    }
+
+    /// Puts the replica in the group `group` (`group: analytics`): it then serves only the
+    /// reads that ask for that group ([`RouteOverride::replica_group`](crate::RouteOverride::replica_group),
+    /// [`Registry::read_from`](crate::Registry::read_from)), never plain reads, and those reads
+    /// go to no other replica while one of the group is in service. Default: no group.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// The replica's group, if it has one.
+    pub fn get_group(&self) -> Option<&str> {
+        self.group.as_deref()
     }
 
     /// The replica's name.

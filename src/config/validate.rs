@@ -32,7 +32,7 @@ pub(crate) fn at_most(
 pub(crate) const MAX_WEIGHT: u32 = 10_000;
 
 /// A value refused at `key`.
-fn invalid(key: &str, value: &dyn fmt::Display, reason: &str) -> ConfigError {
+pub(super) fn invalid(key: &str, value: &dyn fmt::Display, reason: &str) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
         value: value.to_string(),
@@ -114,6 +114,7 @@ impl Config {
             self.check_replica(i)?;
         }
         self.check_candidates()?;
+        self.check_groups()?;
         if self.replicas_per_instance == Some(0) {
             return Err(invalid(
                 "db.replicasPerInstance",

@@ -107,6 +107,7 @@ use http::StatusCode;
 use http::request::Parts;
 
 use super::layer::{Routing, spans_enabled};
+use super::route_override::ReplicaGroup;
 use crate::query::{Db, DbRead, ReadOnly, ReadWrite, Target};
 use crate::registry::Registry;
 use crate::route::RouteIntent;
@@ -155,8 +156,9 @@ impl<S: Sync> OptionalFromRequestParts<S> for Db<ReadOnly> {
 /// The request's state and intent, as [`RwSplitLayer`](crate::RwSplitLayer) (and a route
 /// override) left them.
 fn routed(parts: &Parts) -> Result<(&Routing, RouteIntent), DbRejection> {
+    let group = parts.extensions.get::<ReplicaGroup>().map(|g| g.0);
     match parts.extensions.get::<Routing>() {
-        Some(routing) => Ok((routing, routing.0.intent())),
+        Some(routing) => Ok((routing, routing.0.intent().for_group(group))),
         None => Err(DbRejection::MissingLayer),
     }
 }
@@ -193,6 +195,9 @@ fn hand_out(parts: &Parts, target: Target, wrote: bool) -> Result<Target, DbReje
     let server = target.server();
     let metrics = server.metrics.route(route);
     metrics.decided(target.intent().decision());
+    if target.is_refused() {
+        return Err(DbRejection::GroupUnavailable);
+    }
     if target.primary_refuses() {
         return Err(DbRejection::ReadOnly);
     }
@@ -225,6 +230,10 @@ pub enum DbRejection {
     /// once, instead of waiting for a connection that will not come. Reads that a replica can
     /// serve keep working.
     ReadOnly,
+    /// The request reads from a replica group
+    /// ([`RouteOverride::replica_group`](crate::RouteOverride::replica_group)) none of whose
+    /// replicas is in service, and the group's fallback is `none`: `503 Service Unavailable`.
+    GroupUnavailable,
 }
 
 impl DbRejection {
@@ -232,17 +241,20 @@ impl DbRejection {
     pub fn status(&self) -> StatusCode {
         match self {
             DbRejection::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
-            DbRejection::ShutDown | DbRejection::ReadOnly => StatusCode::SERVICE_UNAVAILABLE,
+            DbRejection::ShutDown | DbRejection::ReadOnly | DbRejection::GroupUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
-    /// A stable machine-readable code: `rwsplit_layer_missing`, `database_unavailable` or
-    /// `database_read_only`.
+    /// A stable machine-readable code: `rwsplit_layer_missing`, `database_unavailable`,
+    /// `database_read_only` or `replica_group_unavailable`.
     pub fn code(&self) -> &'static str {
         match self {
             DbRejection::MissingLayer => "rwsplit_layer_missing",
             DbRejection::ShutDown => "database_unavailable",
             DbRejection::ReadOnly => "database_read_only",
+            DbRejection::GroupUnavailable => "replica_group_unavailable",
         }
     }
 
@@ -255,6 +267,10 @@ impl DbRejection {
             }
             DbRejection::ShutDown => "the database connection pools are shut down",
             DbRejection::ReadOnly => crate::db_error::READ_ONLY,
+            DbRejection::GroupUnavailable => {
+                "no replica of the group this route reads from is in service, and the group's \
+                 fallback is none"
+            }
         }
     }
 }
@@ -288,6 +304,7 @@ mod tests {
             DbRejection::MissingLayer,
             DbRejection::ShutDown,
             DbRejection::ReadOnly,
+            DbRejection::GroupUnavailable,
         ] {
             let response = rejection.into_response();
             assert_eq!(response.status(), rejection.status());

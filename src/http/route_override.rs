@@ -1,4 +1,5 @@
-//! Per-route overrides of the route intent: force the primary, or allow replicas.
+//! Per-route overrides of the route intent: force the primary, allow replicas, or read from a
+//! replica group.
 //!
 //! Apply [`RouteOverride`] to a route (or a nested router) with axum's `route_layer` or
 //! `layer`, inside the [`RwSplitLayer`](crate::RwSplitLayer). The override wins over the
@@ -53,19 +54,46 @@ use crate::route::Role;
 #[derive(Clone, Copy, Debug)]
 pub struct RouteOverride {
     role: Role,
+    group: Option<&'static str>,
 }
+
+/// The replica group a route reads from, in the request's extensions: a route override nearer
+/// the handler replaces one further out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReplicaGroup(pub(crate) &'static str);
 
 impl RouteOverride {
     /// Every request through this layer uses the primary, whatever its method.
     pub fn primary() -> Self {
-        RouteOverride { role: Role::Write }
+        RouteOverride {
+            role: Role::Write,
+            group: None,
+        }
     }
 
     /// Requests through this layer may read from replicas, whatever their method. Use it only
     /// for handlers that do not write: their `DbWrite` still reaches the primary, but a
     /// `DbRead` would not see what the same request wrote.
     pub fn replica() -> Self {
-        RouteOverride { role: Role::Read }
+        RouteOverride {
+            role: Role::Read,
+            group: None,
+        }
+    }
+
+    /// Requests through this layer read from the replicas of the group `group` (`group:` on a
+    /// replica), whatever their method: an analytics or reporting route kept off the replicas
+    /// that serve everything else, and they off it. While none of the group's replicas is in
+    /// service, its reads go where `db.replicaGroups.<group>.fallback` says (the replicas of
+    /// no group by default; the primary; another group; or `503` with `none`), counted in
+    /// `rwsplit_group_fallbacks_total`. A read that must see the client's recent write still
+    /// goes to the primary unless a replica of the group has it. As with
+    /// [`replica`](Self::replica), only for handlers that do not write.
+    pub fn replica_group(group: &'static str) -> Self {
+        RouteOverride {
+            role: Role::Read,
+            group: Some(group),
+        }
     }
 }
 
@@ -76,6 +104,7 @@ impl<S> Layer<S> for RouteOverride {
         RouteOverrideService {
             inner,
             role: self.role,
+            group: self.group,
         }
     }
 }
@@ -85,6 +114,7 @@ impl<S> Layer<S> for RouteOverride {
 pub struct RouteOverrideService<S> {
     inner: S,
     role: Role,
+    group: Option<&'static str>,
 }
 
 impl<S, B> Service<Request<B>> for RouteOverrideService<S>
@@ -99,11 +129,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // Without the request's state the `RwSplitLayer` is missing; the extractors say so.
         if let Some(Routing(state)) = request.extensions().get::<Routing>() {
             state.set_intent(state.intent().overridden(self.role));
         }
+        let extensions = request.extensions_mut();
+        match self.group {
+            Some(group) => extensions.insert(ReplicaGroup(group)),
+            None => extensions.remove::<ReplicaGroup>(),
+        };
         self.inner.call(request)
     }
 }

@@ -29,16 +29,19 @@
 //! {
 //!   "separation": true,
 //!   "read_replica_share": 100,
-//!   "primary_read_weight": 0, "primary_reads": false,
+//!   "primary_read_weight": 0, "primary_reads": false, "load_balancing": "roundRobin",
 //!   "roles": "observed",
+//!   "groups": [{ "name": "analytics", "fallback": "replicas", "in_rotation": 1 }],
 //!   "primary": { "name": "primary", "member": "10.0.0.10:5432", "address": "10.0.0.10:5432",
 //!                "healthy": true, "timeline": 1, "system_identifier": "7302...", ... },
 //!   "replicas": [
-//!     { "name": "replica1", "address": "10.0.0.11:5432", "weight": 2, "healthy": true,
+//!     { "name": "replica1", "address": "10.0.0.11:5432", "weight": 2, "group": null,
+//!       "healthy": true,
 //!       "state": "serving", "in_rotation": true, "lag_seconds": 0.0, "lag_bytes": 0,
 //!       "timeline": 1, "system_identifier": "7302...",
 //!       "last_check": "2026-11-22T07:00:00.123Z", "last_success": "...", "last_error": null,
 //!       "pool": { "size": 4, "idle": 3, "in_use": 1, "max": 10 },
+//!       "outstanding": 1, "latency_ms": null,
 //!       "capabilities": ["insert_position", "wal_file", "receive_position", "..."],
 //!       "missing_capabilities": ["system_identifier"], "read_only": "startup option",
 //!       "stream_name": "replica1", "positions_from_primary": true }
@@ -57,9 +60,10 @@ use crate::registry::{Registry, ServerStatus};
 
 /// Answers with the registry's state as JSON: separation, the primary, and each replica's
 /// address (never credentials), weight, health, rotation, lag in seconds and bytes, timeline
-/// and system identifier, last check, last success, last error, pool use, the monitoring
-/// capabilities this role has and lacks there, and how its sessions are kept read-only. The primary also
-/// names the configured server (`member`) that takes the writes now.
+/// and system identifier, last check, last success, last error, pool use, work outstanding
+/// and latency estimate, the monitoring capabilities this role has and lacks there, and how
+/// its sessions are kept read-only. The primary also names the configured server (`member`)
+/// that takes the writes now.
 pub async fn status(State(registry): State<Registry>) -> Response {
     let status = registry.status();
     let mut primary = server(&status.primary);
@@ -69,7 +73,13 @@ pub async fn status(State(registry): State<Registry>) -> Response {
         "read_replica_share": status.read_replica_share,
         "primary_read_weight": status.primary_read_weight,
         "primary_reads": status.primary_reads,
+        "load_balancing": status.load_balancing,
         "roles": status.roles,
+        "groups": status.groups.iter().map(|g| json!({
+            "name": g.name,
+            "fallback": g.fallback,
+            "in_rotation": g.in_rotation,
+        })).collect::<Vec<_>>(),
         "primary": primary,
         "replicas": status.replicas.iter().map(server).collect::<Vec<_>>(),
     });
@@ -89,6 +99,7 @@ fn server(s: &ServerStatus) -> Value {
         "name": s.name,
         "address": s.address,
         "weight": s.weight,
+        "group": s.group,
         "healthy": s.healthy,
         "state": s.state,
         "in_rotation": s.in_rotation,
@@ -106,6 +117,8 @@ fn server(s: &ServerStatus) -> Value {
             "in_use": s.pool_size - s.pool_idle,
             "max": s.pool_max,
         },
+        "outstanding": s.outstanding,
+        "latency_ms": s.latency.map(|l| l.as_secs_f64() * 1000.0),
         "capabilities": s.capabilities,
         "missing_capabilities": s.missing_capabilities,
         "read_only": s.read_only,

@@ -38,6 +38,8 @@ pub(crate) struct Attempts<'t> {
     conflict_retried: bool,
     /// The work is a `DbRead`'s: a write in it is the caller's mistake.
     read_only: bool,
+    /// When the wait for the last connection handed out began: its work's latency starts then.
+    pub(crate) began: Option<Instant>,
 }
 
 impl<'t> Attempts<'t> {
@@ -49,6 +51,7 @@ impl<'t> Attempts<'t> {
             tried: Vec::new(),
             conflict_retried: false,
             read_only,
+            began: None,
         };
         attempts.start_where_it_would_go_now();
         attempts
@@ -89,6 +92,7 @@ impl<'t> Attempts<'t> {
     /// dealt with by what its error says, and a read moves on to the next server; the error
     /// is the last server's.
     pub(crate) async fn checkout(&mut self) -> Result<Checkout, sqlx::Error> {
+        self.target.admitted()?;
         let exhaustion_failover = self.shared.config().failover_on_pool_exhausted;
         loop {
             let server = Arc::clone(&self.next);
@@ -101,8 +105,11 @@ impl<'t> Attempts<'t> {
                 }
             }
             let start = Instant::now();
+            let waiting = server.load.wait();
             let error = match self.wait_for(&server).await {
                 Waited::Got(Ok(conn)) => {
+                    drop(waiting);
+                    self.began = Some(start);
                     // sqlx pings an idle connection before handing it out: the server answers.
                     let now = Instant::now();
                     server.served(now);
@@ -252,6 +259,9 @@ impl<'t> Attempts<'t> {
             Decision::Refuse(_) => return false,
         };
         crate::metrics::failover(&failed.name, cause);
+        if failed.group.is_some() {
+            crate::registry::group_fallback(self.target.intent(), Some(&next));
+        }
         tracing::debug!(from = %failed.name, to = %next.name, cause, "read failed over");
         self.next = next;
         true

@@ -28,6 +28,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use futures_core::future::BoxFuture;
 use futures_core::stream::{BoxStream, Stream};
@@ -37,6 +38,7 @@ use sqlx::{Connection, Describe, Either, Execute, Executor, PgConnection, Postgr
 use super::attempt::Attempts;
 use super::handle::{Access, BEGIN_READ_ONLY, Db};
 use super::target::{Checkout, Target};
+use crate::config::LoadBalancing;
 use crate::server::Server;
 
 type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
@@ -64,14 +66,14 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
                 let (error, sent_any) = if run.read_only_on(&used) {
                     match conn.begin_with(BEGIN_READ_ONLY).await {
                         Ok(mut tx) => match stream(&mut tx, attempt, &out).await {
-                            None => return,
+                            None => return run.finished(&used),
                             Some(failed) => failed,
                         },
                         Err(error) => (error, false),
                     }
                 } else {
                     match stream(&mut conn, attempt, &out).await {
-                        None => return,
+                        None => return run.finished(&used),
                         Some(failed) => failed,
                     }
                 };
@@ -106,7 +108,10 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
                     conn.fetch_optional(attempt).await
                 };
                 match result {
-                    Ok(row) => return Ok(row),
+                    Ok(row) => {
+                        run.finished(&used);
+                        return Ok(row);
+                    }
                     Err(error) => run.failed(&used, error, false)?,
                 }
             }
@@ -172,16 +177,29 @@ struct Run<'t, E> {
     attempts: Attempts<'t>,
     query: Query<E>,
     read_only: bool,
+    /// Whether its latency feeds the servers' estimates (`loadBalancing: peakEwma`).
+    sampled: bool,
 }
 
 impl<'t, 'q, E: Execute<'q, Postgres>> Run<'t, E> {
     fn new(target: &'t Target, read_only: bool, query: E) -> Result<Self, sqlx::Error> {
         let attempts = Attempts::new(target, read_only);
+        let balancing = target.shared().topology().config.load_balancing;
         Ok(Run {
             query: Query::new(attempts.fails_over(), query)?,
             attempts,
             read_only,
+            sampled: balancing == LoadBalancing::PeakEwma,
         })
+    }
+
+    /// After the attempt on `used` returned all it had: its latency, from the wait for its
+    /// connection on, into `used`'s estimate when the strategy reads it.
+    fn finished(&self, used: &Server) {
+        if let (true, Some(began)) = (self.sampled, self.attempts.began) {
+            let now = Instant::now();
+            used.load.observe(now.saturating_duration_since(began), now);
+        }
     }
 
     /// Whether an attempt on `server` runs in a read-only transaction: a `DbRead`'s on the

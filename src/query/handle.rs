@@ -180,6 +180,26 @@ impl Registry {
         self.handle(RouteIntent::read(Reason::Direct))
     }
 
+    /// A server for reading from the replica group `group` (`group:` on a replica), for a job
+    /// or a report kept off the replicas that serve plain reads: the next replica of the group
+    /// in rotation or, with none in service, where the group's fallback says
+    /// (`db.replicaGroups`; the replicas of no group by default). With `fallback: none` its
+    /// work fails with an error naming the group.
+    ///
+    /// ```no_run
+    /// # #[allow(dead_code)]
+    /// # async fn job(registry: rwsplit::Registry) -> Result<(), sqlx::Error> {
+    /// let total: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+    ///     .fetch_one(&registry.read_from("analytics"))
+    ///     .await?;
+    /// # let _ = total;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn read_from(&self, group: &'static str) -> DbRead {
+        self.handle(RouteIntent::read(Reason::Direct).for_group(Some(group)))
+    }
+
     /// The primary, for writing (or for reads that must see the latest data).
     pub fn write(&self) -> DbWrite {
         self.handle(RouteIntent::write(Reason::Direct))

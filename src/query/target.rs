@@ -21,6 +21,8 @@ pub(crate) struct Target {
     registry: Registry,
     /// The route template of the request it was chosen for, when an extractor chose it.
     route: Option<Arc<str>>,
+    /// Refused for its replica group: none of it in service, and `fallback: none`.
+    unavailable: bool,
 }
 
 /// A connection and the server it belongs to.
@@ -42,6 +44,7 @@ impl Target {
             intent: routed.intent,
             registry: registry.clone(),
             route: None,
+            unavailable: routed.unavailable,
         }
     }
 
@@ -85,6 +88,23 @@ impl Target {
     /// The registry the work belongs to.
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.registry.shared
+    }
+
+    /// Whether it was refused for its replica group (none in service, `fallback: none`).
+    pub(crate) fn is_refused(&self) -> bool {
+        self.unavailable
+    }
+
+    /// `Ok` for work on this target; the error, naming the group, when it was refused for
+    /// its replica group.
+    pub(crate) fn admitted(&self) -> Result<(), sqlx::Error> {
+        match self.intent.group().filter(|_| self.unavailable) {
+            None => Ok(()),
+            Some(group) => Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("no replica of group {group} is in service, and its fallback is none"),
+            ))),
+        }
     }
 
     /// Whether this target refuses work now: the primary, known not to be a primary (in

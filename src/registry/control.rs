@@ -357,8 +357,16 @@ impl Shared {
             metrics::server_state(&gauges(server, rotation.contains(server)));
         }
         metrics::replicas_in_rotation(rotation.members.len());
+        for (group, in_group) in rotation.groups() {
+            metrics::group_in_rotation(group, in_group.members.len());
+        }
         let empty = rotation.members.is_empty();
-        let replicas = topology.replicas.len();
+        // The replicas of no group: those of a group take none of the plain reads.
+        let replicas = topology
+            .replicas
+            .iter()
+            .filter(|m| m.server.group.is_none())
+            .count();
         if !topology.config.separation || replicas == 0 {
             return;
         }

@@ -59,8 +59,8 @@ use tokio::sync::watch;
 
 pub use self::barrier::CaughtUp;
 pub(crate) use self::control::Event;
-pub(crate) use self::routing::Routed;
-pub use self::status::{RegistryStatus, ServerStatus};
+pub(crate) use self::routing::{Routed, group_fallback};
+pub use self::status::{GroupStatus, RegistryStatus, ServerStatus};
 use self::topology::{Member, Rotation, Topology};
 use crate::config::Config;
 use crate::error::Error;
@@ -166,7 +166,7 @@ impl Registry {
         let (stop, _) = watch::channel(false);
         let tokens = tokens::Tokens::new(&config);
         let topology = Topology {
-            rotation: Rotation::of(&primary.server, &replicas, config.primary_read_weight),
+            rotation: Rotation::of(&primary.server, &replicas, &config),
             primary,
             replicas,
             config: Arc::new(config),

@@ -246,9 +246,12 @@ pub(super) fn replica_set(
         let pool = config.replica_pool(replica);
         match existing {
             Some(member)
-                if member
-                    .server
-                    .same_settings(&options, &pool, Some(config.replica_read_only)) =>
+                if member.server.group.as_deref() == replica.get_group()
+                    && member.server.same_settings(
+                        &options,
+                        &pool,
+                        Some(config.replica_read_only),
+                    ) =>
             {
                 let before = member.server.weight();
                 if before != replica.weight {
@@ -265,8 +268,8 @@ pub(super) fn replica_set(
                 set.retired.push(member.clone());
                 set.fresh = true;
                 changes.push(format!(
-                    "replica {}: connection settings or pool limits changed, new pool (in \
-                     rotation after its first check), old pool draining",
+                    "replica {}: connection settings, pool limits or group changed, new pool \
+                     (in rotation after its first check), old pool draining",
                     replica.name
                 ));
             }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Shared;
+use super::topology::{Rotation, Topology};
+use crate::config::GroupFallback;
 use crate::route::{self, Ask, Decision, Reason, Role, RouteIntent, Seen};
 use crate::server::{Server, State};
 
@@ -16,6 +18,8 @@ use crate::server::{Server, State};
 pub(crate) struct Routed {
     pub(crate) server: Arc<Server>,
     pub(crate) intent: RouteIntent,
+    /// Refused: a read for a replica group with none of it in service, and `fallback: none`.
+    pub(crate) unavailable: bool,
 }
 
 impl Shared {
@@ -27,7 +31,50 @@ impl Shared {
         intent: RouteIntent,
         tried: &[Arc<Server>],
     ) -> Decision<Arc<Server>> {
+        self.route_grouped(intent, tried).0
+    }
+
+    /// As [`route`](Self::route), and whether the work was refused for its replica group
+    /// (none of it in service, and `fallback: none`). A read for a group goes to the group's
+    /// replicas; with none of them in service, where the group's fallback says: the replicas
+    /// of no group, the primary, another group, or nowhere.
+    fn route_grouped(
+        &self,
+        intent: RouteIntent,
+        tried: &[Arc<Server>],
+    ) -> (Decision<Arc<Server>>, bool) {
         let topology = self.topology();
+        let mut group = intent.group();
+        // Each group at most once: validation refuses fallbacks in a circle.
+        for _ in 0..=topology.config.groups.len() {
+            let decision = self.route_in(&topology, intent, group, tried);
+            let Some(name) = group.filter(|_| {
+                matches!(
+                    decision,
+                    Decision::Primary(Reason::Fallback) | Decision::Refuse(Reason::Fallback)
+                )
+            }) else {
+                return (decision, false);
+            };
+            group = match topology.config.fallback_of(name) {
+                GroupFallback::Replicas => None,
+                GroupFallback::Group(next) => Some(next.as_str()),
+                GroupFallback::Refuse => return (Decision::Refuse(Reason::Fallback), true),
+                _ => return (decision, false),
+            };
+        }
+        (self.route_in(&topology, intent, None, tried), false)
+    }
+
+    /// Where `intent`'s work goes among the replicas of `group` (`None`: of no group) and the
+    /// primary.
+    fn route_in(
+        &self,
+        topology: &Topology,
+        intent: RouteIntent,
+        group: Option<&str>,
+        tried: &[Arc<Server>],
+    ) -> Decision<Arc<Server>> {
         let config = &topology.config;
         let primary = &topology.primary.server;
         let was_tried = |s: &Arc<Server>| tried.iter().any(|t| Arc::ptr_eq(t, s));
@@ -66,7 +113,17 @@ impl Shared {
             };
             (Arc::clone(server), seen)
         };
-        let rotation = &topology.rotation;
+        let empty;
+        let rotation = match group {
+            None => &topology.rotation,
+            Some(name) => match topology.rotation.group(name) {
+                Some(rotation) => rotation,
+                None => {
+                    empty = Rotation::default();
+                    &empty
+                }
+            },
+        };
         let ticket = self.tickets.next();
         // The pick for this ticket first: a plain read looks no further. The rest is listed
         // only when that one will not do. A pick of the primary (its share of plain reads)
@@ -83,6 +140,7 @@ impl Shared {
                 .replicas
                 .iter()
                 .map(|m| &m.server)
+                .filter(|s| s.group.as_deref() == group)
                 .filter(|s| s.weight() > 0 && !rotation.contains(s));
             rotation.from(ticket).chain(out)
         })
@@ -94,11 +152,19 @@ impl Shared {
     /// serve now gets the primary with the reason it would have had: the extractors refuse it
     /// with a 503 (the primary is down), and direct users get the primary's error.
     pub(crate) fn resolve(&self, intent: RouteIntent) -> Routed {
-        let reason = match self.route(intent, &[]) {
+        let (decision, unavailable) = self.route_grouped(intent, &[]);
+        let chosen = match &decision {
+            _ if unavailable => None,
+            Decision::Replica(server, _) => Some(server),
+            _ => Some(&self.topology().primary.server),
+        };
+        group_fallback(intent, chosen);
+        let reason = match decision {
             Decision::Replica(server, reason) => {
                 return Routed {
                     server,
                     intent: intent.with(Role::Read, reason),
+                    unavailable,
                 };
             }
             Decision::Refuse(reason) => {
@@ -120,6 +186,7 @@ impl Shared {
         Routed {
             server: self.primary(),
             intent: intent.with(role, reason),
+            unavailable,
         }
     }
 
@@ -173,4 +240,22 @@ impl Shared {
 /// Whether two timelines may be compared as one: equal, or either not known (0).
 pub(crate) fn same_timeline(a: u32, b: u32) -> bool {
     a == b || a == 0 || b == 0
+}
+
+/// Counts a read for a replica group that goes to `to`, outside its group (`None`: refused),
+/// in `rwsplit_group_fallbacks_total`.
+pub(crate) fn group_fallback(intent: RouteIntent, to: Option<&Arc<Server>>) {
+    let Some(group) = intent.group() else {
+        return;
+    };
+    let to = match to {
+        None => "none",
+        Some(server) if server.is_primary() => "primary",
+        Some(server) => match server.group.as_deref() {
+            Some(same) if same == group => return,
+            Some(other) => other,
+            None => "replicas",
+        },
+    };
+    crate::metrics::group_fallback(group, to);
 }

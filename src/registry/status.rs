@@ -19,11 +19,21 @@ impl Registry {
             read_replica_share: config.replica_share,
             primary_read_weight: config.primary_read_weight,
             primary_reads: rotation.shared_with(primary),
+            load_balancing: config.load_balancing.key(),
             roles: match config.roles {
                 crate::config::Roles::Observed => "observed",
                 _ => "configured",
             },
             primary_member: primary.member.to_string(),
+            groups: config
+                .group_names()
+                .into_iter()
+                .map(|name| GroupStatus {
+                    name: name.to_owned(),
+                    fallback: config.fallback_of(name).as_str().to_owned(),
+                    in_rotation: rotation.group(name).map_or(0, |r| r.members.len()),
+                })
+                .collect(),
             primary: ServerStatus::of(primary, true),
             replicas: topology
                 .replicas
@@ -47,16 +57,33 @@ pub struct RegistryStatus {
     /// Whether the primary is in the read schedule now (its weight over 0 and some replica
     /// in rotation).
     pub primary_reads: bool,
+    /// `loadBalancing`: `roundRobin`, `leastOutstanding` or `peakEwma`.
+    pub load_balancing: &'static str,
     /// `roles`: `observed` (the primary is whichever configured server answers as one) or
     /// `configured`.
     pub roles: &'static str,
     /// The configured server that takes the writes now: the configured primary's
     /// `host:port`, or the name of a replica that was promoted.
     pub primary_member: String,
+    /// The replica groups: those a replica is in and those `replicaGroups` names.
+    pub groups: Vec<GroupStatus>,
     /// The primary.
     pub primary: ServerStatus,
     /// The replicas, in configuration order.
     pub replicas: Vec<ServerStatus>,
+}
+
+/// One replica group, from [`RegistryStatus`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct GroupStatus {
+    /// The group's name.
+    pub name: String,
+    /// Where its reads go while none of its replicas is in service: `replicas`, `primary`,
+    /// `none` or another group's name.
+    pub fallback: String,
+    /// Its replicas taking its reads now.
+    pub in_rotation: usize,
 }
 
 /// One server's state, as the last check saw it. Holds no credentials.
@@ -69,6 +96,8 @@ pub struct ServerStatus {
     pub address: String,
     /// The replica's weight (0 for the primary).
     pub weight: u32,
+    /// The replica group it serves (`None`: plain reads).
+    pub group: Option<String>,
     /// Whether the server is in service: the last check or probe passed, and no connection to
     /// it has failed since (a suspect is still in service).
     pub healthy: bool,
@@ -98,6 +127,11 @@ pub struct ServerStatus {
     pub pool_idle: u32,
     /// Most connections its pool may open.
     pub pool_max: u32,
+    /// Work on it now: connections handed out, and work waiting for one.
+    pub outstanding: u32,
+    /// Its latency estimate (peak-EWMA, decayed to now) when `loadBalancing: peakEwma` has
+    /// sampled it; `None` before.
+    pub latency: Option<Duration>,
     /// The monitoring capabilities this role may use on it (`replay_position`,
     /// `system_identifier`, ...; see the README's "Where it runs"), `None` until found out.
     pub capabilities: Option<Vec<&'static str>>,
@@ -125,6 +159,7 @@ impl ServerStatus {
             name: server.name.to_string(),
             address: server.address.clone(),
             weight: server.weight(),
+            group: server.group.as_deref().map(str::to_owned),
             healthy: server.is_healthy(),
             state: server.state().as_str(),
             in_rotation,
@@ -138,6 +173,10 @@ impl ServerStatus {
             pool_size: size,
             pool_idle: idle.min(size),
             pool_max: server.max_connections(),
+            outstanding: server.outstanding(),
+            latency: Some(server.load.latency_ns(std::time::Instant::now()))
+                .filter(|&ns| ns > 0.0)
+                .map(|ns| Duration::from_nanos(ns as u64)),
             stream_name: server.stream.name().map(|n| n.to_string()),
             positions_from_primary: server.stream.read_from_primary(),
             capabilities: capabilities.map(|c| c.offered().map(Capability::as_str).collect()),

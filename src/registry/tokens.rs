@@ -15,7 +15,6 @@ use crate::error::Error;
 use crate::health::capabilities::{self, PositionFor};
 use crate::health::check::walfile_timeline;
 use crate::health::{Capabilities, Capability, settled_position};
-use crate::metrics::TokenCounters;
 use crate::route::Tickets;
 
 /// A replica's replay position, asked when a read with a token finds no replica known to have
@@ -341,5 +340,26 @@ impl Shared {
         self.observe_primary(position, unix_ms(SystemTime::now()));
         let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
         history.record(std::time::Instant::now(), position);
+    }
+}
+
+/// A registry's token counters, registered on first use and kept.
+#[derive(Debug, Default)]
+struct TokenCounters {
+    issued: std::sync::OnceLock<metrics::Counter>,
+    honoured: std::sync::OnceLock<metrics::Counter>,
+}
+
+impl TokenCounters {
+    fn issued(&self) {
+        self.issued
+            .get_or_init(|| metrics::counter!(crate::metrics::TOKENS_ISSUED))
+            .increment(1);
+    }
+
+    fn honoured(&self) {
+        self.honoured
+            .get_or_init(|| metrics::counter!(crate::metrics::TOKENS_HONOURED))
+            .increment(1);
     }
 }

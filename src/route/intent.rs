@@ -172,6 +172,9 @@ pub struct RouteIntent {
     /// The WAL position a replica must have replayed to serve this request's reads: 0 for
     /// any, `u64::MAX` for none (time-window stickiness).
     min_position: u64,
+    /// The replica group its reads ask for (`RouteOverride::replica_group`,
+    /// `Registry::read_from`); `None`: the replicas of no group.
+    group: Option<&'static str>,
 }
 
 impl RouteIntent {
@@ -181,6 +184,7 @@ impl RouteIntent {
             role: Role::Read,
             reason,
             min_position: 0,
+            group: None,
         }
     }
 
@@ -190,6 +194,7 @@ impl RouteIntent {
             role: Role::Write,
             reason,
             min_position: 0,
+            group: None,
         }
     }
 
@@ -230,7 +235,19 @@ impl RouteIntent {
             role,
             reason,
             min_position: self.min_position,
+            group: self.group,
         }
+    }
+
+    /// The same intent, its reads for the replica group `group` (`None`: no group).
+    pub(crate) const fn for_group(self, group: Option<&'static str>) -> RouteIntent {
+        RouteIntent { group, ..self }
+    }
+
+    /// The replica group this request's reads ask for, if any
+    /// ([`RouteOverride::replica_group`](crate::RouteOverride::replica_group)).
+    pub const fn group(&self) -> Option<&'static str> {
+        self.group
     }
 
     pub(crate) const fn requiring(self, min_position: u64) -> RouteIntent {
@@ -277,7 +294,7 @@ impl RouteIntent {
     }
 
     /// The intent packed in two words, for a request's state to keep in atomics: role and
-    /// reason, and the position.
+    /// reason, and the position. A group travels beside it, in the request's extensions.
     pub(crate) const fn packed(self) -> (u8, u64) {
         let role = match self.role {
             Role::Read => 0,
@@ -295,6 +312,7 @@ impl RouteIntent {
             },
             reason: Reason::from_index((kind & 0x0f) as usize),
             min_position,
+            group: None,
         }
     }
 

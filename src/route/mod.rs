@@ -1,9 +1,11 @@
 //! Routing as data, lowest in the crate and pure: the [`intent`] of a request (read or write,
 //! and why), the [`decide`] function that turns an intent and what is known of each server
 //! into a server (a replica, the primary, or nobody), the weighted [`schedule`] of replicas,
-//! the primary's [`share`] of plain reads, and the [`subset`] of replicas an instance connects
-//! to. Nothing here does I/O or holds a server; the registry feeds it.
+//! how a read's server is chosen with it ([`balance`]), the primary's [`share`] of plain
+//! reads, and the [`subset`] of replicas an instance connects to. Nothing here does I/O or
+//! holds a server; the registry feeds it.
 
+pub(crate) mod balance;
 pub(crate) mod decide;
 pub(crate) mod intent;
 pub(crate) mod schedule;

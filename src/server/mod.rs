@@ -5,6 +5,7 @@
 //! the registry (`registry/control.rs`), which turns what the checks, probes and failed
 //! connections found into these atomics, the rotation, the gauges and one log line.
 
+mod load;
 mod sessions;
 mod state;
 mod stream;
@@ -18,6 +19,7 @@ use http::HeaderValue;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+pub(crate) use self::load::Load;
 pub(crate) use self::sessions::Sessions;
 pub(crate) use self::state::State;
 pub(crate) use self::stream::Stream;
@@ -48,12 +50,14 @@ pub(crate) struct Server {
     /// `host:port`): for the primary, the member that answers as the primary now.
     pub(crate) member: Arc<str>,
     pub(crate) address: String,
+    /// The replica group it serves (`None`: plain reads; always for the primary).
+    pub(crate) group: Option<Arc<str>>,
     pub(crate) pool: PgPool,
     pub(crate) header_value: Option<HeaderValue>,
     /// The connection settings as configured, without what makes a session read-only.
     pub(crate) options: PgConnectOptions,
     pub(crate) sessions: Sessions,
-    max_idle: Option<u32>,
+    pub(super) max_idle: Option<u32>,
     weight: AtomicU32,
     /// A [`State`].
     state: AtomicU8,
@@ -101,6 +105,8 @@ pub(crate) struct Server {
     pub(crate) metrics: ServerMetrics,
     /// The name it streams WAL under, and what the primary last said of it.
     pub(crate) stream: Stream,
+    /// Its work in progress and latency, for the load-aware strategies.
+    pub(crate) load: Load,
 }
 
 impl Server {
@@ -110,9 +116,10 @@ impl Server {
         kind: Kind,
         options: PgConnectOptions,
         pool_config: &PoolConfig,
-        weight: u32,
+        replica: Option<&ReplicaConfig>,
         read_only: Option<ReplicaReadOnly>,
     ) -> Arc<Server> {
+        let weight = replica.map_or(0, |r| r.weight);
         let sessions = Sessions::new(read_only);
         let pool_options = sessions.hook(
             PgPoolOptions::new()
@@ -127,6 +134,7 @@ impl Server {
             member: Arc::from(member),
             kind,
             address: format!("{}:{}", options.get_host(), options.get_port()),
+            group: replica.and_then(|r| r.get_group()).map(Arc::from),
             pool: pool_options.connect_lazy_with(sessions.connect_options(&options)),
             header_value: HeaderValue::from_str(name).ok(),
             options,
@@ -142,6 +150,7 @@ impl Server {
             left: tokio::sync::Notify::new(),
             back: tokio::sync::Notify::new(),
             stream: Stream::default(),
+            load: Load::default(),
             lag_micros: AtomicU64::new(unknown_lag),
             lag_bytes: AtomicU64::new(unknown_lag),
             position: AtomicU64::new(0),
@@ -168,7 +177,7 @@ impl Server {
             Kind::Primary,
             config.primary_options_at(member),
             &config.primary.pool,
-            0,
+            None,
             None,
         )
     }
@@ -182,7 +191,7 @@ impl Server {
             Kind::Replica,
             config.replica_options(replica),
             &config.replica_pool(replica),
-            replica.weight,
+            Some(replica),
             Some(means),
         );
         if !matches!(
@@ -248,21 +257,6 @@ impl Server {
             && made.get_max_lifetime() == pool.max_lifetime
             && made.get_idle_timeout() == pool.idle_timeout
             && self.max_idle == pool.max_idle
-    }
-
-    /// Closes idle connections beyond `maxIdleConns`. Run by the health loop: sqlx has no
-    /// idle cap of its own, and a cap checked when connections are returned would race with
-    /// other returns in flight.
-    pub(crate) async fn trim_idle(&self) {
-        let Some(max_idle) = self.max_idle else {
-            return;
-        };
-        while self.pool.num_idle() > max_idle as usize {
-            let Some(conn) = self.pool.try_acquire() else {
-                break;
-            };
-            let _ = conn.close().await;
-        }
     }
 
     pub(crate) fn is_primary(&self) -> bool {
@@ -342,21 +336,6 @@ impl Server {
         };
         self.lag_micros.store(micros, Ordering::Relaxed);
         self.lag_bytes.store(bytes, Ordering::Relaxed);
-    }
-
-    /// The most connections the pool may open.
-    pub(crate) fn max_connections(&self) -> u32 {
-        self.pool.options().get_max_connections()
-    }
-
-    /// Whether the pool has opened all the connections it may.
-    pub(crate) fn full(&self) -> bool {
-        self.pool.size() >= self.max_connections()
-    }
-
-    /// Whether the pool has no connection to give without waiting: all open, none idle.
-    pub(crate) fn exhausted(&self) -> bool {
-        self.full() && self.pool.num_idle() == 0
     }
 
     /// How long the pool waits for a connection.

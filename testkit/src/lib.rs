@@ -30,9 +30,11 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod cpu;
 mod pooler;
 mod relay;
 
+pub use cpu::CpuCap;
 pub use pooler::{PoolMode, Pooler};
 pub use relay::Relay;
 

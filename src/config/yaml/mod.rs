@@ -9,6 +9,7 @@ mod context;
 mod refusal;
 mod text;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,8 +21,8 @@ use self::refusal::refusal;
 use self::text::{Driver, Limit, Percent, Sharing, SslMode, Text, Weight};
 use super::env::names;
 use super::{
-    Config, ConfigError, ConsistencyConfig, PoolOverrides, Promotion, ReplicaConfig,
-    ReplicaReadOnly, Roles, Secret, StickyMode,
+    Config, ConfigError, ConsistencyConfig, GroupFallback, LoadBalancing, PoolOverrides, Promotion,
+    ReplicaConfig, ReplicaReadOnly, Roles, Secret, StickyMode,
 };
 
 /// The application's whole configuration: keys beside `db` are not ours and are skipped.
@@ -52,6 +53,7 @@ struct Db {
     enable_read_write_separation: Option<Text<bool>>,
     read_replica_share: Option<Text<Percent>>,
     primary_read_weight: Option<Text<Weight>>,
+    load_balancing: Option<Text<LoadBalancing>>,
     replica_lag_threshold: Option<Text<Duration>>,
     /// `null` turns the byte threshold off, which leaving the key out does not.
     #[serde(default, deserialize_with = "present")]
@@ -69,7 +71,15 @@ struct Db {
     replicas_per_instance: Option<Text<usize>>,
     instance_id: Option<Text<String>>,
     read_replicas: Option<Vec<Replica>>,
+    replica_groups: Option<BTreeMap<String, Group>>,
     consistency: Option<Consistency>,
+}
+
+/// One entry of `db.replicaGroups`, under the group's name.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Group {
+    fallback: Option<Text<GroupFallback>>,
 }
 
 /// One entry of `db.readReplicas`.
@@ -90,6 +100,7 @@ struct Replica {
     conn_max_lifetime: Option<Text<Limit>>,
     conn_max_idle_time: Option<Text<Limit>>,
     connect_timeout: Option<Text<Duration>>,
+    group: Option<Text<String>>,
 }
 
 /// The `db.consistency` block.
@@ -190,6 +201,7 @@ impl Db {
             &mut config.primary_read_weight,
             self.primary_read_weight.map(|w| Text(w.0.0)),
         );
+        set(&mut config.load_balancing, self.load_balancing);
         set(&mut config.lag_threshold, self.replica_lag_threshold);
         if let Some(bytes) = self.replica_lag_bytes_threshold {
             config.lag_bytes_threshold = value(bytes);
@@ -224,6 +236,10 @@ impl Db {
         for (i, replica) in self.read_replicas.into_iter().flatten().enumerate() {
             config.replicas.push(replica.into_config(i)?);
         }
+        for (name, group) in self.replica_groups.into_iter().flatten() {
+            let fallback = value(group.fallback).unwrap_or_default();
+            config = config.group_fallback(name, fallback);
+        }
         Ok(config)
     }
 }
@@ -245,6 +261,7 @@ impl Replica {
         replica.database = value(self.database);
         replica.ssl_mode = value(self.ssl_mode).map(|m| m.0);
         replica.ssl_root_cert = value(self.ssl_root_cert).map(PathBuf::from);
+        replica.group = value(self.group);
         replica.pool = PoolOverrides {
             max_connections: value(self.max_connections),
             max_idle: value(self.max_idle_conns),

@@ -11,7 +11,9 @@ use sqlx::postgres::PgSslMode;
 
 use super::context::{Failure, expand_scalar, fail};
 use crate::config::duration::parse_duration;
-use crate::config::{MAX_WEIGHT, Promotion, ReplicaReadOnly, Roles, Secret, StickyMode};
+use crate::config::{
+    GroupFallback, LoadBalancing, MAX_WEIGHT, Promotion, ReplicaReadOnly, Roles, Secret, StickyMode,
+};
 
 /// A setting read from the text of its scalar: placeholders expanded, then typed by `T`.
 pub(super) struct Text<T>(pub(super) T);
@@ -246,6 +248,26 @@ impl FromText for Roles {
                 Err("must be observed (follow promotions) or configured (the host only)".to_owned())
             }
         }
+    }
+}
+
+impl FromText for GroupFallback {
+    const EXPECTED: &'static str = "replicas, primary, none or a group's name";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        Ok(GroupFallback::parse(text))
+    }
+}
+
+impl FromText for LoadBalancing {
+    const EXPECTED: &'static str = "roundRobin, leastOutstanding or peakEwma";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        LoadBalancing::parse(text).ok_or_else(|| {
+            "must be roundRobin (by weight), leastOutstanding (fewest reads in progress) or \
+             peakEwma (lowest recent latency of two)"
+                .to_owned()
+        })
     }
 }
 
