@@ -99,8 +99,8 @@ mod route;
 mod server;
 
 pub use config::{
-    Config, ConfigError, ConsistencyConfig, GroupFallback, LoadBalancing, Promotion, ReplicaConfig,
-    ReplicaReadOnly, Roles, StickyMode,
+    Config, ConfigError, ConsistencyConfig, DiscoveryConfig, GroupFallback, LoadBalancing,
+    Promotion, Records, ReplicaConfig, ReplicaReadOnly, Roles, StickyMode,
 };
 pub use consistency::{ConsistencyToken, TokenRejection};
 pub use db_error::{DbError, DbErrorKind};

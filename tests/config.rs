@@ -983,6 +983,54 @@ fn replica_groups_and_their_fallbacks() {
     }
 }
 
+/// `replicaDiscovery`: each source read as written, with its defaults; a bad value names the
+/// key and the value.
+#[test]
+fn replica_discovery_sources() {
+    use rwsplit::{DiscoveryConfig, Records};
+    let config = parse(&db(
+        "  replicaDiscovery:\n    - dns: _pg._tcp.replicas.service.consul\n      records: SRV\n      \
+         nameserver: 127.0.0.1:8600\n      interval: 30s\n      drainDelay: 1m\n      \
+         group: analytics\n    - dns: \"${READERS:-readers.db.internal}\"\n      port: 6432\n",
+    ))
+    .unwrap();
+    let debug = format!("{config:?}");
+    let first = DiscoveryConfig::srv("_pg._tcp.replicas.service.consul")
+        .nameserver("127.0.0.1:8600".parse().unwrap())
+        .interval(std::time::Duration::from_secs(30))
+        .drain_delay(std::time::Duration::from_secs(60))
+        .group("analytics");
+    let second = DiscoveryConfig::addresses("readers.db.internal").port(6432);
+    assert!(debug.contains(&format!("{first:?}")), "{debug}");
+    assert!(debug.contains(&format!("{second:?}")), "{debug}");
+    assert!(debug.contains(&format!("{:?}", Records::Service)));
+    // A bare address is port 53.
+    let bare = parse(&db(
+        "  replicaDiscovery:\n    - { dns: r.test, nameserver: 10.0.0.2 }\n",
+    ))
+    .unwrap();
+    assert!(format!("{bare:?}").contains("10.0.0.2:53"));
+
+    for (entry, key, value) in [
+        ("{ dns: r.test, records: MX }", "records", "MX"),
+        ("{ dns: r.test, interval: 10ms }", "interval", "10ms"),
+        (
+            "{ dns: r.test, nameserver: consul }",
+            "nameserver",
+            "consul",
+        ),
+        ("{ dns: r.test, port: 0 }", "port", "0"),
+        ("{ dns: \"\" }", "dns", "dns"),
+        ("{ dns: r.test, group: \"a b\" }", "group", "a b"),
+    ] {
+        let message = error(&db(&format!("  replicaDiscovery:\n    - {entry}\n")));
+        assert!(
+            message.contains(&format!("db.replicaDiscovery[0].{key}")) && message.contains(value),
+            "{entry}: {message}"
+        );
+    }
+}
+
 /// `roles` and `primaryCandidates`: observed by default, names checked against the servers.
 #[test]
 fn roles_and_primary_candidates_parse_and_name_bad_values() {

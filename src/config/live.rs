@@ -9,6 +9,7 @@ pub(crate) const SHARE: &str = "readReplicaShare";
 pub(crate) const PRIMARY_READ_WEIGHT: &str = "primaryReadWeight";
 pub(crate) const LOAD_BALANCING: &str = "loadBalancing";
 pub(crate) const REPLICA_GROUPS: &str = "replicaGroups";
+pub(crate) const REPLICA_DISCOVERY: &str = "replicaDiscovery";
 pub(crate) const LAG_THRESHOLD: &str = "replicaLagThreshold";
 pub(crate) const LAG_BYTES_THRESHOLD: &str = "replicaLagBytesThreshold";
 pub(crate) const MAX_STALENESS: &str = "replicaMaxStaleness";
@@ -26,7 +27,7 @@ pub(crate) struct Live {
 }
 
 /// Every live setting, in the order a reload reports them.
-pub(crate) const LIVE: [Live; 14] = [
+pub(crate) const LIVE: [Live; 15] = [
     Live {
         key: SEPARATION,
         show: |c| c.separation.to_string(),
@@ -50,6 +51,21 @@ pub(crate) const LIVE: [Live; 14] = [
                 .map(|(group, fallback)| format!("{group}: {}", fallback.as_str()))
                 .collect();
             format!("{{{}}}", fallbacks.join(", "))
+        },
+    },
+    Live {
+        key: REPLICA_DISCOVERY,
+        show: |c| {
+            let sources: Vec<String> = (c.discovery.iter())
+                .map(|d| {
+                    let group = d.group.as_deref().unwrap_or("-");
+                    format!(
+                        "{} {:?} port {} every {:?} drain {:?} weight {} group {group}",
+                        d.dns, d.records, d.port, d.interval, d.drain_delay, d.weight
+                    )
+                })
+                .collect();
+            format!("[{}]", sources.join(", "))
         },
     },
     Live {

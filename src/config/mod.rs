@@ -48,6 +48,7 @@
 
 mod connection;
 mod consistency;
+mod discovery;
 mod duration;
 mod env;
 mod error;
@@ -65,6 +66,7 @@ use sqlx::postgres::PgSslMode;
 
 pub(crate) use connection::{Base, PoolConfig, PoolOverrides, Secret, ServerConfig};
 pub use consistency::{ConsistencyConfig, StickyMode};
+pub use discovery::{DiscoveryConfig, Records};
 pub use error::ConfigError;
 pub use reads::{GroupFallback, LoadBalancing};
 pub(crate) use replica::Member;
@@ -84,6 +86,7 @@ pub struct Config {
     pub(crate) load_balancing: LoadBalancing,
     /// `replicaGroups`: each group's fallback, where one is set.
     pub(crate) groups: Vec<(String, GroupFallback)>,
+    pub(crate) discovery: Vec<DiscoveryConfig>,
     pub(crate) lag_threshold: Duration,
     pub(crate) lag_bytes_threshold: Option<u64>,
     pub(crate) max_staleness: Option<Duration>,
@@ -195,6 +198,7 @@ impl Config {
             primary_read_weight: 0,
             load_balancing: LoadBalancing::RoundRobin,
             groups: Vec::new(),
+            discovery: Vec::new(),
             lag_threshold: Duration::from_secs(10),
             lag_bytes_threshold: Some(16 * 1024 * 1024),
             max_staleness: Some(Duration::from_secs(60)),

@@ -121,9 +121,10 @@ impl Config {
             .map_or(DEFAULT, |(_, fallback)| fallback)
     }
 
-    /// Every group a replica is in or `replicaGroups` names.
+    /// Every group a replica (listed or found) is in or `replicaGroups` names.
     pub(crate) fn group_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.replicas.iter().filter_map(|r| r.get_group()).collect();
+        names.extend(self.discovery.iter().filter_map(|d| d.group.as_deref()));
         names.extend(self.groups.iter().map(|(name, _)| name.as_str()));
         names.sort_unstable();
         names.dedup();
@@ -174,7 +175,7 @@ impl Config {
     }
 }
 
-fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+pub(super) fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
     let word = !name.is_empty()
         && name.len() <= 63
         && name

@@ -115,6 +115,7 @@ impl Config {
         }
         self.check_candidates()?;
         self.check_groups()?;
+        self.check_discovery()?;
         if self.replicas_per_instance == Some(0) {
             return Err(invalid(
                 "db.replicasPerInstance",

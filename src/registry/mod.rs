@@ -40,6 +40,7 @@
 mod admin;
 mod barrier;
 mod control;
+mod discovery;
 mod election;
 mod file;
 mod probe;
@@ -100,6 +101,8 @@ pub(crate) struct Shared {
     /// `rwsplit_request_duration_seconds` for requests that used no database, registered on
     /// first use.
     unserved_duration: OnceLock<metrics::Histogram>,
+    /// Replicas found by DNS (`discovery.rs`).
+    discovery: discovery::Discovery,
 }
 
 impl Registry {
@@ -111,6 +114,8 @@ impl Registry {
     /// Must be called within a Tokio runtime.
     pub async fn connect(config: Config) -> Result<Registry, Error> {
         let registry = Registry::build(config)?;
+        // Replicas found by DNS are added, and checked with the rest, before the first request.
+        discovery::round(&registry.shared, true, false).await;
         tasks::check_all(&registry.shared).await;
         for member in registry.shared.topology().members() {
             let server = &member.server;
@@ -124,6 +129,7 @@ impl Registry {
             }
         }
         tasks::spawn(&registry.shared, false);
+        discovery::spawn(&registry.shared);
         Ok(registry)
     }
 
@@ -135,6 +141,7 @@ impl Registry {
     pub fn connect_lazy(config: Config) -> Result<Registry, Error> {
         let registry = Registry::build(config)?;
         tasks::spawn(&registry.shared, true);
+        discovery::spawn(&registry.shared);
         Ok(registry)
     }
 
@@ -183,6 +190,7 @@ impl Registry {
             barrier: AtomicU64::new(0),
             stop,
             unserved_duration: OnceLock::new(),
+            discovery: discovery::Discovery::default(),
         });
         shared.publish();
         Ok(Registry { shared })

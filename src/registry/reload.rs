@@ -287,6 +287,11 @@ pub(super) fn replica_set(
     }
     for member in current {
         let name = &member.server.name;
+        // Found by DNS: discovery adds and removes it, not the configuration.
+        if member.found && !wanted.iter().any(|r| *r.name == **name) {
+            set.next.push(member.clone());
+            continue;
+        }
         if !wanted.iter().any(|r| *r.name == **name) {
             let why = if **name == *primary_member {
                 "answers as the primary now"

@@ -31,6 +31,8 @@ pub(crate) struct Topology {
 pub(crate) struct Member {
     pub(crate) server: Arc<Server>,
     pub(crate) watch: Arc<Watch>,
+    /// Found by DNS (`replicaDiscovery`): added and removed by discovery, kept by a reload.
+    pub(crate) found: bool,
 }
 
 /// What watching one server takes, apart from the server itself: the checker's connection, and
@@ -58,6 +60,7 @@ impl Member {
         Member {
             server,
             watch: Arc::default(),
+            found: false,
         }
     }
 

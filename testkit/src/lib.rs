@@ -31,10 +31,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod cpu;
+mod dns;
 mod pooler;
 mod relay;
 
 pub use cpu::CpuCap;
+pub use dns::{Dns, DnsRecord};
 pub use pooler::{PoolMode, Pooler};
 pub use relay::Relay;
 

@@ -10,6 +10,7 @@ mod refusal;
 mod text;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,8 +22,8 @@ use self::refusal::refusal;
 use self::text::{Driver, Limit, Percent, Sharing, SslMode, Text, Weight};
 use super::env::names;
 use super::{
-    Config, ConfigError, ConsistencyConfig, GroupFallback, LoadBalancing, PoolOverrides, Promotion,
-    ReplicaConfig, ReplicaReadOnly, Roles, Secret, StickyMode,
+    Config, ConfigError, ConsistencyConfig, DiscoveryConfig, GroupFallback, LoadBalancing,
+    PoolOverrides, Promotion, Records, ReplicaConfig, ReplicaReadOnly, Roles, Secret, StickyMode,
 };
 
 /// The application's whole configuration: keys beside `db` are not ours and are skipped.
@@ -72,7 +73,22 @@ struct Db {
     instance_id: Option<Text<String>>,
     read_replicas: Option<Vec<Replica>>,
     replica_groups: Option<BTreeMap<String, Group>>,
+    replica_discovery: Option<Vec<Discovery>>,
     consistency: Option<Consistency>,
+}
+
+/// One entry of `db.replicaDiscovery`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Discovery {
+    dns: Text<String>,
+    records: Option<Text<Records>>,
+    port: Option<Text<u16>>,
+    interval: Option<Text<Duration>>,
+    drain_delay: Option<Text<Duration>>,
+    weight: Option<Text<Weight>>,
+    group: Option<Text<String>>,
+    nameserver: Option<Text<SocketAddr>>,
 }
 
 /// One entry of `db.replicaGroups`, under the group's name.
@@ -235,6 +251,17 @@ impl Db {
         }
         for (i, replica) in self.read_replicas.into_iter().flatten().enumerate() {
             config.replicas.push(replica.into_config(i)?);
+        }
+        for found in self.replica_discovery.into_iter().flatten() {
+            let mut source = DiscoveryConfig::addresses(found.dns.0);
+            set(&mut source.records, found.records);
+            set(&mut source.port, found.port);
+            set(&mut source.interval, found.interval);
+            set(&mut source.drain_delay, found.drain_delay);
+            source.weight = value(found.weight).map_or(source.weight, |w| w.0);
+            source.group = value(found.group);
+            source.nameserver = value(found.nameserver);
+            config = config.replica_discovery(source);
         }
         for (name, group) in self.replica_groups.into_iter().flatten() {
             let fallback = value(group.fallback).unwrap_or_default();

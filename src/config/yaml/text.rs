@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -12,7 +13,8 @@ use sqlx::postgres::PgSslMode;
 use super::context::{Failure, expand_scalar, fail};
 use crate::config::duration::parse_duration;
 use crate::config::{
-    GroupFallback, LoadBalancing, MAX_WEIGHT, Promotion, ReplicaReadOnly, Roles, Secret, StickyMode,
+    GroupFallback, LoadBalancing, MAX_WEIGHT, Promotion, Records, ReplicaReadOnly, Roles, Secret,
+    StickyMode,
 };
 
 /// A setting read from the text of its scalar: placeholders expanded, then typed by `T`.
@@ -248,6 +250,29 @@ impl FromText for Roles {
                 Err("must be observed (follow promotions) or configured (the host only)".to_owned())
             }
         }
+    }
+}
+
+impl FromText for Records {
+    const EXPECTED: &'static str = "A or SRV";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "A" | "a" | "AAAA" | "aaaa" => Ok(Records::Address),
+            "SRV" | "srv" => Ok(Records::Service),
+            _ => Err("must be A (addresses, at the source's port) or SRV (with ports)".to_owned()),
+        }
+    }
+}
+
+impl FromText for SocketAddr {
+    const EXPECTED: &'static str = "an IP address, with a port or not (53)";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        (text.parse::<SocketAddr>())
+            .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map_err(|_| "must be an IP address, with a port or not: 127.0.0.1:8600".to_owned())
     }
 }
 
