@@ -93,6 +93,8 @@ struct Wrk {
     errors: u64,
     /// CPU time this process (the servers) spent per request, in microseconds.
     cpu_us_per_request: f64,
+    /// Read and write system calls this process made per request (`/proc/self/io`).
+    syscalls_per_request: f64,
 }
 
 /// CPU time this process has used so far (user and system), in seconds, from `/proc/self/stat`
@@ -110,6 +112,16 @@ fn process_cpu_seconds() -> f64 {
     };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Read and write system calls this process has made so far (`syscr` + `syscw` of
+/// `/proc/self/io`; 0 where there is none): sockets to the clients and to PostgreSQL.
+fn process_syscalls() -> f64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    (io.lines())
+        .filter(|l| l.starts_with("syscr:") || l.starts_with("syscw:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Runs wrk against `url` (blocking: wrk is another process, the servers keep running on
@@ -161,6 +173,7 @@ async fn wrk(url: &str, script: &std::path::Path, seconds: u64, connections: u64
         p99_ms: millis(field("99%")),
         errors,
         cpu_us_per_request: 0.0,
+        syscalls_per_request: 0.0,
     }
 }
 
@@ -267,10 +280,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for round in 0..rounds as usize {
         for k in 0..contenders.len() {
             let i = (round + k) % contenders.len();
-            let cpu = process_cpu_seconds();
+            let (cpu, calls) = (process_cpu_seconds(), process_syscalls());
             let mut run = wrk(&contenders[i].1, &script, seconds, connections).await;
             let requests = run.requests_per_second * seconds as f64;
             run.cpu_us_per_request = (process_cpu_seconds() - cpu) * 1e6 / requests.max(1.0);
+            run.syscalls_per_request = (process_syscalls() - calls) / requests.max(1.0);
             results[i].push(run);
         }
     }
@@ -282,17 +296,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
          release build"
     );
     println!();
-    println!("| | requests/s (mean of rounds) | p50 | p99 | non-2xx | server CPU per request |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| | requests/s (mean of rounds) | p50 | p99 | non-2xx | server CPU per request | \
+         reads + writes per request |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for ((name, _), runs) in contenders.iter().zip(&results) {
         let n = runs.len() as f64;
         println!(
-            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {:.1} µs |",
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {:.1} µs | {:.2} |",
             runs.iter().map(|r| r.requests_per_second).sum::<f64>() / n,
             runs.iter().map(|r| r.p50_ms).sum::<f64>() / n,
             runs.iter().map(|r| r.p99_ms).sum::<f64>() / n,
             runs.iter().map(|r| r.errors).sum::<u64>(),
             runs.iter().map(|r| r.cpu_us_per_request).sum::<f64>() / n,
+            runs.iter().map(|r| r.syscalls_per_request).sum::<f64>() / n,
         );
     }
     let ratios = |a: usize, b: usize| -> Vec<f64> {

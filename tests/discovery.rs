@@ -241,3 +241,50 @@ async fn address_records_at_the_configured_port() {
         names(&registry)
     );
 }
+
+/// Reads that find no replica in service have the names resolved again at once, not at the
+/// next interval: a replica that moved is found within seconds.
+#[tokio::test]
+async fn reads_falling_back_resolve_the_names_again() {
+    let cluster = Cluster::start(2).await.unwrap();
+    let (replica1, replica2) = (cluster.replica(0), cluster.replica(1));
+    let mut dns = Dns::start(&records(&[replica1])).unwrap();
+    let yaml = cluster
+        .config_yaml()
+        .lines()
+        .filter(|l| !l.contains("name: replica"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    // The default interval: a minute.
+    let config = Config::from_yaml(&yaml)
+        .unwrap()
+        .replica_discovery(DiscoveryConfig::srv(SERVICE).nameserver(dns.address()));
+    let registry = Registry::connect(config).await.unwrap();
+    assert_eq!(names(&registry), [(found(replica1), 1, true)]);
+
+    // The replica goes away and DNS lists another one.
+    replica1
+        .stop(rwsplit_testkit::StopMode::Immediate)
+        .await
+        .unwrap();
+    dns.set(&records(&[replica2])).unwrap();
+    let start = Instant::now();
+    let mut last = 0;
+    while start.elapsed() < Duration::from_secs(20) {
+        last = sqlx::query_scalar::<_, i32>("SELECT inet_server_port()")
+            .fetch_one(&registry.read())
+            .await
+            .unwrap();
+        if last == i32::from(replica2.port()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        last,
+        i32::from(replica2.port()),
+        "reads reach the replica DNS lists now"
+    );
+    assert!(start.elapsed() < Duration::from_secs(20));
+    println!("found the moved replica after {:?}", start.elapsed());
+}

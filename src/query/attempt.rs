@@ -93,7 +93,7 @@ impl<'t> Attempts<'t> {
     /// is the last server's.
     pub(crate) async fn checkout(&mut self) -> Result<Checkout, sqlx::Error> {
         self.target.admitted()?;
-        let exhaustion_failover = self.shared.config().failover_on_pool_exhausted;
+        let exhaustion_failover = self.shared.topology().config.failover_on_pool_exhausted;
         loop {
             let server = Arc::clone(&self.next);
             if exhaustion_failover && !server.is_primary() && server.exhausted() {

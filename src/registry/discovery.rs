@@ -28,6 +28,16 @@ const IDLE: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub(super) struct Discovery {
     state: tokio::sync::Mutex<State>,
+    /// Woken when reads found no replica in service: every name is resolved again at once (at
+    /// most once a second), in case the replicas moved.
+    wanted: Arc<tokio::sync::Notify>,
+}
+
+impl Discovery {
+    /// Asks for a round now: reads found no replica in service.
+    pub(super) fn want(&self) {
+        self.wanted.notify_one();
+    }
 }
 
 #[derive(Default)]
@@ -64,24 +74,34 @@ impl Registry {
 pub(super) fn spawn(shared: &Arc<Shared>) {
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let mut stop = shared.stopped();
+    // The task holds the bell, not the registry.
+    let wanted = Arc::clone(&shared.discovery.wanted);
     tokio::spawn(async move {
         let mut wait = Duration::ZERO;
+        let mut asked_at: Option<Instant> = None;
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
+            let all = tokio::select! {
+                () = tokio::time::sleep(wait) => false,
+                () = wanted.notified() => true,
                 _ = stop.changed() => break,
-            }
+            };
             let Some(shared) = weak.upgrade() else { break };
+            let now = Instant::now();
+            // Asked for: at most a round a second, whatever the reads that want one.
+            let all =
+                all && asked_at.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+            if all {
+                asked_at = Some(now);
+            }
             let round = Arc::clone(&shared);
-            tasks::supervised("replica discovery", async move { round_now(&round).await }).await;
+            tasks::supervised("replica discovery", async move {
+                self::round(&round, all, true).await;
+            })
+            .await;
             wait = next_due(&shared).await;
         }
         tracing::debug!("rwsplit replica discovery stopped");
     });
-}
-
-async fn round_now(shared: &Arc<Shared>) {
-    round(shared, false, true).await;
 }
 
 /// How long until the next source is due.

@@ -44,7 +44,10 @@ impl Shared {
         tried: &[Arc<Server>],
     ) -> (Decision<Arc<Server>>, bool) {
         let topology = self.topology();
-        let mut group = intent.group();
+        let Some(first) = intent.group() else {
+            return (self.route_in(&topology, intent, None, tried), false);
+        };
+        let mut group = Some(first);
         // Each group at most once: validation refuses fallbacks in a circle.
         for _ in 0..=topology.config.groups.len() {
             let decision = self.route_in(&topology, intent, group, tried);
@@ -68,6 +71,7 @@ impl Shared {
 
     /// Where `intent`'s work goes among the replicas of `group` (`None`: of no group) and the
     /// primary.
+    #[inline]
     fn route_in(
         &self,
         topology: &Topology,
@@ -153,12 +157,22 @@ impl Shared {
     /// with a 503 (the primary is down), and direct users get the primary's error.
     pub(crate) fn resolve(&self, intent: RouteIntent) -> Routed {
         let (decision, unavailable) = self.route_grouped(intent, &[]);
-        let chosen = match &decision {
-            _ if unavailable => None,
-            Decision::Replica(server, _) => Some(server),
-            _ => Some(&self.topology().primary.server),
-        };
-        group_fallback(intent, chosen);
+        if intent.group().is_some() {
+            let chosen = match &decision {
+                _ if unavailable => None,
+                Decision::Replica(server, _) => Some(server),
+                _ => Some(&self.topology().primary.server),
+            };
+            group_fallback(intent, chosen);
+        }
+        // No replica to read from: where DNS lists them, they may have moved.
+        if matches!(
+            decision,
+            Decision::Primary(Reason::Fallback) | Decision::Refuse(Reason::Fallback)
+        ) && !self.topology().config.discovery.is_empty()
+        {
+            self.discovery.want();
+        }
         let reason = match decision {
             Decision::Replica(server, reason) => {
                 return Routed {

@@ -71,6 +71,7 @@ pub(crate) enum Decision<R> {
 /// Decides where `ask`'s work goes. `replicas` are the replicas that take reads (weight over
 /// 0), those in service first in schedule order, then the others; the first acceptable one in
 /// service ends the search, so a plain read looks at one replica.
+#[inline]
 pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>) -> Decision<R> {
     let primary_usable = ask.primary.in_service() && !ask.primary_tried;
     let primary_awaited = ask.primary.awaited() && !ask.primary_tried;
