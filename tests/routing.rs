@@ -42,7 +42,7 @@ async fn the_primary_takes_its_weight_of_plain_reads_while_its_pool_has_room() {
     let cluster = cluster().await;
     let config = config_weighted(&cluster, &[1, 1])
         .health_check_interval(Duration::from_secs(3600))
-        .max_connections(4);
+        .max_connections(16);
     let registry = Registry::connect(config.clone().primary_read_weight(1))
         .await
         .unwrap();
@@ -63,12 +63,13 @@ async fn the_primary_takes_its_weight_of_plain_reads_while_its_pool_has_room() {
     }
     let spread = count().await;
     assert_eq!(spread.iter().sum::<i64>(), reads, "{spread:?}");
-    // A third each, give or take what the primary passes on while its pool has no connection
-    // to spare: a read's connection comes back to its pool after its read-only transaction's
-    // rollback, which a busy machine (other tests in parallel) delays by some milliseconds.
+    // A third each. The pool is larger than these reads one at a time need: a read's
+    // connection comes back to its pool after its read-only transaction's rollback, which a
+    // busy machine (other tests in parallel) delays, and a pool of a few connections all on
+    // their way back has none to spare, so the primary would rightly pass its share on.
     for on in &spread {
         let share = *on as f64 / reads as f64;
-        assert!((share - 1.0 / 3.0).abs() < 0.035, "{spread:?}");
+        assert!((share - 1.0 / 3.0).abs() < 0.02, "{spread:?}");
     }
     // Read-only wherever a read runs: three reads in a row cover the three servers.
     for _ in 0..3 {
@@ -81,7 +82,7 @@ async fn the_primary_takes_its_weight_of_plain_reads_while_its_pool_has_room() {
     }
 
     // Every connection of the primary's pool in use: its share goes to the replicas.
-    let held = acquire_many(&registry.primary(), 4).await;
+    let held = acquire_many(&registry.primary(), 16).await;
     for _ in 0..300 {
         let answer = call(&app, &cluster, "GET", "/probe").await;
         assert_eq!(answer.status, 200, "{}", answer.body);
