@@ -6,9 +6,14 @@
 //! rwsplit), by that minimal app on rwsplit, and by one plain pool at replica1, driven in
 //! alternating rounds by `wrk` (Debian's `wrk` package).
 //!
-//! `cargo run --release --example external_load [-- --seconds N --rounds N --connections N]`
-//! (defaults: 5 s per contender per round, 8 rounds, 16 connections). On a two-core machine
-//! rounds swing by 10 % and more; the ratio over all rounds is the figure to read.
+//! `cargo run --release --example external_load [-- --seconds N --rounds N --connections N
+//! --pair]` (defaults: 5 s per contender per round, 8 rounds, 16 connections; `--pair` runs
+//! only the demo's app, the two plain pools and their control, so that the same minutes give
+//! more rounds of the ratio that matters). The control is the plain pools' app a second
+//! time, on a server of its own: its ratio to the first shows what the machine's noise alone
+//! gives in the same run. On a two-core machine rounds swing by 10 % and more; the
+//! ratio over all rounds is the figure to read, with the 95 % interval printed beside it
+//! (rounds resampled).
 
 use std::process::Command;
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use sqlx::PgPool;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::arg;
+use common::{arg, flag};
 
 #[path = "demo/app.rs"]
 mod app;
@@ -193,6 +198,32 @@ fn pooled(a: &[Wrk], b: &[Wrk]) -> f64 {
     total(a) / total(b)
 }
 
+/// [`pooled`] with its 95 % interval: the rounds (each a pair run back to back) resampled with
+/// replacement 2,000 times, by a fixed generator so that a run repeats.
+fn pooled_interval(a: &[Wrk], b: &[Wrk]) -> String {
+    let n = a.len().min(b.len());
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut draws: Vec<f64> = (0..2_000)
+        .map(|_| {
+            let (mut x, mut y) = (0.0, 0.0);
+            for _ in 0..n {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let i = (seed >> 33) as usize % n;
+                x += a[i].requests_per_second;
+                y += b[i].requests_per_second;
+            }
+            x / y
+        })
+        .collect();
+    draws.sort_by(f64::total_cmp);
+    format!(
+        "{:.3} (95 % interval {:.3} to {:.3})",
+        pooled(a, b),
+        draws[50],
+        draws[1_949]
+    )
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds = arg("--seconds", 5);
@@ -225,12 +256,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .consistency(ConsistencyConfig::off()),
     )
     .await?;
+    // Plain pools as an application makes them: from a URL, with sqlx's defaults (statement
+    // logging included, as on rwsplit's pools; the testkit's own options turn it off).
     let pool = |node: &rwsplit_testkit::Node| {
+        let options: sqlx::postgres::PgConnectOptions =
+            node.url().parse().expect("the node's URL parses");
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(max_connections)
-            .connect_lazy_with(node.connect_options())
+            .connect_lazy_with(options)
     };
     let (first, second) = (pool(cluster.replica(0)), pool(cluster.replica(1)));
+    // The same app on the same two pools, 2:1 by a counter of its own.
+    let pools_app = || {
+        Router::new()
+            .route("/items/{id}", get(show_pools))
+            .with_state(Pools(
+                first.clone(),
+                second.clone(),
+                Arc::new(AtomicUsize::new(0)),
+            ))
+    };
     let contenders = [
         (
             "the demo's app (rwsplit, 2 replicas 2:1, metrics and logs on)",
@@ -247,16 +292,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         (
             "two plain pools (2 replicas, 2:1)",
-            serve(
-                Router::new()
-                    .route("/items/{id}", get(show_pools))
-                    .with_state(Pools(
-                        first.clone(),
-                        second.clone(),
-                        Arc::new(AtomicUsize::new(0)),
-                    )),
-            )
-            .await?,
+            serve(pools_app()).await?,
         ),
         (
             "one plain pool (replica1)",
@@ -267,19 +303,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
             .await?,
         ),
+        (
+            "two plain pools again, on a server of their own (the control)",
+            serve(pools_app()).await?,
+        ),
     ];
+    // Which contenders run: all, or with `--pair` the demo's app, the two plain pools and their
+    // control.
+    let running: Vec<usize> = match flag("--pair") {
+        true => vec![0, 2, 4],
+        false => (0..contenders.len()).collect(),
+    };
     let script = std::env::temp_dir().join(format!("rwsplit-wrk-{}.lua", std::process::id()));
     std::fs::write(&script, SCRIPT)?;
 
     // Warm up every contender (connections, caches), then alternate: each round runs them all,
     // in an order rotated by one each round, so that drift hits all alike.
-    for (_, url) in &contenders {
-        wrk(url, &script, 1, connections).await;
+    for &i in &running {
+        wrk(&contenders[i].1, &script, 1, connections).await;
     }
     let mut results: Vec<Vec<Wrk>> = contenders.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds as usize {
-        for k in 0..contenders.len() {
-            let i = (round + k) % contenders.len();
+        for k in 0..running.len() {
+            let i = running[(round + k) % running.len()];
             let (cpu, calls) = (process_cpu_seconds(), process_syscalls());
             let mut run = wrk(&contenders[i].1, &script, seconds, connections).await;
             let requests = run.requests_per_second * seconds as f64;
@@ -302,6 +348,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for ((name, _), runs) in contenders.iter().zip(&results) {
+        if runs.is_empty() {
+            continue;
+        }
         let n = runs.len() as f64;
         println!(
             "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {:.1} µs | {:.2} |",
@@ -322,21 +371,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!();
     println!(
-        "throughput ratio the demo's app / minimal app on two plain pools: {:.3} over all rounds; \
+        "throughput ratio the demo's app / minimal app on two plain pools: {} over all rounds; \
          round by round {} (target >= 0.97)",
-        pooled(&results[0], &results[2]),
+        pooled_interval(&results[0], &results[2]),
         spread(ratios(0, 2))
     );
     println!(
-        "throughput ratio minimal app on rwsplit / on two plain pools: {:.3} over all rounds; \
-         round by round {}",
-        pooled(&results[1], &results[2]),
-        spread(ratios(1, 2))
+        "throughput ratio the control / two plain pools (the same app twice: what noise alone \
+         gives): {} over all rounds; round by round {}",
+        pooled_interval(&results[4], &results[2]),
+        spread(ratios(4, 2))
     );
-    println!(
-        "throughput ratio minimal app on rwsplit / one plain pool, round by round: {}",
-        spread(ratios(1, 3))
-    );
+    if !results[1].is_empty() {
+        println!(
+            "throughput ratio minimal app on rwsplit / on two plain pools: {} over all rounds; \
+             round by round {}",
+            pooled_interval(&results[1], &results[2]),
+            spread(ratios(1, 2))
+        );
+        println!(
+            "throughput ratio minimal app on rwsplit / one plain pool, round by round: {}",
+            spread(ratios(1, 3))
+        );
+    }
 
     registry.shutdown().await;
     first.close().await;

@@ -237,7 +237,9 @@ pub(crate) struct Decision {
 }
 
 /// `rwsplit_route_decisions_total` (one counter per role and reason, registered when first
-/// used) and `rwsplit_request_duration_seconds` for one server and route.
+/// used) and `rwsplit_request_duration_seconds` for one server and route. Aligned as
+/// [`Server`](crate::server::Server) is: its `Arc`'s counts change on every request.
+#[repr(align(128))]
 pub(crate) struct RouteMetrics {
     server: Arc<str>,
     route: Arc<str>,

@@ -9,3 +9,9 @@ pub fn arg(name: &str, default: u64) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// Whether `name` is on the command line (`--pair`).
+#[allow(dead_code, reason = "each example includes this file; not every one takes a flag")]
+pub fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}

@@ -196,7 +196,8 @@ where
             });
         // The extractors find the intent and the request's state here, whatever the router's
         // state; the state is also where they note what they handed out, for the response.
-        let state = Arc::new(RequestState::new(registry.clone(), intent));
+        let header = self.layer.target_header.is_some();
+        let state = Arc::new(RequestState::new(registry.clone(), intent, header));
         request.extensions_mut().insert(Routing(Arc::clone(&state)));
         let inner = match spans_enabled() {
             true => {
@@ -283,13 +284,18 @@ where
             return Poll::Ready(Ok(ready!(token.as_mut().poll(cx))));
         }
         let mut response = ready!(this.inner.as_mut().poll(cx))?;
-        let Some(state) = this.state.take() else {
+        let Some(mut state) = this.state.take() else {
             return Poll::Ready(Ok(response));
         };
-        let handed = state.handed();
+        // What the extractors handed out, moved out of the state when the request's extension
+        // is gone (the usual case), copied otherwise.
+        let handed = match Arc::get_mut(&mut state) {
+            Some(only) => only.take_handed(),
+            None => state.handed().cloned(),
+        };
         if let Some(started) = this.started.take() {
             let took = started.elapsed();
-            match handed {
+            match &handed {
                 Some(handed) => handed.metrics.served(took),
                 None => state
                     .registry
@@ -298,7 +304,7 @@ where
             }
         }
         if let Some(name) = this.target_header.take()
-            && let Some(value) = handed.and_then(|h| h.server.header_value.clone())
+            && let Some(value) = handed.and_then(|h| h.header)
         {
             response.headers_mut().insert(name, value);
         }
@@ -366,11 +372,15 @@ pub(crate) struct RequestState {
     first: OnceLock<Handed>,
     primary: OnceLock<Handed>,
     wrote: AtomicBool,
+    /// The layer names the server in a header: keep its value.
+    header: bool,
 }
 
-/// A server handed out, with the metrics of the route it served.
+/// A server handed out: its header value (when the layer sends one) and the metrics of the
+/// route it served. Not the server itself: its `Arc`'s count is shared by every core.
+#[derive(Clone)]
 struct Handed {
-    server: Arc<Server>,
+    header: Option<HeaderValue>,
     metrics: Arc<RouteMetrics>,
 }
 
@@ -379,7 +389,7 @@ struct Handed {
 pub(crate) struct Routing(pub(crate) Arc<RequestState>);
 
 impl RequestState {
-    fn new(registry: Registry, intent: RouteIntent) -> RequestState {
+    fn new(registry: Registry, intent: RouteIntent, header: bool) -> RequestState {
         let (kind, min_position) = intent.packed();
         RequestState {
             registry,
@@ -388,6 +398,7 @@ impl RequestState {
             first: OnceLock::new(),
             primary: OnceLock::new(),
             wrote: AtomicBool::new(false),
+            header,
         }
     }
 
@@ -412,6 +423,11 @@ impl RequestState {
         self.primary.get().or_else(|| self.first.get())
     }
 
+    /// As [`handed`](Self::handed), moved out.
+    fn take_handed(&mut self) -> Option<Handed> {
+        self.primary.take().or_else(|| self.first.take())
+    }
+
     fn wrote(&self) -> bool {
         self.wrote.load(Ordering::Relaxed)
     }
@@ -427,7 +443,7 @@ impl RequestState {
         };
         if slot.get().is_none() {
             let _ = slot.set(Handed {
-                server: Arc::clone(server),
+                header: self.header.then(|| server.header_value.clone()).flatten(),
                 metrics,
             });
         }

@@ -60,16 +60,19 @@ impl<'t> Attempts<'t> {
     /// A handle kept while its server left service (a job's long-lived `registry.read()`, a
     /// request that waited): its work starts where the registry would send it now, not on the
     /// server it was made for, which would be tried as a last resort first. A read moves on
-    /// from a replica out of service; any work moves from a primary the writes left.
+    /// from a replica out of service; any work moves from a primary the writes left (cloning
+    /// no `Arc` for a server still in service: its count is shared by every core).
     fn start_where_it_would_go_now(&mut self) {
-        let chosen = Arc::clone(&self.next);
+        let next = &self.next;
+        if (next.is_primary() && !next.is_retired()) || (!next.is_primary() && next.is_healthy()) {
+            return;
+        }
+        let chosen = Arc::clone(next);
         if chosen.is_primary() {
-            if chosen.is_retired()
-                && let Some(now) = self.moved_primary(&chosen)
-            {
+            if let Some(now) = self.moved_primary(&chosen) {
                 self.next = now;
             }
-        } else if !chosen.is_healthy() && self.fails_over() {
+        } else if self.fails_over() {
             let now = match self.shared.route(self.target.intent(), &[]) {
                 Decision::Replica(server, _) => server,
                 Decision::Primary(_) => self.shared.primary(),
@@ -89,8 +92,7 @@ impl<'t> Attempts<'t> {
     }
 
     /// A connection for the next attempt, with its server. A server that cannot give one is
-    /// dealt with by what its error says, and a read moves on to the next server; the error
-    /// is the last server's.
+    /// dealt with by what its error says, and a read moves on; the error is the last server's.
     pub(crate) async fn checkout(&mut self) -> Result<Checkout, sqlx::Error> {
         self.target.admitted()?;
         let exhaustion_failover = self.shared.topology().config.failover_on_pool_exhausted;

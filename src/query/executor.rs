@@ -51,9 +51,9 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        let target = self.target().clone();
+        let target = self.target();
         Box::pin(Yielding::new(move |out: Sender| async move {
-            let mut run = match Run::new(&target, A::READ_ONLY, query) {
+            let mut run = match Run::new(target, A::READ_ONLY, query) {
                 Ok(run) => run,
                 Err(error) => return out.send(Err(error)).await,
             };
@@ -93,9 +93,9 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        let target = self.target().clone();
+        let target = self.target();
         Box::pin(async move {
-            let mut run = Run::new(&target, A::READ_ONLY, query)?;
+            let mut run = Run::new(target, A::READ_ONLY, query)?;
             loop {
                 let (mut conn, used) = run.checkout().await?;
                 let attempt = run.query.attempt();
@@ -126,9 +126,9 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
     where
         'c: 'e,
     {
-        let target = self.target().clone();
+        let target = self.target();
         Box::pin(async move {
-            let mut attempts = Attempts::new(&target, A::READ_ONLY);
+            let mut attempts = Attempts::new(target, A::READ_ONLY);
             let (mut conn, server) = attempts.checkout().await?;
             let prepared = conn.prepare_with(sql, parameters).await;
             prepared.map_err(|error| attempts.settle(&server, error))
@@ -139,9 +139,9 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
     where
         'c: 'e,
     {
-        let target = self.target().clone();
+        let target = self.target();
         Box::pin(async move {
-            let mut attempts = Attempts::new(&target, A::READ_ONLY);
+            let mut attempts = Attempts::new(target, A::READ_ONLY);
             let (mut conn, server) = attempts.checkout().await?;
             let described = conn.describe(sql).await;
             described.map_err(|error| attempts.settle(&server, error))

@@ -273,26 +273,7 @@ impl State {
             }
         }
         // Gone from the answer: drained now, removed after the delay.
-        let mut expired = Vec::new();
-        for member in topology.replicas.iter().filter(|m| m.found) {
-            let name = &*member.server.name;
-            if wanted.iter().any(|(_, r)| r.name == name) {
-                continue;
-            }
-            let source = sources
-                .iter()
-                .find(|s| name.starts_with(&format!("{}/", s.dns)));
-            let delay = source.map_or(Duration::ZERO, |s| s.drain_delay);
-            let since = *self.draining.entry(name.to_owned()).or_insert_with(|| {
-                tracing::info!(replica = %name, drain_delay = ?delay, "replica discovery: replica left the answer; draining");
-                let event = Event::Weighed { weight: 0, said: true };
-                shared.apply(&member.server, event);
-                now
-            });
-            if now.duration_since(since) >= delay {
-                expired.push(member.clone());
-            }
-        }
+        let expired = self.drain_gone(shared, &topology, &wanted, sources, now);
         if fresh.is_empty() && expired.is_empty() {
             return false;
         }
@@ -324,5 +305,38 @@ impl State {
             });
         }
         !fresh.is_empty()
+    }
+
+    /// Drains the found replicas that left the answer (weight 0, counted from the first round
+    /// that missed them) and returns those whose drain delay is over.
+    fn drain_gone(
+        &mut self,
+        shared: &Arc<Shared>,
+        topology: &Topology,
+        wanted: &[(&DiscoveryConfig, crate::config::ReplicaConfig)],
+        sources: &[DiscoveryConfig],
+        now: Instant,
+    ) -> Vec<Member> {
+        let mut expired = Vec::new();
+        for member in topology.replicas.iter().filter(|m| m.found) {
+            let name = &*member.server.name;
+            if wanted.iter().any(|(_, r)| r.name == name) {
+                continue;
+            }
+            let source = sources
+                .iter()
+                .find(|s| name.starts_with(&format!("{}/", s.dns)));
+            let delay = source.map_or(Duration::ZERO, |s| s.drain_delay);
+            let since = *self.draining.entry(name.to_owned()).or_insert_with(|| {
+                tracing::info!(replica = %name, drain_delay = ?delay, "replica discovery: replica left the answer; draining");
+                let event = Event::Weighed { weight: 0, said: true };
+                shared.apply(&member.server, event);
+                now
+            });
+            if now.duration_since(since) >= delay {
+                expired.push(member.clone());
+            }
+        }
+        expired
     }
 }

@@ -232,7 +232,6 @@ pub(super) fn replica_set(
             .collect(),
         _ => config.replicas.clone(),
     };
-    let current = &topology.replicas;
     let mut set = ReplicaSet {
         next: Vec::with_capacity(wanted.len()),
         reweighed: Vec::new(),
@@ -241,7 +240,44 @@ pub(super) fn replica_set(
         fresh: false,
     };
     for replica in &wanted {
-        let existing = topology.replica(&replica.name);
+        set.place(topology.replica(&replica.name), replica, config, changes);
+    }
+    for member in &topology.replicas {
+        let name = &member.server.name;
+        if wanted.iter().any(|r| *r.name == **name) {
+            continue;
+        }
+        // Found by DNS: discovery adds and removes it, not the configuration.
+        if member.found {
+            set.next.push(member.clone());
+            continue;
+        }
+        let why = if **name == *primary_member {
+            "answers as the primary now"
+        } else {
+            "removed"
+        };
+        changes.push(format!(
+            "replica {name} {why} (out of rotation; its pool closes once its connections are \
+             back)"
+        ));
+        set.retired.push(member.clone());
+        set.removed.push(member.clone());
+    }
+    set
+}
+
+impl ReplicaSet {
+    /// Places the configured `replica`: the running `existing` kept (and reweighted) when its
+    /// settings and group are unchanged, a new pool in its stead when they changed, or a new
+    /// replica.
+    fn place(
+        &mut self,
+        existing: Option<&Member>,
+        replica: &ReplicaConfig,
+        config: &Config,
+        changes: &mut Changes,
+    ) {
         let options = config.replica_options(replica);
         let pool = config.replica_pool(replica);
         match existing {
@@ -259,14 +295,14 @@ pub(super) fn replica_set(
                         "replica {}: weight {before} -> {}",
                         replica.name, replica.weight
                     ));
-                    set.reweighed.push((member.clone(), replica.weight));
+                    self.reweighed.push((member.clone(), replica.weight));
                 }
-                set.next.push(member.clone());
+                self.next.push(member.clone());
             }
             Some(member) => {
-                set.next.push(new_replica(replica, config));
-                set.retired.push(member.clone());
-                set.fresh = true;
+                self.next.push(new_replica(replica, config));
+                self.retired.push(member.clone());
+                self.fresh = true;
                 changes.push(format!(
                     "replica {}: connection settings, pool limits or group changed, new pool \
                      (in rotation after its first check), old pool draining",
@@ -280,33 +316,11 @@ pub(super) fn replica_set(
                      check)",
                     replica.name, member.server.address, replica.weight
                 ));
-                set.next.push(member);
-                set.fresh = true;
+                self.next.push(member);
+                self.fresh = true;
             }
         }
     }
-    for member in current {
-        let name = &member.server.name;
-        // Found by DNS: discovery adds and removes it, not the configuration.
-        if member.found && !wanted.iter().any(|r| *r.name == **name) {
-            set.next.push(member.clone());
-            continue;
-        }
-        if !wanted.iter().any(|r| *r.name == **name) {
-            let why = if **name == *primary_member {
-                "answers as the primary now"
-            } else {
-                "removed"
-            };
-            changes.push(format!(
-                "replica {name} {why} (out of rotation; its pool closes once its connections are \
-                 back)"
-            ));
-            set.retired.push(member.clone());
-            set.removed.push(member.clone());
-        }
-    }
-    set
 }
 
 /// A replica built from `replica`, out of rotation until its first check passes.

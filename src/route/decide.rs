@@ -92,16 +92,16 @@ pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>)
     }
     let token_need = intent.min_position().unwrap_or(0);
     let need = token_need.max(ask.barrier);
-    let stale_ok = ask.stale_reads_when_read_only && !ask.primary.in_service();
-    let mut any_in_service = false;
-    // The first replica of each kind, in order, for when no replica in service will do.
-    let mut stale = None;
-    let mut unreachable_caught_up = None;
-    let mut out = None;
-    let mut least_behind: Option<(R, u64)> = None;
+    let mut left = Leftovers {
+        any_in_service: false,
+        stale: None,
+        unreachable_caught_up: None,
+        out: None,
+        least_behind: None,
+    };
     for (replica, seen) in replicas {
         let caught_up = seen.position >= need;
-        any_in_service |= seen.state.in_service();
+        left.any_in_service |= seen.state.in_service();
         if seen.tried {
             continue;
         }
@@ -110,53 +110,74 @@ pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>)
                 if caught_up {
                     return Decision::Replica(replica, intent.reason());
                 }
-                stale.get_or_insert(replica);
+                left.stale.get_or_insert(replica);
             }
-            State::Unreachable if caught_up && unreachable_caught_up.is_none() => {
-                unreachable_caught_up = Some(replica);
+            State::Unreachable if caught_up && left.unreachable_caught_up.is_none() => {
+                left.unreachable_caught_up = Some(replica);
             }
             State::Lagging
                 if seen.within_staleness
-                    && least_behind
-                        .as_ref()
-                        .is_none_or(|(_, p)| seen.position > *p) =>
+                    && (left.least_behind.as_ref()).is_none_or(|(_, p)| seen.position > *p) =>
             {
-                if let Some((previous, _)) = least_behind.replace((replica, seen.position)) {
-                    out.get_or_insert(previous);
+                if let Some((previous, _)) = left.least_behind.replace((replica, seen.position)) {
+                    left.out.get_or_insert(previous);
                 }
             }
             State::Unreachable | State::Lagging => {
-                out.get_or_insert(replica);
+                left.out.get_or_insert(replica);
             }
             _ => {}
         }
     }
-    let when_primary = match (any_in_service, token_need, ask.barrier) {
-        (false, _, _) | (true, 0, 0) => Reason::Fallback,
-        (true, 0, _) => Reason::Barrier,
-        _ => Reason::Sticky,
-    };
-    // Every replica lags: the one least behind, within the staleness bound, takes the reads
-    // that need no write of their own; the primary keeps the rest.
-    let least_behind = least_behind.map(|(replica, _)| replica);
-    if !any_in_service
-        && token_need == 0
-        && ask.barrier == 0
-        && let Some(replica) = least_behind
-    {
-        return Decision::Replica(replica, Reason::Stale);
+    left.decide(ask, token_need, primary_usable)
+}
+
+/// What a read's search found besides a fit in service, for steps 2 to 7: the first of each.
+struct Leftovers<R> {
+    any_in_service: bool,
+    /// In service, without the read's write.
+    stale: Option<R>,
+    /// Out for being unreachable, its last known position covering the read.
+    unreachable_caught_up: Option<R>,
+    /// Out, for either reason.
+    out: Option<R>,
+    /// Out for lag, the least behind within `replicaMaxStaleness`, and its position.
+    least_behind: Option<(R, u64)>,
+}
+
+impl<R> Leftovers<R> {
+    fn decide(self, ask: Ask, token_need: u64, primary_usable: bool) -> Decision<R> {
+        let when_primary = match (self.any_in_service, token_need, ask.barrier) {
+            (false, _, _) | (true, 0, 0) => Reason::Fallback,
+            (true, 0, _) => Reason::Barrier,
+            _ => Reason::Sticky,
+        };
+        // Every replica lags: the one least behind, within the staleness bound, takes the reads
+        // that need no write of their own; the primary keeps the rest.
+        let least_behind = self.least_behind.map(|(replica, _)| replica);
+        if !self.any_in_service
+            && token_need == 0
+            && ask.barrier == 0
+            && let Some(replica) = least_behind
+        {
+            return Decision::Replica(replica, Reason::Stale);
+        }
+        let out = self.out.or(least_behind);
+        if primary_usable {
+            return Decision::Primary(when_primary);
+        }
+        if let Some(replica) = self.unreachable_caught_up {
+            return Decision::Replica(replica, Reason::LastResort);
+        }
+        let stale_ok = ask.stale_reads_when_read_only && !ask.primary.in_service();
+        if stale_ok && let Some(replica) = self.stale.or(out) {
+            return Decision::Replica(replica, Reason::ReadOnly);
+        }
+        match ask.primary.awaited() && !ask.primary_tried {
+            true => Decision::Primary(when_primary),
+            false => Decision::Refuse(when_primary),
+        }
     }
-    let out = out.or(least_behind);
-    if primary_usable {
-        return Decision::Primary(when_primary);
-    }
-    if let Some(replica) = unreachable_caught_up {
-        return Decision::Replica(replica, Reason::LastResort);
-    }
-    if stale_ok && let Some(replica) = stale.or(out) {
-        return Decision::Replica(replica, Reason::ReadOnly);
-    }
-    primary(when_primary)
 }
 
 /// Whether draw `n` (the `n`th read of a run of draws, such as one counter's tickets) is among

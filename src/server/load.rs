@@ -13,8 +13,11 @@ use super::Server;
 /// slow is tried again.
 const DECAY: Duration = Duration::from_secs(1);
 
-/// What the load-aware strategies know of one server.
+/// What the load-aware strategies know of one server. On cache lines of its own: every query
+/// changes the waiting count, from whichever core runs it, and the server's other fields are
+/// read as often.
 #[derive(Debug)]
+#[repr(align(128))]
 pub(crate) struct Load {
     /// Work waiting for one of the server's connections.
     waiting: AtomicU32,

@@ -43,6 +43,11 @@ pub(crate) struct Identity {
 }
 
 /// A server, its pool and its last known state.
+///
+/// Aligned to 128 bytes (two cache lines, as the ticket counters are) so that in its `Arc` the
+/// reference counts, which every request changes from whichever core serves it, share no cache
+/// line with the fields every request reads.
+#[repr(align(128))]
 pub(crate) struct Server {
     pub(crate) name: Arc<str>,
     pub(crate) kind: Kind,

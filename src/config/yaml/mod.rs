@@ -249,26 +249,41 @@ impl Db {
         if let Some(consistency) = self.consistency {
             config.consistency = consistency.into_config();
         }
-        for (i, replica) in self.read_replicas.into_iter().flatten().enumerate() {
-            config.replicas.push(replica.into_config(i)?);
-        }
-        for found in self.replica_discovery.into_iter().flatten() {
-            let mut source = DiscoveryConfig::addresses(found.dns.0);
-            set(&mut source.records, found.records);
-            set(&mut source.port, found.port);
-            set(&mut source.interval, found.interval);
-            set(&mut source.drain_delay, found.drain_delay);
-            source.weight = value(found.weight).map_or(source.weight, |w| w.0);
-            source.group = value(found.group);
-            source.nameserver = value(found.nameserver);
-            config = config.replica_discovery(source);
-        }
-        for (name, group) in self.replica_groups.into_iter().flatten() {
-            let fallback = value(group.fallback).unwrap_or_default();
-            config = config.group_fallback(name, fallback);
-        }
-        Ok(config)
+        add_replicas(
+            config,
+            self.read_replicas,
+            self.replica_discovery,
+            self.replica_groups,
+        )
     }
+}
+
+/// Adds the listed replicas, the DNS sources and the groups' fallbacks to `config`.
+fn add_replicas(
+    mut config: Config,
+    read_replicas: Option<Vec<Replica>>,
+    discovery: Option<Vec<Discovery>>,
+    groups: Option<BTreeMap<String, Group>>,
+) -> Result<Config, ConfigError> {
+    for (i, replica) in read_replicas.into_iter().flatten().enumerate() {
+        config.replicas.push(replica.into_config(i)?);
+    }
+    for found in discovery.into_iter().flatten() {
+        let mut source = DiscoveryConfig::addresses(found.dns.0);
+        set(&mut source.records, found.records);
+        set(&mut source.port, found.port);
+        set(&mut source.interval, found.interval);
+        set(&mut source.drain_delay, found.drain_delay);
+        source.weight = value(found.weight).map_or(source.weight, |w| w.0);
+        source.group = value(found.group);
+        source.nameserver = value(found.nameserver);
+        config = config.replica_discovery(source);
+    }
+    for (name, group) in groups.into_iter().flatten() {
+        let fallback = value(group.fallback).unwrap_or_default();
+        config = config.group_fallback(name, fallback);
+    }
+    Ok(config)
 }
 
 impl Replica {
