@@ -11,7 +11,10 @@ pub fn arg(name: &str, default: u64) -> u64 {
 }
 
 /// Whether `name` is on the command line (`--pair`).
-#[allow(dead_code, reason = "each example includes this file; not every one takes a flag")]
+#[allow(
+    dead_code,
+    reason = "each example includes this file; not every one takes a flag"
+)]
 pub fn flag(name: &str) -> bool {
     std::env::args().any(|a| a == name)
 }
