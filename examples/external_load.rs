@@ -29,7 +29,7 @@ use sqlx::PgPool;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{arg, flag};
+use common::{arg, flag, process_cpu_seconds};
 
 #[path = "demo/app.rs"]
 mod app;
@@ -100,23 +100,6 @@ struct Wrk {
     cpu_us_per_request: f64,
     /// Read and write system calls this process made per request (`/proc/self/io`).
     syscalls_per_request: f64,
-}
-
-/// CPU time this process has used so far (user and system), in seconds, from `/proc/self/stat`
-/// (0 where there is none).
-fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The fields after the command name (which may hold spaces, inside parentheses).
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Read and write system calls this process has made so far (`syscr` + `syscw` of

@@ -18,23 +18,9 @@ use sqlx::PgPool;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::arg;
+use common::{arg, process_cpu_seconds};
 
 const SHOW: &str = "SELECT id, name FROM items WHERE id = $1";
-
-/// CPU time this process has used so far (user and system), in seconds.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 /// Runs `queries` point queries through `run`; returns CPU and wall time per query, in µs.
 async fn measure<F, Fut>(queries: u64, mut run: F) -> (f64, f64)
@@ -42,12 +28,15 @@ where
     F: FnMut(i64) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let (cpu, wall) = (cpu_seconds(), Instant::now());
+    let (cpu, wall) = (process_cpu_seconds(), Instant::now());
     for i in 0..queries {
         run((i % 10_000) as i64 + 1).await;
     }
     let per = |total: f64| total * 1e6 / queries as f64;
-    (per(cpu_seconds() - cpu), per(wall.elapsed().as_secs_f64()))
+    (
+        per(process_cpu_seconds() - cpu),
+        per(wall.elapsed().as_secs_f64()),
+    )
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -51,12 +51,7 @@ impl Shared {
         // Each group at most once: validation refuses fallbacks in a circle.
         for _ in 0..=topology.config.groups.len() {
             let decision = self.route_in(&topology, intent, group, tried);
-            let Some(name) = group.filter(|_| {
-                matches!(
-                    decision,
-                    Decision::Primary(Reason::Fallback) | Decision::Refuse(Reason::Fallback)
-                )
-            }) else {
+            let Some(name) = group.filter(|_| falls_back(&decision)) else {
                 return (decision, false);
             };
             group = match topology.config.fallback_of(name) {
@@ -166,11 +161,7 @@ impl Shared {
             group_fallback(intent, chosen);
         }
         // No replica to read from: where DNS lists them, they may have moved.
-        if matches!(
-            decision,
-            Decision::Primary(Reason::Fallback) | Decision::Refuse(Reason::Fallback)
-        ) && !self.topology().config.discovery.is_empty()
-        {
+        if falls_back(&decision) && !self.topology().config.discovery.is_empty() {
             self.discovery.want();
         }
         let reason = match decision {
@@ -254,6 +245,14 @@ impl Shared {
 /// Whether two timelines may be compared as one: equal, or either not known (0).
 pub(crate) fn same_timeline(a: u32, b: u32) -> bool {
     a == b || a == 0 || b == 0
+}
+
+/// Whether `decision` sends a read past the replicas it asked for: no replica could serve it.
+fn falls_back<R>(decision: &Decision<R>) -> bool {
+    matches!(
+        decision,
+        Decision::Primary(Reason::Fallback) | Decision::Refuse(Reason::Fallback)
+    )
 }
 
 /// Counts a read for a replica group that goes to `to`, outside its group (`None`: refused),

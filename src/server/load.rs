@@ -124,7 +124,12 @@ impl Server {
 
 /// An estimate of `estimate` nanoseconds made `age` nanoseconds ago, now: decayed towards zero.
 fn decayed(estimate: f64, age_ns: f64) -> f64 {
-    estimate * (-age_ns / DECAY.as_nanos() as f64).exp()
+    estimate * kept(age_ns)
+}
+
+/// The share of an estimate `age` nanoseconds old that is kept now.
+fn kept(age_ns: f64) -> f64 {
+    (-age_ns / DECAY.as_nanos() as f64).exp()
 }
 
 /// The estimate after a `sample`, `age` nanoseconds after the last one: a sample above the
@@ -132,7 +137,7 @@ fn decayed(estimate: f64, age_ns: f64) -> f64 {
 /// estimate towards it by the weight of the time since the last (an average over about
 /// [`DECAY`]).
 fn observed(estimate: f64, age_ns: f64, sample: f64) -> f64 {
-    let keep = (-age_ns / DECAY.as_nanos() as f64).exp();
+    let keep = kept(age_ns);
     if sample >= estimate * keep {
         return sample;
     }
