@@ -3,8 +3,9 @@
 //! app as it ships (`examples/demo/app.rs`: the Prometheus recorder installed, logs at INFO,
 //! request metrics, the `x-db-target` header, every route), by a minimal axum app with the same
 //! query and JSON on two plain sqlx pools taken 2:1 by a counter (the same spread without
-//! rwsplit), by that minimal app on rwsplit, and by one plain pool at replica1, driven in
-//! alternating rounds by `wrk` (Debian's `wrk` package).
+//! rwsplit), by that minimal app on rwsplit, by one plain pool at replica1, and by the two
+//! plain pools without sqlx's ping before each query (`test_before_acquire(false)`: what the
+//! ping's round trip costs), driven in alternating rounds by `wrk` (Debian's `wrk` package).
 //!
 //! `cargo run --release --example external_load [-- --seconds N --rounds N --connections N
 //! --pair]` (defaults: 5 s per contender per round, 8 rounds, 16 connections; `--pair` runs
@@ -17,14 +18,12 @@
 
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicUsize;
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
-use rwsplit::{Config, ConsistencyConfig, DbError, DbRead, Registry, RwSplitLayer};
-use rwsplit_testkit::Cluster;
+use rwsplit::{Config, ConsistencyConfig, DbError, Registry, RwSplitLayer};
 use sqlx::PgPool;
 
 #[path = "common/mod.rs"]
@@ -34,7 +33,11 @@ use common::{arg, flag, process_cpu_seconds};
 #[path = "demo/app.rs"]
 mod app;
 
-const ROWS: i64 = 10_000;
+#[path = "common/minimal.rs"]
+mod minimal;
+use minimal::{Item, Pools, SHOW, items_cluster, show, show_pools};
+
+const ROWS: u64 = 10_000;
 
 /// Picks a random item per request, so that every contender reads the same spread of rows.
 const SCRIPT: &str = r#"
@@ -42,36 +45,6 @@ request = function()
   return wrk.format("GET", "/items/" .. math.random(1, 10000))
 end
 "#;
-
-#[derive(serde::Serialize, sqlx::FromRow)]
-struct Item {
-    id: i64,
-    name: String,
-}
-
-const SHOW: &str = "SELECT id, name FROM items WHERE id = $1";
-
-async fn show(db: DbRead, Path(id): Path<i64>) -> Result<axum::Json<Item>, DbError> {
-    Ok(axum::Json(
-        sqlx::query_as(SHOW).bind(id).fetch_one(&db).await?,
-    ))
-}
-
-#[derive(Clone)]
-struct Pools(PgPool, PgPool, Arc<AtomicUsize>);
-
-async fn show_pools(
-    State(Pools(first, second, turn)): State<Pools>,
-    Path(id): Path<i64>,
-) -> Result<axum::Json<Item>, DbError> {
-    let pool = match turn.fetch_add(1, Ordering::Relaxed) % 3 {
-        2 => &second,
-        _ => &first,
-    };
-    Ok(axum::Json(
-        sqlx::query_as(SHOW).bind(id).fetch_one(pool).await?,
-    ))
-}
 
 async fn show_pool(
     State(pool): State<PgPool>,
@@ -82,12 +55,27 @@ async fn show_pool(
     ))
 }
 
+/// A listener on a free port of 127.0.0.1, and its base URL.
+async fn bound() -> std::io::Result<(tokio::net::TcpListener, String)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    Ok((listener, url))
+}
+
 /// Serves `app` on a free port of 127.0.0.1; returns its base URL.
 async fn serve(app: Router) -> std::io::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(format!("http://{address}"))
+    let (listener, url) = bound().await?;
+    tokio::spawn(axum::serve(listener, app).into_future());
+    Ok(url)
+}
+
+/// Serves the demo's app (its layer around the router) as [`serve`] does.
+async fn serve_service(
+    app: axum::routing::IntoMakeService<rwsplit::RwSplit<Router>>,
+) -> std::io::Result<String> {
+    let (listener, url) = bound().await?;
+    tokio::spawn(axum::serve(listener, app).into_future());
+    Ok(url)
 }
 
 /// What one wrk run reported.
@@ -219,18 +207,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let metrics = rwsplit::prometheus::install_recorder()?;
 
-    println!("starting a primary with two streaming replicas on 127.0.0.1 ...");
-    let cluster = Cluster::start(2).await?;
-    let primary = cluster.primary();
-    primary
-        .execute("CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL)")
-        .await?;
-    primary
-        .execute(&format!(
-            "INSERT INTO items (name) SELECT 'item ' || g FROM generate_series(1, {ROWS}) g"
-        ))
-        .await?;
-    cluster.wait_caught_up(Duration::from_secs(30)).await?;
+    let cluster = items_cluster(ROWS).await?;
 
     let max_connections = 16;
     let registry = Registry::connect(
@@ -241,16 +218,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     // Plain pools as an application makes them: from a URL, with sqlx's defaults (statement
     // logging included, as on rwsplit's pools; the testkit's own options turn it off).
-    let pool = |node: &rwsplit_testkit::Node| {
+    // `ping`: sqlx's `test_before_acquire`, a round trip before each query (sqlx's default, and
+    // rwsplit's).
+    let pool = |node: &rwsplit_testkit::Node, ping: bool| {
         let options: sqlx::postgres::PgConnectOptions =
             node.url().parse().expect("the node's URL parses");
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(max_connections)
+            .test_before_acquire(ping)
             .connect_lazy_with(options)
     };
-    let (first, second) = (pool(cluster.replica(0)), pool(cluster.replica(1)));
-    // The same app on the same two pools, 2:1 by a counter of its own.
-    let pools_app = || {
+    let (first, second) = (
+        pool(cluster.replica(0), true),
+        pool(cluster.replica(1), true),
+    );
+    let unpinged = (
+        pool(cluster.replica(0), false),
+        pool(cluster.replica(1), false),
+    );
+    // The same app on two pools, 2:1 by a counter of its own.
+    let pools_app = |(first, second): (&PgPool, &PgPool)| {
         Router::new()
             .route("/items/{id}", get(show_pools))
             .with_state(Pools(
@@ -262,7 +249,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let contenders = [
         (
             "the demo's app (rwsplit, 2 replicas 2:1, metrics and logs on)",
-            serve(app::app(registry.clone(), metrics.clone())).await?,
+            serve_service(app::service(registry.clone(), metrics.clone())).await?,
         ),
         (
             "minimal app on rwsplit (2 replicas, 2:1)",
@@ -275,7 +262,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         (
             "two plain pools (2 replicas, 2:1)",
-            serve(pools_app()).await?,
+            serve(pools_app((&first, &second))).await?,
         ),
         (
             "one plain pool (replica1)",
@@ -288,7 +275,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         (
             "two plain pools again, on a server of their own (the control)",
-            serve(pools_app()).await?,
+            serve(pools_app((&first, &second))).await?,
+        ),
+        (
+            "two plain pools that do not ping before a query (as rwsplit's replica pools)",
+            serve(pools_app((&unpinged.0, &unpinged.1))).await?,
         ),
     ];
     // Which contenders run: all, or with `--pair` the demo's app, the two plain pools and their
@@ -367,6 +358,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if !results[1].is_empty() {
         println!(
+            "throughput ratio two plain pools that do not ping / that do (what sqlx's ping \
+             before each query costs): {} over all rounds; round by round {}",
+            pooled_interval(&results[5], &results[2]),
+            spread(ratios(5, 2))
+        );
+        println!(
             "throughput ratio minimal app on rwsplit / on two plain pools: {} over all rounds; \
              round by round {}",
             pooled_interval(&results[1], &results[2]),
@@ -379,7 +376,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     registry.shutdown().await;
-    first.close().await;
-    second.close().await;
+    for pool in [first, second, unpinged.0, unpinged.1] {
+        pool.close().await;
+    }
     Ok(())
 }

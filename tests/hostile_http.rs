@@ -180,7 +180,7 @@ async fn hostile_requests_never_get_a_5xx_and_the_demo_keeps_serving() {
         .handle();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(axum::serve(listener, demo::app(registry.clone(), metrics)).into_future());
+    tokio::spawn(axum::serve(listener, demo::service(registry.clone(), metrics)).into_future());
 
     // A real token to tamper with, from a real write.
     let created = json("POST", "/items", br#"{"name":"first"}"#);

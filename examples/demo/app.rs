@@ -7,12 +7,14 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Json, Router, ServiceExt};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rwsplit::{
-    Access, Db, DbError, DbRead, DbWrite, Reason, Registry, Role, RouteOverride, RwSplitLayer,
+    Access, Db, DbError, DbRead, DbWrite, Reason, Registry, Role, RouteOverride, RwSplit,
+    RwSplitLayer,
 };
 use serde::{Deserialize, Serialize};
+use tower::Layer;
 
 #[derive(Serialize, sqlx::FromRow)]
 struct Item {
@@ -166,9 +168,12 @@ async fn search(
     Ok((why(&db), Json(items)))
 }
 
-/// The demo's routes.
-pub fn app(registry: Registry, metrics: PrometheusHandle) -> Router {
-    Router::new()
+/// The demo's routes, with the layer around the whole router: each request passes through it
+/// once, before routing, instead of through a copy of it that axum wraps around each route
+/// (`Router::layer`), which costs a request about 800 instructions more. Route overrides still
+/// apply: they run after it, inside the router.
+pub fn app(registry: Registry, metrics: PrometheusHandle) -> RwSplit<Router> {
+    let routes = Router::new()
         .route("/metrics", rwsplit::prometheus::metrics_route(metrics))
         .route("/db/status", get(rwsplit::status))
         .route("/items", get(list).post(create))
@@ -181,6 +186,20 @@ pub fn app(registry: Registry, metrics: PrometheusHandle) -> Router {
             "/items/search",
             post(search).route_layer(RouteOverride::replica()),
         )
-        .layer(RwSplitLayer::new(registry.clone()).target_header(true))
-        .with_state(registry)
+        .with_state(registry.clone());
+    RwSplitLayer::new(registry)
+        .target_header(true)
+        .layer(routes)
+}
+
+/// [`app`] as `axum::serve` takes it.
+#[allow(
+    dead_code,
+    reason = "the examples that count instructions drive `app` without a server"
+)]
+pub fn service(
+    registry: Registry,
+    metrics: PrometheusHandle,
+) -> axum::routing::IntoMakeService<RwSplit<Router>> {
+    ServiceExt::<axum::extract::Request>::into_make_service(app(registry, metrics))
 }

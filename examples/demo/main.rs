@@ -133,7 +133,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = listener(args.listen).await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(
-        axum::serve(listener, app::app(registry.clone(), metrics.clone()))
+        axum::serve(listener, app::service(registry.clone(), metrics.clone()))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })

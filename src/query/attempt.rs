@@ -10,21 +10,21 @@
 //! - An error that is the statement's own goes back to the caller as it is: it would fail
 //!   anywhere, and says nothing about the server.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 
-use super::target::{Checkout, Target};
+use self::wait::Waited;
+use super::target::Target;
 use crate::db_error::WriteThroughRead;
 use crate::fault::{Fault, Phase, fault};
 use crate::registry::{Event, Shared};
 use crate::route::{Decision, Role};
-use crate::server::{Server, State};
+use crate::server::Server;
+
+mod wait;
 
 /// One piece of work's attempts so far.
 pub(crate) struct Attempts<'t> {
@@ -86,32 +86,40 @@ impl<'t> Attempts<'t> {
         }
     }
 
+    /// The server the next attempt runs on; after a [`checkout`](Self::checkout), the one whose
+    /// connection it handed out.
+    pub(crate) fn server(&self) -> &Arc<Server> {
+        &self.next
+    }
+
     /// Whether this work may move to another server: reads only (a write may have committed).
     pub(crate) fn fails_over(&self) -> bool {
         self.target.intent().role() == Role::Read
     }
 
-    /// A connection for the next attempt, with its server. A server that cannot give one is
+    /// A connection for the next attempt (from [`server`](Self::server)). A server that cannot give one is
     /// dealt with by what its error says, and a read moves on; the error is the last server's.
-    pub(crate) async fn checkout(&mut self) -> Result<Checkout, sqlx::Error> {
+    pub(crate) async fn checkout(&mut self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
         self.target.admitted()?;
-        let exhaustion_failover = self.shared.topology().config.failover_on_pool_exhausted;
+        let exhaustion_failover = self.target.exhaustion_failover();
         loop {
-            let server = Arc::clone(&self.next);
-            if exhaustion_failover && !server.is_primary() && server.exhausted() {
+            if exhaustion_failover && !self.next.is_primary() && self.next.exhausted() {
                 // Another replica only: a busy replica's overflow must not land on the primary.
-                if let Some(next) = self.next_replica(&server) {
-                    crate::metrics::failover(&server.name, "exhausted");
+                let busy = Arc::clone(&self.next);
+                if let Some(next) = self.next_replica(&busy) {
+                    crate::metrics::failover(&busy.name, "exhausted");
                     self.next = next;
                     continue;
                 }
             }
             let start = Instant::now();
-            let waiting = server.load.wait();
-            let error = match self.wait_for(&server).await {
-                Waited::Got(Ok(conn)) => {
-                    drop(waiting);
-                    self.began = Some(start);
+            // The server is borrowed, not cloned, while the work waits: its `Arc`'s count is
+            // shared by every core, and the common case needs no copy of it.
+            let waited = {
+                let server = &self.next;
+                let _waiting = server.load.wait();
+                let waited = self.wait_for(server).await;
+                if let Waited::Got(Ok(_)) = waited {
                     // sqlx pings an idle connection before handing it out: the server answers.
                     let now = Instant::now();
                     server.served(now);
@@ -123,31 +131,48 @@ impl<'t> Attempts<'t> {
                     server
                         .metrics
                         .acquired(now.saturating_duration_since(start));
-                    return Ok((conn, server));
+                }
+                waited
+            };
+            let error = match waited {
+                Waited::Got(Ok(conn)) => {
+                    self.began = Some(start);
+                    return Ok(conn);
                 }
                 Waited::Got(Err(error)) => error,
-                // The primary moved while this work waited for a connection: nothing was sent,
-                // so even a write goes to the new primary.
-                Waited::Left if server.is_primary() => match self.moved_primary(&server) {
-                    Some(next) => {
-                        self.next = next;
-                        continue;
+                Waited::Left => {
+                    let server = Arc::clone(&self.next);
+                    match self.left_while_waiting(&server) {
+                        true => continue,
+                        false => return Err(sqlx::Error::PoolTimedOut),
                     }
-                    // A read that waited on a primary out of service moves to a replica back
-                    // in the meantime.
-                    None if self.move_on(&server, "left") => continue,
-                    None => return Err(sqlx::Error::PoolTimedOut),
-                },
-                // The replica left service while this read waited for it.
-                Waited::Left => match self.move_on(&server, "left") {
-                    true => continue,
-                    false => return Err(sqlx::Error::PoolTimedOut),
-                },
+                }
             };
+            let server = Arc::clone(&self.next);
             match self.connect_failed(&server, &error) {
                 Some(cause) if self.move_on(&server, cause) => {}
                 _ => return Err(error),
             }
+        }
+    }
+
+    /// After `server` left service (or, the primary, moved) while this work waited for its
+    /// connection: whether the work goes on elsewhere.
+    fn left_while_waiting(&mut self, server: &Arc<Server>) -> bool {
+        match server.is_primary() {
+            // The primary moved while this work waited for a connection: nothing was sent, so
+            // even a write goes to the new primary.
+            true => match self.moved_primary(server) {
+                Some(next) => {
+                    self.next = next;
+                    true
+                }
+                // A read that waited on a primary out of service moves to a replica back in
+                // the meantime.
+                None => self.move_on(server, "left"),
+            },
+            // The replica left service while this read waited for it.
+            false => self.move_on(server, "left"),
         }
     }
 
@@ -309,212 +334,4 @@ impl<'t> Attempts<'t> {
         self.tried.truncate(before);
         None
     }
-}
-
-/// How long work waits for a new connection before asking whether the server refuses
-/// connections (see `health/reach.rs`): a pool hides a refused connection behind its
-/// retries until the acquire timeout, while a plain connect sees the refusal at once.
-const SLOW_CONNECT: Duration = Duration::from_millis(100);
-
-/// The longest the refusal check waits for an answer: no answer is no refusal.
-const REACH_WITHIN: Duration = Duration::from_secs(1);
-
-/// How one wait for a connection ended.
-enum Waited {
-    /// The pool's answer.
-    Got(Result<PoolConnection<Postgres>, sqlx::Error>),
-    /// A replica left service (another read lost its connection, a check failed, or it refuses
-    /// connections), or the primary moved to another server.
-    Left,
-}
-
-impl Attempts<'_> {
-    /// Waits for a connection from `server`.
-    ///
-    /// A primary that leaves service is waited for (it may be restarting), as a plain pool
-    /// waits. A replica already out of service (tried as a last resort) is waited for as a
-    /// plain pool would, its acquire timeout, unless it refuses connections: then the refusal
-    /// is the answer at once. A wait for a new connection (the pool not full) longer than
-    /// [`SLOW_CONNECT`] asks whether the server refuses connections, at most once a second per
-    /// server; a server in service that does leaves service at once, and the work moves on.
-    ///
-    /// The common wait is one round trip (sqlx pings an idle connection before handing it
-    /// out): the watch for the server leaving and the slow-connect timer are set up only when
-    /// the pool has not answered by its second poll, so that a query pays for neither.
-    async fn wait_for(&self, server: &Arc<Server>) -> Waited {
-        if let Some(waited) = self.wait_for_return(server).await {
-            return waited;
-        }
-        let last_resort = !server.is_primary() && !server.is_healthy();
-        let acquire = server.pool.acquire();
-        tokio::pin!(acquire);
-        let left = server.left.notified();
-        tokio::pin!(left);
-        let mut watching = false;
-        let mut slow: Option<Pin<Box<tokio::time::Sleep>>> = None;
-        let mut polls = 0u32;
-        let mut looked = false;
-        let gone = || match server.is_primary() {
-            true => server.is_retired() || self.may_leave(server),
-            false => !last_resort && !server.is_healthy(),
-        };
-        // Left between the choice and now: a read moves on without taking a connection.
-        if gone() {
-            return Waited::Left;
-        }
-        loop {
-            let step = std::future::poll_fn(|cx| {
-                if let Poll::Ready(result) = acquire.as_mut().poll(cx) {
-                    return Poll::Ready(Step::Got(result));
-                }
-                polls += 1;
-                if polls < 2 {
-                    return Poll::Pending;
-                }
-                if !last_resort {
-                    if !watching {
-                        left.as_mut().enable();
-                        watching = true;
-                    }
-                    if left.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Step::Left);
-                    }
-                    if gone() {
-                        return Poll::Ready(Step::Gone);
-                    }
-                }
-                if last_resort && looked && server.refused_recently() {
-                    return Poll::Ready(Step::Refused);
-                }
-                if !looked {
-                    let timer =
-                        slow.get_or_insert_with(|| Box::pin(tokio::time::sleep(SLOW_CONNECT)));
-                    if timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Step::Slow);
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            match step {
-                Step::Got(result) => return Waited::Got(result),
-                Step::Gone => return Waited::Left,
-                // A primary out of service is waited for: only a move ends its wait, or, for
-                // a read, a replica that can take it now.
-                Step::Left if server.is_primary() && !gone() => {
-                    left.set(server.left.notified());
-                    watching = false;
-                }
-                Step::Left => return Waited::Left,
-                Step::Refused => return Waited::Got(Err(refused())),
-                Step::Slow => {
-                    looked = true;
-                    if let Some(waited) =
-                        self.ask_reach(server, last_resort, acquire.as_mut()).await
-                    {
-                        return waited;
-                    }
-                }
-            }
-        }
-    }
-
-    /// For a primary out of service for being unreachable: waits for its probe to put it back
-    /// (this work brings the probe forward, to its shortest step), up to its connect timeout,
-    /// rather than opening connections of its own to a server known to be out. However many
-    /// requests wait, each instance knocks on it at the probe's pace, not theirs. `None`: it is
-    /// in service (again), and the pool's wait follows.
-    async fn wait_for_return(&self, server: &Arc<Server>) -> Option<Waited> {
-        // Only the primary: a replica out of service is tried only as a last resort, by reads
-        // nothing else can serve, and its pool answers as soon as it is back, before its probe.
-        if !server.is_primary() || server.state() != State::Unreachable {
-            return None;
-        }
-        let back = server.back.notified();
-        tokio::pin!(back);
-        back.as_mut().enable();
-        let left = server.left.notified();
-        tokio::pin!(left);
-        left.as_mut().enable();
-        if server.state() != State::Unreachable {
-            return None;
-        }
-        server.wanted.notify_one();
-        let timeout = tokio::time::sleep(server.connect_timeout());
-        tokio::pin!(timeout);
-        loop {
-            tokio::select! {
-                () = &mut back => return None,
-                () = &mut left => {
-                    // The primary moved: the work goes to the new one.
-                    if server.is_retired() {
-                        return Some(Waited::Left);
-                    }
-                    // Reachable again, if not in service (a replica that lags).
-                    if server.state() != State::Unreachable {
-                        return None;
-                    }
-                    left.set(server.left.notified());
-                }
-                () = &mut timeout => return Some(Waited::Got(Err(sqlx::Error::PoolTimedOut))),
-            }
-        }
-    }
-
-    /// Asks whether `server`, slow to give a connection, refuses connections (at most once a
-    /// second per server), while the pool's wait goes on. A refusal takes a server in service
-    /// out (the work then moves on) and is the answer for a last resort.
-    async fn ask_reach<F>(
-        &self,
-        server: &Arc<Server>,
-        last_resort: bool,
-        acquire: Pin<&mut F>,
-    ) -> Option<Waited>
-    where
-        F: Future<Output = Result<PoolConnection<Postgres>, sqlx::Error>>,
-    {
-        if server.full() || !server.claim_reach_check() {
-            return None;
-        }
-        let check = crate::health::reach::refused(&server.options, REACH_WITHIN);
-        tokio::pin!(check);
-        let mut acquire = acquire;
-        let refusal = tokio::select! {
-            biased;
-            result = &mut acquire => return Some(Waited::Got(result)),
-            refusal = &mut check => refusal,
-        };
-        let error = refusal?;
-        server.note_refusal();
-        let error = sqlx::Error::Io(error);
-        if last_resort {
-            return Some(Waited::Got(Err(error)));
-        }
-        self.shared.apply(
-            server,
-            Event::Failed {
-                cause: "refused",
-                error: &error,
-            },
-        );
-        None
-    }
-}
-
-/// The error of a server that refused connections just now.
-fn refused() -> sqlx::Error {
-    sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
-}
-
-/// What one poll of a wait for a connection found.
-enum Step {
-    Got(Result<PoolConnection<Postgres>, sqlx::Error>),
-    /// The server left service (or the primary moved): woken.
-    Left,
-    /// The server is out of service (or the primary moved): seen.
-    Gone,
-    /// A last resort that refused connections just now.
-    Refused,
-    /// The wait for a new connection runs long.
-    Slow,
 }

@@ -37,9 +37,7 @@ use sqlx::{Connection, Describe, Either, Execute, Executor, PgConnection, Postgr
 
 use super::attempt::Attempts;
 use super::handle::{Access, BEGIN_READ_ONLY, Db};
-use super::target::{Checkout, Target};
-use crate::config::LoadBalancing;
-use crate::server::Server;
+use super::target::Target;
 
 type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
 
@@ -58,27 +56,27 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
                 Err(error) => return out.send(Err(error)).await,
             };
             loop {
-                let (mut conn, used) = match run.checkout().await {
-                    Ok(checked_out) => checked_out,
+                let mut conn = match run.attempts.checkout().await {
+                    Ok(conn) => conn,
                     Err(error) => return out.send(Err(error)).await,
                 };
                 let attempt = run.query.attempt();
-                let (error, sent_any) = if run.read_only_on(&used) {
+                let (error, sent_any) = if run.read_only_here() {
                     match conn.begin_with(BEGIN_READ_ONLY).await {
                         Ok(mut tx) => match stream(&mut tx, attempt, &out).await {
-                            None => return run.finished(&used),
+                            None => return run.finished(),
                             Some(failed) => failed,
                         },
                         Err(error) => (error, false),
                     }
                 } else {
                     match stream(&mut conn, attempt, &out).await {
-                        None => return run.finished(&used),
+                        None => return run.finished(),
                         Some(failed) => failed,
                     }
                 };
                 // Nothing handed out yet: the read can start over elsewhere.
-                if let Err(error) = run.failed(&used, error, sent_any) {
+                if let Err(error) = run.failed(error, sent_any) {
                     return out.send(Err(error)).await;
                 }
             }
@@ -97,9 +95,9 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
         Box::pin(async move {
             let mut run = Run::new(target, A::READ_ONLY, query)?;
             loop {
-                let (mut conn, used) = run.checkout().await?;
+                let mut conn = run.attempts.checkout().await?;
                 let attempt = run.query.attempt();
-                let result = if run.read_only_on(&used) {
+                let result = if run.read_only_here() {
                     match conn.begin_with(BEGIN_READ_ONLY).await {
                         Ok(mut tx) => tx.fetch_optional(attempt).await,
                         Err(error) => Err(error),
@@ -109,10 +107,10 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
                 };
                 match result {
                     Ok(row) => {
-                        run.finished(&used);
+                        run.finished();
                         return Ok(row);
                     }
-                    Err(error) => run.failed(&used, error, false)?,
+                    Err(error) => run.failed(error, false)?,
                 }
             }
         })
@@ -129,7 +127,8 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
         let target = self.target();
         Box::pin(async move {
             let mut attempts = Attempts::new(target, A::READ_ONLY);
-            let (mut conn, server) = attempts.checkout().await?;
+            let mut conn = attempts.checkout().await?;
+            let server = Arc::clone(attempts.server());
             let prepared = conn.prepare_with(sql, parameters).await;
             prepared.map_err(|error| attempts.settle(&server, error))
         })
@@ -142,7 +141,8 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
         let target = self.target();
         Box::pin(async move {
             let mut attempts = Attempts::new(target, A::READ_ONLY);
-            let (mut conn, server) = attempts.checkout().await?;
+            let mut conn = attempts.checkout().await?;
+            let server = Arc::clone(attempts.server());
             let described = conn.describe(sql).await;
             described.map_err(|error| attempts.settle(&server, error))
         })
@@ -184,47 +184,37 @@ struct Run<'t, E> {
 impl<'t, 'q, E: Execute<'q, Postgres>> Run<'t, E> {
     fn new(target: &'t Target, read_only: bool, query: E) -> Result<Self, sqlx::Error> {
         let attempts = Attempts::new(target, read_only);
-        let balancing = target.shared().topology().config.load_balancing;
         Ok(Run {
             query: Query::new(attempts.fails_over(), query)?,
             attempts,
             read_only,
-            sampled: balancing == LoadBalancing::PeakEwma,
+            sampled: target.sampled(),
         })
     }
 
-    /// After the attempt on `used` returned all it had: its latency, from the wait for its
-    /// connection on, into `used`'s estimate when the strategy reads it.
-    fn finished(&self, used: &Server) {
+    /// After the attempt just checked out returned all it had: its latency, from the wait for
+    /// its connection on, into its server's estimate when the strategy reads it.
+    fn finished(&self) {
         if let (true, Some(began)) = (self.sampled, self.attempts.began) {
             let now = Instant::now();
+            let used = self.attempts.server();
             used.load.observe(now.saturating_duration_since(began), now);
         }
     }
 
-    /// Whether an attempt on `server` runs in a read-only transaction: a `DbRead`'s on the
-    /// primary (a replica's sessions are read-only already).
-    fn read_only_on(&self, server: &Server) -> bool {
-        self.read_only && server.reads_in_read_only_transaction()
+    /// Whether the attempt just checked out runs in a read-only transaction: a `DbRead`'s on
+    /// the primary (a replica's sessions are read-only already).
+    fn read_only_here(&self) -> bool {
+        self.read_only && self.attempts.server().reads_in_read_only_transaction()
     }
 
-    /// A connection for the next attempt (failing over as [`Db::acquire`] does), with the
-    /// server it belongs to.
-    async fn checkout(&mut self) -> Result<Checkout, sqlx::Error> {
-        self.attempts.checkout().await
-    }
-
-    /// After `error` on `used`'s connection: `Ok` when the query is to run again on the next
-    /// server (it may run again and, `sent_any` false, no row has gone out yet); otherwise the
-    /// error, for the caller.
-    fn failed(
-        &mut self,
-        used: &Arc<Server>,
-        error: sqlx::Error,
-        sent_any: bool,
-    ) -> Result<(), sqlx::Error> {
+    /// After `error` on the connection just checked out: `Ok` when the query is to run again
+    /// on the next server (it may run again and, `sent_any` false, no row has gone out yet);
+    /// otherwise the error, for the caller.
+    fn failed(&mut self, error: sqlx::Error, sent_any: bool) -> Result<(), sqlx::Error> {
         let may_retry = self.query.replays() && !sent_any;
-        self.attempts.failed(used, error, may_retry)
+        let used = Arc::clone(self.attempts.server());
+        self.attempts.failed(&used, error, may_retry)
     }
 }
 

@@ -131,7 +131,8 @@ impl<A: Access> Db<A> {
     /// wherever it converted the pool's.
     pub async fn acquire(&self) -> Result<DbConnection, sqlx::Error> {
         let mut attempts = Attempts::new(&self.target, A::READ_ONLY);
-        let (conn, used) = attempts.checkout().await?;
+        let conn = attempts.checkout().await?;
+        let used = Arc::clone(attempts.server());
         // A read on the primary (chosen for it, or failed over to it): read-only there too.
         if A::READ_ONLY && used.reads_in_read_only_transaction() {
             return start(&mut attempts, conn, &used, Some(BEGIN_READ_ONLY))
@@ -154,7 +155,8 @@ impl<A: Access> Db<A> {
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         let statement = A::READ_ONLY.then_some(BEGIN_SNAPSHOT);
         let mut attempts = Attempts::new(&self.target, A::READ_ONLY);
-        let (conn, used) = attempts.checkout().await?;
+        let conn = attempts.checkout().await?;
+        let used = Arc::clone(attempts.server());
         start(&mut attempts, conn, &used, statement).await
     }
 }

@@ -6,10 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use sqlx::PgPool;
-use sqlx::Postgres;
-use sqlx::pool::PoolConnection;
 
-use crate::registry::{Registry, Routed, Shared};
+use crate::registry::{Registry, Routed, Shared, WorkSettings};
 use crate::route::RouteIntent;
 use crate::server::Server;
 
@@ -23,10 +21,9 @@ pub(crate) struct Target {
     route: Option<Arc<str>>,
     /// Refused for its replica group: none of it in service, and `fallback: none`.
     unavailable: bool,
+    /// The live settings its work reads, as they were when the server was chosen.
+    settings: WorkSettings,
 }
-
-/// A connection and the server it belongs to.
-pub(crate) type Checkout = (PoolConnection<Postgres>, Arc<Server>);
 
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -45,6 +42,7 @@ impl Target {
             registry: registry.clone(),
             route: None,
             unavailable: routed.unavailable,
+            settings: routed.settings,
         }
     }
 
@@ -88,6 +86,16 @@ impl Target {
     /// The registry the work belongs to.
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.registry.shared
+    }
+
+    /// `failoverOnPoolExhausted`, as it was when the server was chosen.
+    pub(crate) fn exhaustion_failover(&self) -> bool {
+        self.settings.exhaustion_failover
+    }
+
+    /// Whether each query's latency feeds its server's estimate (`loadBalancing: peakEwma`).
+    pub(crate) fn sampled(&self) -> bool {
+        self.settings.sampled
     }
 
     /// Whether it was refused for its replica group (none in service, `fallback: none`).

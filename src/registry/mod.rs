@@ -60,7 +60,7 @@ use tokio::sync::watch;
 
 pub use self::barrier::CaughtUp;
 pub(crate) use self::control::Event;
-pub(crate) use self::routing::{Routed, group_fallback};
+pub(crate) use self::routing::{Routed, WorkSettings, group_fallback};
 pub use self::status::{GroupStatus, RegistryStatus, ServerStatus};
 use self::topology::{Member, Rotation, Topology};
 use crate::config::Config;

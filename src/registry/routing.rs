@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::Shared;
 use super::topology::{Rotation, Topology};
-use crate::config::GroupFallback;
+use crate::config::{GroupFallback, LoadBalancing};
 use crate::route::{self, Ask, Decision, Reason, Role, RouteIntent, Seen};
 use crate::server::{Server, State};
 
@@ -20,6 +20,27 @@ pub(crate) struct Routed {
     pub(crate) intent: RouteIntent,
     /// Refused: a read for a replica group with none of it in service, and `fallback: none`.
     pub(crate) unavailable: bool,
+    /// The live settings its work reads, taken from the snapshot the choice was made in.
+    pub(crate) settings: WorkSettings,
+}
+
+/// The live settings a query's attempts read, copied when its server is chosen so that the
+/// query path reads no configuration snapshot of its own.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WorkSettings {
+    /// `failoverOnPoolExhausted`: a read whose replica's pool is full tries another replica.
+    pub(crate) exhaustion_failover: bool,
+    /// `loadBalancing: peakEwma`: each query's latency feeds its server's estimate.
+    pub(crate) sampled: bool,
+}
+
+impl WorkSettings {
+    fn of(topology: &Topology) -> WorkSettings {
+        WorkSettings {
+            exhaustion_failover: topology.config.failover_on_pool_exhausted,
+            sampled: topology.config.load_balancing == LoadBalancing::PeakEwma,
+        }
+    }
 }
 
 impl Shared {
@@ -31,7 +52,7 @@ impl Shared {
         intent: RouteIntent,
         tried: &[Arc<Server>],
     ) -> Decision<Arc<Server>> {
-        self.route_grouped(intent, tried).0
+        self.route_grouped(&self.topology(), intent, tried).0
     }
 
     /// As [`route`](Self::route), and whether the work was refused for its replica group
@@ -40,17 +61,17 @@ impl Shared {
     /// of no group, the primary, another group, or nowhere.
     fn route_grouped(
         &self,
+        topology: &Topology,
         intent: RouteIntent,
         tried: &[Arc<Server>],
     ) -> (Decision<Arc<Server>>, bool) {
-        let topology = self.topology();
         let Some(first) = intent.group() else {
-            return (self.route_in(&topology, intent, None, tried), false);
+            return (self.route_in(topology, intent, None, tried), false);
         };
         let mut group = Some(first);
         // Each group at most once: validation refuses fallbacks in a circle.
         for _ in 0..=topology.config.groups.len() {
-            let decision = self.route_in(&topology, intent, group, tried);
+            let decision = self.route_in(topology, intent, group, tried);
             let Some(name) = group.filter(|_| falls_back(&decision)) else {
                 return (decision, false);
             };
@@ -61,7 +82,7 @@ impl Shared {
                 _ => return (decision, false),
             };
         }
-        (self.route_in(&topology, intent, None, tried), false)
+        (self.route_in(topology, intent, None, tried), false)
     }
 
     /// Where `intent`'s work goes among the replicas of `group` (`None`: of no group) and the
@@ -151,17 +172,19 @@ impl Shared {
     /// serve now gets the primary with the reason it would have had: the extractors refuse it
     /// with a 503 (the primary is down), and direct users get the primary's error.
     pub(crate) fn resolve(&self, intent: RouteIntent) -> Routed {
-        let (decision, unavailable) = self.route_grouped(intent, &[]);
+        let topology = self.topology();
+        let settings = WorkSettings::of(&topology);
+        let (decision, unavailable) = self.route_grouped(&topology, intent, &[]);
         if intent.group().is_some() {
             let chosen = match &decision {
                 _ if unavailable => None,
                 Decision::Replica(server, _) => Some(server),
-                _ => Some(&self.topology().primary.server),
+                _ => Some(&topology.primary.server),
             };
             group_fallback(intent, chosen);
         }
         // No replica to read from: where DNS lists them, they may have moved.
-        if falls_back(&decision) && !self.topology().config.discovery.is_empty() {
+        if falls_back(&decision) && !topology.config.discovery.is_empty() {
             self.discovery.want();
         }
         let reason = match decision {
@@ -170,6 +193,7 @@ impl Shared {
                     server,
                     intent: intent.with(Role::Read, reason),
                     unavailable,
+                    settings,
                 };
             }
             Decision::Refuse(reason) => {
@@ -192,6 +216,7 @@ impl Shared {
             server: self.primary(),
             intent: intent.with(role, reason),
             unavailable,
+            settings,
         }
     }
 
