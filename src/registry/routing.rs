@@ -25,7 +25,9 @@ pub(crate) struct Routed {
 }
 
 /// The live settings a query's attempts read, copied when its server is chosen so that the
-/// query path reads no configuration snapshot of its own.
+/// query path reads no configuration snapshot of its own. A handle keeps them for its life: an
+/// extractor's lives one request; one that a job keeps across a reload of these settings works
+/// with the old ones until it takes a new handle.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct WorkSettings {
     /// `failoverOnPoolExhausted`: a read whose replica's pool is full tries another replica.
