@@ -17,8 +17,6 @@
 //! (rounds resampled).
 
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -35,7 +33,7 @@ mod app;
 
 #[path = "common/minimal.rs"]
 mod minimal;
-use minimal::{Item, Pools, SHOW, items_cluster, show, show_pools};
+use minimal::{Item, Pools, SHOW, items_cluster, plain_pool, show, show_pools};
 
 const ROWS: u64 = 10_000;
 
@@ -216,18 +214,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .consistency(ConsistencyConfig::off()),
     )
     .await?;
-    // Plain pools as an application makes them: from a URL, with sqlx's defaults (statement
-    // logging included, as on rwsplit's pools; the testkit's own options turn it off).
-    // `ping`: sqlx's `test_before_acquire`, a round trip before each query (sqlx's default, and
-    // rwsplit's).
-    let pool = |node: &rwsplit_testkit::Node, ping: bool| {
-        let options: sqlx::postgres::PgConnectOptions =
-            node.url().parse().expect("the node's URL parses");
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(max_connections)
-            .test_before_acquire(ping)
-            .connect_lazy_with(options)
-    };
+    let pool =
+        |node: &rwsplit_testkit::Node, ping: bool| plain_pool(&node.url(), max_connections, ping);
     let (first, second) = (
         pool(cluster.replica(0), true),
         pool(cluster.replica(1), true),
@@ -240,11 +228,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pools_app = |(first, second): (&PgPool, &PgPool)| {
         Router::new()
             .route("/items/{id}", get(show_pools))
-            .with_state(Pools(
-                first.clone(),
-                second.clone(),
-                Arc::new(AtomicUsize::new(0)),
-            ))
+            .with_state(Pools::new(first.clone(), second.clone()))
     };
     let contenders = [
         (

@@ -19,8 +19,6 @@
 //! has finished and no request opens a connection of its own.
 
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use axum::Router;
@@ -37,7 +35,7 @@ mod app;
 
 #[path = "common/minimal.rs"]
 mod minimal;
-use minimal::{Pools, items_cluster, show, show_pools};
+use minimal::{Pools, items_cluster, plain_pool, show, show_pools};
 
 const WARM_UP: u64 = 50;
 const APPS: [&str; 3] = ["plain", "minimal", "demo"];
@@ -85,16 +83,13 @@ fn child(name: &str, requests: u64) {
             .await
             .expect("the registry");
         let url = |key: &str| std::env::var(key).expect("a replica's URL");
-        let pool = |url: String| {
-            let options: sqlx::postgres::PgConnectOptions = url.parse().expect("a URL");
-            sqlx::postgres::PgPoolOptions::new().connect_lazy_with(options)
-        };
+        // sqlx's default pool size.
+        let pool = |key: &str| plain_pool(&url(key), 10, true);
         match name {
             "plain" => {
-                let pools = Pools(
-                    pool(url("RWSPLIT_BENCH_REPLICA1")),
-                    pool(url("RWSPLIT_BENCH_REPLICA2")),
-                    Arc::new(AtomicUsize::new(0)),
+                let pools = Pools::new(
+                    pool("RWSPLIT_BENCH_REPLICA1"),
+                    pool("RWSPLIT_BENCH_REPLICA2"),
                 );
                 let app = Router::new()
                     .route("/items/{id}", get(show_pools))

@@ -25,7 +25,24 @@ pub async fn show(db: DbRead, Path(id): Path<i64>) -> Result<axum::Json<Item>, D
 
 /// Two plain pools and the counter that takes them 2:1.
 #[derive(Clone)]
-pub struct Pools(pub PgPool, pub PgPool, pub Arc<AtomicUsize>);
+pub struct Pools(PgPool, PgPool, Arc<AtomicUsize>);
+
+impl Pools {
+    pub fn new(first: PgPool, second: PgPool) -> Pools {
+        Pools(first, second, Arc::new(AtomicUsize::new(0)))
+    }
+}
+
+/// A plain pool as an application makes one: from `url`, with sqlx's defaults (statement
+/// logging included, as on rwsplit's pools) but `max_connections` and `ping`, sqlx's
+/// `test_before_acquire` (a round trip before each query; sqlx's default, and rwsplit's).
+pub fn plain_pool(url: &str, max_connections: u32, ping: bool) -> PgPool {
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("a PostgreSQL URL");
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .test_before_acquire(ping)
+        .connect_lazy_with(options)
+}
 
 /// `GET /items/{id}` on two plain pools.
 pub async fn show_pools(

@@ -97,8 +97,9 @@ impl<'t> Attempts<'t> {
         self.target.intent().role() == Role::Read
     }
 
-    /// A connection for the next attempt (from [`server`](Self::server)). A server that cannot give one is
-    /// dealt with by what its error says, and a read moves on; the error is the last server's.
+    /// A connection for the next attempt (from [`server`](Self::server)). A server that cannot
+    /// give one is dealt with by what its error says, and a read moves on; the error is the
+    /// last server's.
     pub(crate) async fn checkout(&mut self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
         self.target.admitted()?;
         let exhaustion_failover = self.target.exhaustion_failover();
@@ -139,16 +140,16 @@ impl<'t> Attempts<'t> {
                     self.began = Some(start);
                     return Ok(conn);
                 }
-                Waited::Got(Err(error)) => error,
-                Waited::Left => {
-                    let server = Arc::clone(&self.next);
-                    match self.left_while_waiting(&server) {
-                        true => continue,
-                        false => return Err(sqlx::Error::PoolTimedOut),
-                    }
-                }
+                Waited::Got(Err(error)) => Some(error),
+                Waited::Left => None,
             };
             let server = Arc::clone(&self.next);
+            let Some(error) = error else {
+                match self.left_while_waiting(&server) {
+                    true => continue,
+                    false => return Err(sqlx::Error::PoolTimedOut),
+                }
+            };
             match self.connect_failed(&server, &error) {
                 Some(cause) if self.move_on(&server, cause) => {}
                 _ => return Err(error),
@@ -211,25 +212,26 @@ impl<'t> Attempts<'t> {
         Some(cause)
     }
 
-    /// After `error` on a connection from `used`: `Ok` when the work is to run again on the
-    /// next server (`may_retry`: it can run again and nothing has gone out yet), otherwise the
-    /// error, for the caller.
+    /// After `error` on the connection just checked out (from [`server`](Self::server)): `Ok`
+    /// when the work is to run again on the next server (`may_retry`: it can run again and
+    /// nothing has gone out yet), otherwise the error, for the caller.
     pub(crate) fn failed(
         &mut self,
-        used: &Arc<Server>,
         error: sqlx::Error,
         may_retry: bool,
     ) -> Result<(), sqlx::Error> {
-        match self.blame(used, &error) {
-            Some(cause) if may_retry && self.move_on(used, cause) => Ok(()),
-            _ => Err(self.mark(used, error)),
+        let used = Arc::clone(&self.next);
+        match self.blame(&used, &error) {
+            Some(cause) if may_retry && self.move_on(&used, cause) => Ok(()),
+            _ => Err(self.mark(&used, error)),
         }
     }
 
     /// As [`failed`](Self::failed), for work that runs once: acts on the error and returns it.
-    pub(crate) fn settle(&mut self, used: &Arc<Server>, error: sqlx::Error) -> sqlx::Error {
-        self.blame(used, &error);
-        self.mark(used, error)
+    pub(crate) fn settle(&mut self, error: sqlx::Error) -> sqlx::Error {
+        let used = Arc::clone(&self.next);
+        self.blame(&used, &error);
+        self.mark(&used, error)
     }
 
     /// A read-only error (`25006`) in a `DbRead`'s work is a write through it, a programming

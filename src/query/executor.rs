@@ -128,9 +128,8 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
         Box::pin(async move {
             let mut attempts = Attempts::new(target, A::READ_ONLY);
             let mut conn = attempts.checkout().await?;
-            let server = Arc::clone(attempts.server());
             let prepared = conn.prepare_with(sql, parameters).await;
-            prepared.map_err(|error| attempts.settle(&server, error))
+            prepared.map_err(|error| attempts.settle(error))
         })
     }
 
@@ -142,9 +141,8 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
         Box::pin(async move {
             let mut attempts = Attempts::new(target, A::READ_ONLY);
             let mut conn = attempts.checkout().await?;
-            let server = Arc::clone(attempts.server());
             let described = conn.describe(sql).await;
-            described.map_err(|error| attempts.settle(&server, error))
+            described.map_err(|error| attempts.settle(error))
         })
     }
 }
@@ -213,8 +211,7 @@ impl<'t, 'q, E: Execute<'q, Postgres>> Run<'t, E> {
     /// otherwise the error, for the caller.
     fn failed(&mut self, error: sqlx::Error, sent_any: bool) -> Result<(), sqlx::Error> {
         let may_retry = self.query.replays() && !sent_any;
-        let used = Arc::clone(self.attempts.server());
-        self.attempts.failed(&used, error, may_retry)
+        self.attempts.failed(error, may_retry)
     }
 }
 

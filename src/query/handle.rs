@@ -33,7 +33,6 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, SqlSafeStr, Transaction};
@@ -43,7 +42,6 @@ use super::target::Target;
 use crate::consistency::ConsistencyToken;
 use crate::registry::Registry;
 use crate::route::{Reason, RouteIntent};
-use crate::server::Server;
 
 /// The statement that runs a [`DbRead`]'s query, or hands out its connection, on the primary.
 pub(crate) const BEGIN_READ_ONLY: &str = "BEGIN READ ONLY";
@@ -132,10 +130,9 @@ impl<A: Access> Db<A> {
     pub async fn acquire(&self) -> Result<DbConnection, sqlx::Error> {
         let mut attempts = Attempts::new(&self.target, A::READ_ONLY);
         let conn = attempts.checkout().await?;
-        let used = Arc::clone(attempts.server());
         // A read on the primary (chosen for it, or failed over to it): read-only there too.
-        if A::READ_ONLY && used.reads_in_read_only_transaction() {
-            return start(&mut attempts, conn, &used, Some(BEGIN_READ_ONLY))
+        if A::READ_ONLY && attempts.server().reads_in_read_only_transaction() {
+            return start(&mut attempts, conn, Some(BEGIN_READ_ONLY))
                 .await
                 .map(DbConnection::read_only);
         }
@@ -156,23 +153,22 @@ impl<A: Access> Db<A> {
         let statement = A::READ_ONLY.then_some(BEGIN_SNAPSHOT);
         let mut attempts = Attempts::new(&self.target, A::READ_ONLY);
         let conn = attempts.checkout().await?;
-        let used = Arc::clone(attempts.server());
-        start(&mut attempts, conn, &used, statement).await
+        start(&mut attempts, conn, statement).await
     }
 }
 
-/// Begins a transaction with `statement` (plain `BEGIN` when none) on `conn`, a connection
-/// from `used`; a failure is that server's, not the one the handle was made for.
+/// Begins a transaction with `statement` (plain `BEGIN` when none) on `conn`, the connection
+/// `attempts` just checked out; a failure is that server's, not the one the handle was made
+/// for.
 async fn start(
     attempts: &mut Attempts<'_>,
     conn: PoolConnection<Postgres>,
-    used: &Arc<Server>,
     statement: Option<&'static str>,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     // `PgPool::begin` is this call on a connection the pool just gave.
     Transaction::begin(conn, statement.map(SqlSafeStr::into_sql_str))
         .await
-        .map_err(|error| attempts.settle(used, error))
+        .map_err(|error| attempts.settle(error))
 }
 
 impl Registry {

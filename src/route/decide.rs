@@ -45,6 +45,16 @@ pub(crate) struct Ask {
     pub(crate) barrier: u64,
 }
 
+impl Ask {
+    /// The work on the primary for `reason`, when it is worth waiting for; otherwise refused.
+    fn primary_or_refuse<R>(&self, reason: Reason) -> Decision<R> {
+        match self.primary.awaited() && !self.primary_tried {
+            true => Decision::Primary(reason),
+            false => Decision::Refuse(reason),
+        }
+    }
+}
+
 /// One replica as the decision sees it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Seen {
@@ -74,17 +84,12 @@ pub(crate) enum Decision<R> {
 #[inline]
 pub(crate) fn decide<R>(ask: Ask, replicas: impl IntoIterator<Item = (R, Seen)>) -> Decision<R> {
     let primary_usable = ask.primary.in_service() && !ask.primary_tried;
-    let primary_awaited = ask.primary.awaited() && !ask.primary_tried;
-    let primary = |reason| match primary_awaited {
-        true => Decision::Primary(reason),
-        false => Decision::Refuse(reason),
-    };
     if !ask.separation {
-        return primary(Reason::Disabled);
+        return ask.primary_or_refuse(Reason::Disabled);
     }
     let intent = ask.intent;
     if intent.role() == Role::Write {
-        return primary(intent.reason());
+        return ask.primary_or_refuse(intent.reason());
     }
     // A rollout holds a read on the primary only while the primary can serve it.
     if ask.held_back && primary_usable {
@@ -173,21 +178,8 @@ impl<R> Leftovers<R> {
         if stale_ok && let Some(replica) = self.stale.or(out) {
             return Decision::Replica(replica, Reason::ReadOnly);
         }
-        match ask.primary.awaited() && !ask.primary_tried {
-            true => Decision::Primary(when_primary),
-            false => Decision::Refuse(when_primary),
-        }
+        ask.primary_or_refuse(when_primary)
     }
-}
-
-/// Whether draw `n` (the `n`th read of a run of draws, such as one counter's tickets) is among
-/// the `share` percent of reads sent to replicas during a gradual rollout: each run of 100
-/// draws in a row admits exactly `share`, spread over them. 61 is prime to 100, so
-/// `n * 61 % 100` visits every value below 100 once in each run of 100 draws, and those under
-/// `share` are admitted; 61 (about 100 / golden ratio) spreads the admitted ones evenly.
-#[inline]
-pub(crate) fn admits(n: usize, share: u8) -> bool {
-    share >= 100 || (n % 100) * 61 % 100 < usize::from(share)
 }
 
 #[cfg(test)]
@@ -229,24 +221,6 @@ mod tests {
             ..ask(read(), UNREACHABLE)
         };
         assert_eq!(decide(down, all), Decision::Replica('a', Reason::Method));
-    }
-
-    #[test]
-    fn a_rollout_admits_its_share_of_every_hundred_reads() {
-        for share in 0..=100u8 {
-            for start in [0usize, 17, 99, 1_000_000] {
-                let admitted = (start..start + 100).filter(|&n| admits(n, share)).count();
-                assert_eq!(admitted, usize::from(share), "share {share} from {start}");
-            }
-            // Spread out: no ten reads in a row stray two reads or more from the share.
-            for start in 0..100 {
-                let in_ten = (start..start + 10).filter(|&n| admits(n, share)).count() as i64;
-                assert!(
-                    (in_ten * 10 - i64::from(share)).abs() < 20,
-                    "share {share} from {start}: {in_ten} of 10"
-                );
-            }
-        }
     }
 
     fn read() -> RouteIntent {

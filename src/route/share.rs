@@ -1,6 +1,7 @@
-//! Whether the primary takes a read for its share of the read schedule
-//! (`primaryReadWeight`): the schedule's pick fell on the primary, and the read is one that
-//! any server with every write may serve.
+//! Shares of the reads: whether the primary takes a read for its share of the read schedule
+//! (`primaryReadWeight`: the schedule's pick fell on the primary, and the read is one that
+//! any server with every write may serve), and which reads a gradual rollout sends to the
+//! replicas (`readReplicaShare`).
 
 use super::decide::Ask;
 use super::intent::Role;
@@ -19,6 +20,16 @@ pub(crate) fn primary_takes(ask: &Ask, first: bool, spare: bool) -> bool {
         && !ask.held_back
         && !ask.primary_tried
         && ask.primary.in_service()
+}
+
+/// Whether draw `n` (the `n`th read of a run of draws, such as one counter's tickets) is among
+/// the `share` percent of reads sent to replicas during a gradual rollout: each run of 100
+/// draws in a row admits exactly `share`, spread over them. 61 is prime to 100, so
+/// `n * 61 % 100` visits every value below 100 once in each run of 100 draws, and those under
+/// `share` are admitted; 61 (about 100 / golden ratio) spreads the admitted ones evenly.
+#[inline]
+pub(crate) fn admits(n: usize, share: u8) -> bool {
+    share >= 100 || (n % 100) * 61 % 100 < usize::from(share)
 }
 
 #[cfg(test)]
@@ -66,5 +77,23 @@ mod tests {
         assert!(!with(|a| a.primary_tried = true));
         assert!(!with(|a| a.primary = State::Unreachable));
         assert!(!with(|a| a.primary = State::WrongRole));
+    }
+
+    #[test]
+    fn a_rollout_admits_its_share_of_every_hundred_reads() {
+        for share in 0..=100u8 {
+            for start in [0usize, 17, 99, 1_000_000] {
+                let admitted = (start..start + 100).filter(|&n| admits(n, share)).count();
+                assert_eq!(admitted, usize::from(share), "share {share} from {start}");
+            }
+            // Spread out: no ten reads in a row stray two reads or more from the share.
+            for start in 0..100 {
+                let in_ten = (start..start + 10).filter(|&n| admits(n, share)).count() as i64;
+                assert!(
+                    (in_ten * 10 - i64::from(share)).abs() < 20,
+                    "share {share} from {start}: {in_ten} of 10"
+                );
+            }
+        }
     }
 }
