@@ -116,7 +116,8 @@ metrics! {
     FAILOVERS = "rwsplit_read_failovers_total", Counter, Count, ["server", "cause"],
         "Reads moved to another server because their first choice could not serve.";
     SUSPICIONS = "rwsplit_server_suspicions_total", Counter, Count, ["server", "cause"],
-        "Servers suspected after a session on them was lost; a probe decides.";
+        "Servers suspected after a session on them was lost or a read got no answer; a probe \
+         decides.";
     PROBES = "rwsplit_server_probes_total", Counter, Count, ["server", "result"],
         "Probes of suspected or out-of-service servers on a fresh connection, by result.";
     PROBE_DURATION = "rwsplit_server_probe_duration_seconds", Histogram, Seconds, ["server"],

@@ -35,7 +35,8 @@ impl Pools {
 
 /// A plain pool as an application makes one: from `url`, with sqlx's defaults (statement
 /// logging included, as on rwsplit's pools) but `max_connections` and `ping`, sqlx's
-/// `test_before_acquire` (a round trip before each query; sqlx's default, and rwsplit's).
+/// `test_before_acquire` (a round trip before each query; sqlx's default, and that of
+/// rwsplit's primary pool; its replica pools ping only a connection idle for a second).
 pub fn plain_pool(url: &str, max_connections: u32, ping: bool) -> PgPool {
     let options: sqlx::postgres::PgConnectOptions = url.parse().expect("a PostgreSQL URL");
     sqlx::postgres::PgPoolOptions::new()

@@ -5,7 +5,10 @@
 //! - A server that gives no connection (refused, timed out, TLS or authentication failure,
 //!   starting up or shutting down) leaves service at once, and a read moves on.
 //! - A session lost under a query only makes its server suspect (a probe decides); a read
-//!   that had returned nothing yet runs again elsewhere.
+//!   that had returned nothing yet runs again elsewhere. A replica's pool hands out a
+//!   connection used lately without a ping (`server/idle.rs`), so the session may have died
+//!   while idle: when nobody else can serve the read, it runs once more on that replica, whose
+//!   other old connections are now pinged.
 //! - A read on a replica cancelled by a conflict with recovery runs once more elsewhere.
 //! - An error that is the statement's own goes back to the caller as it is: it would fail
 //!   anywhere, and says nothing about the server.
@@ -24,6 +27,7 @@ use crate::registry::{Event, Shared};
 use crate::route::{Decision, Role};
 use crate::server::Server;
 
+mod unreachable;
 mod wait;
 
 /// One piece of work's attempts so far.
@@ -36,6 +40,10 @@ pub(crate) struct Attempts<'t> {
     tried: Vec<Arc<Server>>,
     /// Whether a conflict with recovery was retried already (once is enough).
     conflict_retried: bool,
+    /// The first replica that lost a session under this work: the last resort of a read that
+    /// nobody else can serve (once).
+    again: Option<Arc<Server>>,
+    again_given: bool,
     /// The work is a `DbRead`'s: a write in it is the caller's mistake.
     read_only: bool,
     /// When the wait for the last connection handed out began: its work's latency starts then.
@@ -50,6 +58,8 @@ impl<'t> Attempts<'t> {
             next: Arc::clone(target.server()),
             tried: Vec::new(),
             conflict_retried: false,
+            again: None,
+            again_given: false,
             read_only,
             began: None,
         };
@@ -92,6 +102,24 @@ impl<'t> Attempts<'t> {
         &self.next
     }
 
+    /// After the work succeeded on the connection just checked out: a replica answered (its
+    /// pool hands out connections without a ping, so a checkout alone says nothing); with
+    /// `sampled`, the work's latency feeds the server's estimate.
+    pub(crate) fn done(&self, sampled: bool) {
+        let used = &self.next;
+        let sampled = self.began.filter(|_| sampled);
+        if used.is_primary() && sampled.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        if !used.is_primary() {
+            used.served(now);
+        }
+        if let Some(began) = sampled {
+            used.load.observe(now.saturating_duration_since(began), now);
+        }
+    }
+
     /// Whether this work may move to another server: reads only (a write may have committed).
     pub(crate) fn fails_over(&self) -> bool {
         self.target.intent().role() == Role::Read
@@ -121,9 +149,12 @@ impl<'t> Attempts<'t> {
                 let _waiting = server.load.wait();
                 let waited = self.wait_for(server).await;
                 if let Waited::Got(Ok(_)) = waited {
-                    // sqlx pings an idle connection before handing it out: the server answers.
                     let now = Instant::now();
-                    server.served(now);
+                    // The primary's pool pings an idle connection before handing it out: the
+                    // server answers. A replica's answers with the work's result (`answered`).
+                    if server.is_primary() {
+                        server.served(now);
+                    }
                     // A server out of service gave a connection: its probe runs now, not
                     // after its backoff.
                     if !server.is_healthy() {
@@ -227,13 +258,6 @@ impl<'t> Attempts<'t> {
         }
     }
 
-    /// As [`failed`](Self::failed), for work that runs once: acts on the error and returns it.
-    pub(crate) fn settle(&mut self, error: sqlx::Error) -> sqlx::Error {
-        let used = Arc::clone(&self.next);
-        self.blame(&used, &error);
-        self.mark(&used, error)
-    }
-
     /// A read-only error (`25006`) in a `DbRead`'s work is a write through it, a programming
     /// error, not a server that cannot write: marked so, and logged once per query.
     fn mark(&self, used: &Server, error: sqlx::Error) -> sqlx::Error {
@@ -261,6 +285,9 @@ impl<'t> Attempts<'t> {
         match fault(error, Phase::Query) {
             Fault::Session(cause) => {
                 self.shared.apply(used, Event::Suspected { cause, error });
+                if !used.is_primary() && self.again.is_none() && !self.again_given {
+                    self.again = Some(Arc::clone(used));
+                }
                 Some(cause)
             }
             Fault::Server(cause) => {
@@ -285,7 +312,13 @@ impl<'t> Attempts<'t> {
         let next = match self.shared.route(self.target.intent(), &self.tried) {
             Decision::Replica(server, _) => server,
             Decision::Primary(_) => self.shared.primary(),
-            Decision::Refuse(_) => return false,
+            Decision::Refuse(_) => match self.again.take() {
+                Some(server) => {
+                    self.again_given = true;
+                    server
+                }
+                None => return false,
+            },
         };
         crate::metrics::failover(&failed.name, cause);
         if failed.group.is_some() {

@@ -26,9 +26,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use futures_core::future::BoxFuture;
 use futures_core::stream::{BoxStream, Stream};
@@ -61,22 +61,35 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
                     Err(error) => return out.send(Err(error)).await,
                 };
                 let attempt = run.query.attempt();
-                let (error, sent_any) = if run.read_only_here() {
-                    match conn.begin_with(BEGIN_READ_ONLY).await {
-                        Ok(mut tx) => match stream(&mut tx, attempt, &out).await {
-                            None => return run.finished(),
-                            Some(failed) => failed,
-                        },
-                        Err(error) => (error, false),
+                let read_only_here = run.read_only_here();
+                let sent = AtomicBool::new(false);
+                let work = async {
+                    if read_only_here {
+                        match conn.begin_with(BEGIN_READ_ONLY).await {
+                            Ok(mut tx) => stream(&mut tx, attempt, &out, &sent).await,
+                            Err(error) => Some(error),
+                        }
+                    } else {
+                        stream(&mut conn, attempt, &out, &sent).await
                     }
-                } else {
-                    match stream(&mut conn, attempt, &out).await {
-                        None => return run.finished(),
-                        Some(failed) => failed,
+                };
+                let error = match run
+                    .attempts
+                    .unless_unreachable(work, || sent.load(Ordering::Relaxed))
+                    .await
+                {
+                    Some(None) => return run.finished(),
+                    Some(Some(error)) => error,
+                    None => {
+                        conn.close_on_drop();
+                        match run.attempts.abandoned() {
+                            Ok(()) => continue,
+                            Err(error) => return out.send(Err(error)).await,
+                        }
                     }
                 };
                 // Nothing handed out yet: the read can start over elsewhere.
-                if let Err(error) = run.failed(error, sent_any) {
+                if let Err(error) = run.failed(error, sent.load(Ordering::Relaxed)) {
                     return out.send(Err(error)).await;
                 }
             }
@@ -97,13 +110,21 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
             loop {
                 let mut conn = run.attempts.checkout().await?;
                 let attempt = run.query.attempt();
-                let result = if run.read_only_here() {
-                    match conn.begin_with(BEGIN_READ_ONLY).await {
-                        Ok(mut tx) => tx.fetch_optional(attempt).await,
-                        Err(error) => Err(error),
+                let read_only_here = run.read_only_here();
+                let work = async {
+                    if read_only_here {
+                        match conn.begin_with(BEGIN_READ_ONLY).await {
+                            Ok(mut tx) => tx.fetch_optional(attempt).await,
+                            Err(error) => Err(error),
+                        }
+                    } else {
+                        conn.fetch_optional(attempt).await
                     }
-                } else {
-                    conn.fetch_optional(attempt).await
+                };
+                let Some(result) = run.attempts.unless_unreachable(work, || false).await else {
+                    conn.close_on_drop();
+                    run.attempts.abandoned()?;
+                    continue;
                 };
                 match result {
                     Ok(row) => {
@@ -127,9 +148,17 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
         let target = self.target();
         Box::pin(async move {
             let mut attempts = Attempts::new(target, A::READ_ONLY);
-            let mut conn = attempts.checkout().await?;
-            let prepared = conn.prepare_with(sql, parameters).await;
-            prepared.map_err(|error| attempts.settle(error))
+            // Preparing changes nothing: a read's runs again on the next server.
+            loop {
+                let mut conn = attempts.checkout().await?;
+                match conn.prepare_with(sql.clone(), parameters).await {
+                    Ok(prepared) => {
+                        attempts.done(false);
+                        return Ok(prepared);
+                    }
+                    Err(error) => attempts.failed(error, true)?,
+                }
+            }
         })
     }
 
@@ -140,29 +169,36 @@ impl<'c, A: Access> Executor<'c> for &'c Db<A> {
         let target = self.target();
         Box::pin(async move {
             let mut attempts = Attempts::new(target, A::READ_ONLY);
-            let mut conn = attempts.checkout().await?;
-            let described = conn.describe(sql).await;
-            described.map_err(|error| attempts.settle(error))
+            loop {
+                let mut conn = attempts.checkout().await?;
+                match conn.describe(sql.clone()).await {
+                    Ok(described) => {
+                        attempts.done(false);
+                        return Ok(described);
+                    }
+                    Err(error) => attempts.failed(error, true)?,
+                }
+            }
         })
     }
 }
 
-/// Runs `query` on `conn`, handing its items to `out`. `None` when it ran to the end; else
-/// the error and whether any item had gone out before it.
+/// Runs `query` on `conn`, handing its items to `out` (`sent` set once one has gone out).
+/// `None` when it ran to the end; else the error.
 async fn stream<'q, E: Execute<'q, Postgres> + 'q>(
     conn: &mut PgConnection,
     query: E,
     out: &Sender,
-) -> Option<(sqlx::Error, bool)> {
-    let mut sent_any = false;
+    sent: &AtomicBool,
+) -> Option<sqlx::Error> {
     let mut rows = conn.fetch_many(query);
     while let Some(item) = futures_util::StreamExt::next(&mut rows).await {
         match item {
             Ok(item) => {
-                sent_any = true;
+                sent.store(true, Ordering::Relaxed);
                 out.send(Ok(item)).await;
             }
-            Err(error) => return Some((error, sent_any)),
+            Err(error) => return Some(error),
         }
     }
     None
@@ -190,14 +226,11 @@ impl<'t, 'q, E: Execute<'q, Postgres>> Run<'t, E> {
         })
     }
 
-    /// After the attempt just checked out returned all it had: its latency, from the wait for
-    /// its connection on, into its server's estimate when the strategy reads it.
+    /// After the attempt just checked out returned all it had: its server answered, and its
+    /// latency, from the wait for its connection on, goes into the server's estimate when the
+    /// strategy reads it.
     fn finished(&self) {
-        if let (true, Some(began)) = (self.sampled, self.attempts.began) {
-            let now = Instant::now();
-            let used = self.attempts.server();
-            used.load.observe(now.saturating_duration_since(began), now);
-        }
+        self.attempts.done(self.sampled);
     }
 
     /// Whether the attempt just checked out runs in a read-only transaction: a `DbRead`'s on

@@ -35,7 +35,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres, SqlSafeStr, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, SqlSafeStr, Transaction};
 
 use super::attempt::Attempts;
 use super::target::Target;
@@ -129,14 +129,31 @@ impl<A: Access> Db<A> {
     /// wherever it converted the pool's.
     pub async fn acquire(&self) -> Result<DbConnection, sqlx::Error> {
         let mut attempts = Attempts::new(&self.target, A::READ_ONLY);
-        let conn = attempts.checkout().await?;
-        // A read on the primary (chosen for it, or failed over to it): read-only there too.
-        if A::READ_ONLY && attempts.server().reads_in_read_only_transaction() {
-            return start(&mut attempts, conn, Some(BEGIN_READ_ONLY))
-                .await
-                .map(DbConnection::read_only);
+        loop {
+            let mut conn = attempts.checkout().await?;
+            let server = attempts.server();
+            // A read on the primary (chosen for it, or failed over to it): read-only there too.
+            let ready = if A::READ_ONLY && server.reads_in_read_only_transaction() {
+                Transaction::begin(conn, Some(BEGIN_READ_ONLY.into_sql_str()))
+                    .await
+                    .map(DbConnection::read_only)
+            } else if server.is_primary() {
+                // The primary's pool pinged it.
+                return Ok(DbConnection(Conn::Pooled(conn)));
+            } else {
+                // A replica's pool hands out a connection used lately without a ping, and what
+                // the caller runs on it cannot run again elsewhere: one round trip here, as a
+                // plain pool's ping.
+                conn.ping().await.map(|()| DbConnection(Conn::Pooled(conn)))
+            };
+            match ready {
+                Ok(conn) => {
+                    attempts.done(false);
+                    return Ok(conn);
+                }
+                Err(error) => attempts.failed(error, true)?,
+            }
         }
-        Ok(DbConnection(Conn::Pooled(conn)))
     }
 
     /// Begins a transaction on this handle's server, timed as [`acquire`](Self::acquire): for
@@ -152,23 +169,19 @@ impl<A: Access> Db<A> {
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         let statement = A::READ_ONLY.then_some(BEGIN_SNAPSHOT);
         let mut attempts = Attempts::new(&self.target, A::READ_ONLY);
-        let conn = attempts.checkout().await?;
-        start(&mut attempts, conn, statement).await
+        loop {
+            let conn = attempts.checkout().await?;
+            // `PgPool::begin` is this call on a connection the pool just gave. A read whose
+            // `BEGIN` fails for its server begins on the next: nothing has run yet.
+            match Transaction::begin(conn, statement.map(SqlSafeStr::into_sql_str)).await {
+                Ok(tx) => {
+                    attempts.done(false);
+                    return Ok(tx);
+                }
+                Err(error) => attempts.failed(error, true)?,
+            }
+        }
     }
-}
-
-/// Begins a transaction with `statement` (plain `BEGIN` when none) on `conn`, the connection
-/// `attempts` just checked out; a failure is that server's, not the one the handle was made
-/// for.
-async fn start(
-    attempts: &mut Attempts<'_>,
-    conn: PoolConnection<Postgres>,
-    statement: Option<&'static str>,
-) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    // `PgPool::begin` is this call on a connection the pool just gave.
-    Transaction::begin(conn, statement.map(SqlSafeStr::into_sql_str))
-        .await
-        .map_err(|error| attempts.settle(error))
 }
 
 impl Registry {

@@ -26,7 +26,8 @@ use crate::server::{Server, State};
 pub(crate) enum Event<'e> {
     /// A check, poll or probe judged it.
     Judged(&'e Verdict, Source),
-    /// A session on it was lost (`cause`): it stays in service while a probe decides at once.
+    /// A session on it was lost, or its reads got no answer for `connectTimeout` (`cause`): it
+    /// stays in service while a probe decides at once.
     Suspected {
         cause: &'static str,
         error: &'e dyn fmt::Display,
@@ -159,13 +160,23 @@ impl Shared {
             Event::Suspected { cause, error } => {
                 if server.set_suspect() {
                     metrics::suspected(&server.name, cause);
-                    tracing::info!(
-                        server = %server.name,
-                        address = %server.address,
-                        cause,
-                        %error,
-                        "session lost; probing the server on a fresh connection"
-                    );
+                    if cause == "no_answer" {
+                        // Long reads look the same until the probe answers: its verdict is
+                        // what an operator needs to see (a server leaving is logged).
+                        tracing::debug!(
+                            server = %server.name,
+                            %error,
+                            "no answer to reads; probing the server on a fresh connection"
+                        );
+                    } else {
+                        tracing::info!(
+                            server = %server.name,
+                            address = %server.address,
+                            cause,
+                            %error,
+                            "session lost; probing the server on a fresh connection"
+                        );
+                    }
                     self.probe(server, true);
                 }
                 false

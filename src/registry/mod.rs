@@ -46,6 +46,7 @@ mod file;
 mod probe;
 mod reload;
 mod routing;
+mod silence;
 mod status;
 mod tasks;
 mod tokens;
@@ -129,6 +130,7 @@ impl Registry {
             }
         }
         tasks::spawn(&registry.shared, false);
+        silence::spawn(&registry.shared);
         discovery::spawn(&registry.shared);
         Ok(registry)
     }
@@ -141,6 +143,7 @@ impl Registry {
     pub fn connect_lazy(config: Config) -> Result<Registry, Error> {
         let registry = Registry::build(config)?;
         tasks::spawn(&registry.shared, true);
+        silence::spawn(&registry.shared);
         discovery::spawn(&registry.shared);
         Ok(registry)
     }

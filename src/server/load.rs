@@ -98,6 +98,16 @@ impl Server {
         self.full() && self.pool.num_idle() == 0
     }
 
+    /// Whether the server looks silent: connections of its pool are out with work, and for
+    /// `connectTimeout` it has answered none of its work and passed no check or probe.
+    pub(crate) fn silent(&self) -> bool {
+        let wait = self.connect_timeout();
+        let out = (self.pool.size() as usize).saturating_sub(self.pool.num_idle());
+        let checked_ms = crate::clock::now_ms()
+            .saturating_sub(self.last_ok_ms.load(std::sync::atomic::Ordering::Relaxed));
+        out > 0 && !self.answered_within(wait) && u128::from(checked_ms) > wait.as_millis()
+    }
+
     /// Closes idle connections beyond `maxIdleConns`. Run by the health loop: sqlx has no
     /// idle cap of its own, and a cap checked when connections are returned would race with
     /// other returns in flight.

@@ -5,6 +5,7 @@
 //! the registry (`registry/control.rs`), which turns what the checks, probes and failed
 //! connections found into these atomics, the rotation, the gauges and one log line.
 
+mod idle;
 mod load;
 mod sessions;
 mod state;
@@ -19,6 +20,7 @@ use http::HeaderValue;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use self::idle::Doubt;
 pub(crate) use self::load::Load;
 pub(crate) use self::sessions::Sessions;
 pub(crate) use self::state::State;
@@ -62,6 +64,8 @@ pub(crate) struct Server {
     /// The connection settings as configured, without what makes a session read-only.
     pub(crate) options: PgConnectOptions,
     pub(crate) sessions: Sessions,
+    /// When its open connections were last doubted (a replica's pool pings those).
+    doubt: Doubt,
     pub(super) max_idle: Option<u32>,
     weight: AtomicU32,
     /// A [`State`].
@@ -126,13 +130,17 @@ impl Server {
     ) -> Arc<Server> {
         let weight = replica.map_or(0, |r| r.weight);
         let sessions = Sessions::new(read_only);
-        let pool_options = sessions.hook(
+        let doubt = Doubt::new();
+        let mut pool_options = sessions.hook(
             PgPoolOptions::new()
                 .max_connections(pool_config.max_connections)
                 .acquire_timeout(pool_config.connect_timeout)
                 .max_lifetime(pool_config.max_lifetime)
                 .idle_timeout(pool_config.idle_timeout),
         );
+        if kind == Kind::Replica {
+            pool_options = doubt.hook(pool_options);
+        }
         let unknown_lag = if kind == Kind::Primary { 0 } else { u64::MAX };
         Arc::new(Server {
             name: Arc::from(name),
@@ -144,6 +152,7 @@ impl Server {
             header_value: HeaderValue::from_str(name).ok(),
             options,
             sessions,
+            doubt,
             max_idle: pool_config.max_idle,
             weight: AtomicU32::new(weight),
             // Until checked, a server counts as serving: `Registry::connect` checks before it
@@ -283,6 +292,9 @@ impl Server {
     pub(crate) fn set_state(&self, state: State, problem: Option<String>) -> State {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = problem;
         let was = State::from_u8(self.state.swap(state as u8, Ordering::AcqRel));
+        if was.in_service() != state.in_service() {
+            self.doubt.raise();
+        }
         if !state.in_service() {
             self.left.notify_waiters();
         } else if !was.in_service() {
@@ -294,6 +306,8 @@ impl Server {
     /// Marks a serving server suspect; returns whether it was serving. `registry/control.rs`
     /// is its one caller.
     pub(crate) fn set_suspect(&self) -> bool {
+        // A lost session may be a connection that died idle: its siblings may have too.
+        self.doubt.raise();
         self.state
             .compare_exchange(
                 State::Serving as u8,

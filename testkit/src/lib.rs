@@ -554,15 +554,56 @@ impl Node {
         self.signal("CONT").await
     }
 
-    async fn signal(&self, signal: &str) -> io::Result<()> {
+    /// Freezes the whole server with `SIGSTOP`, its postmaster and every process it started,
+    /// sessions included: like a host that hangs or drops off the network, every connection
+    /// to it stays open and nothing answers. Undo with [`thaw_all`](Self::thaw_all).
+    pub async fn freeze_all(&self) -> io::Result<()> {
+        self.signal("STOP").await?;
+        self.signal_children("STOP").await
+    }
+
+    /// Resumes a server frozen by [`freeze_all`](Self::freeze_all).
+    pub async fn thaw_all(&self) -> io::Result<()> {
+        self.signal_children("CONT").await?;
+        self.signal("CONT").await
+    }
+
+    async fn signal_children(&self, signal: &str) -> io::Result<()> {
+        let parent = self.postmaster_pid()?;
+        let mut children = Vec::new();
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid ...`; `comm` may hold spaces and parentheses.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            if after.split_whitespace().nth(1) == Some(parent.as_str()) {
+                children.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        if children.is_empty() {
+            return Ok(());
+        }
+        let mut kill = Command::new("kill");
+        kill.arg(format!("-{signal}")).args(children);
+        // A process that exited since the listing fails `kill`; the others got the signal.
+        let _ = run(kill, "kill").await;
+        Ok(())
+    }
+
+    fn postmaster_pid(&self) -> io::Result<String> {
         let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))?;
-        let pid = pid_file
+        pid_file
             .lines()
             .next()
             .map(str::trim)
             .filter(|p| p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty())
-            .ok_or_else(|| io::Error::other("postmaster.pid has no pid"))?
-            .to_owned();
+            .map(str::to_owned)
+            .ok_or_else(|| io::Error::other("postmaster.pid has no pid"))
+    }
+
+    async fn signal(&self, signal: &str) -> io::Result<()> {
+        let pid = self.postmaster_pid()?;
         let mut kill = Command::new("kill");
         kill.arg(format!("-{signal}")).arg(pid);
         run(kill, "kill").await

@@ -41,9 +41,10 @@ impl Attempts<'_> {
     /// [`SLOW_CONNECT`] asks whether the server refuses connections, at most once a second per
     /// server; a server in service that does leaves service at once, and the work moves on.
     ///
-    /// The common wait is one round trip (sqlx pings an idle connection before handing it
-    /// out): the watch for the server leaving and the slow-connect timer are set up only when
-    /// the pool has not answered by its second poll, so that a query pays for neither.
+    /// The common wait is none on a replica (its pool hands out a connection used lately as
+    /// it is, `server/idle.rs`) and one round trip on the primary (its pool pings): the watch
+    /// for the server leaving and the slow-connect timer are set up only when the pool has not
+    /// answered by its second poll, so that a query pays for neither.
     pub(super) async fn wait_for(&self, server: &Arc<Server>) -> Waited {
         if let Some(waited) = self.wait_for_return(server).await {
             return waited;
