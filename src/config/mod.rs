@@ -310,8 +310,10 @@ impl Config {
     }
 
     /// How long getting a connection may take, connecting included, before the attempt
-    /// fails. Inherited by replicas. Default 5 seconds: long enough for a TLS handshake over a
-    /// slow link, short enough that a dead server does not hold requests for long.
+    /// fails; on a replica, also how long its reads may go unanswered, with nothing else
+    /// answered, before it is probed. Inherited by replicas. Default 5 seconds: long enough for
+    /// a TLS handshake over a slow link, short enough that a dead server does not hold requests
+    /// for long.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.primary.pool.connect_timeout = timeout;
         self

@@ -330,11 +330,16 @@ impl<'t> Attempts<'t> {
     }
 
     /// Whether a read waiting on `primary`, out of service, may leave it for a replica that can
-    /// serve it now (in service, or out but caught up, as a last resort). With none, the read
-    /// waits for the primary as a plain pool would.
+    /// serve it now (in service, or out but caught up, as a last resort; or the one whose
+    /// session it lost, in service again). With none, the read waits for the primary as a
+    /// plain pool would.
     fn may_leave(&self, primary: &Arc<Server>) -> bool {
         if !self.fails_over() || primary.state().in_service() {
             return false;
+        }
+        // The replica whose session this read lost, back in service: its last resort.
+        if self.again.as_ref().is_some_and(|again| again.is_healthy()) {
+            return true;
         }
         let mut tried = self.tried.clone();
         tried.push(Arc::clone(primary));

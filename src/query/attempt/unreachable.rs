@@ -20,9 +20,9 @@ use crate::server::{Server, State};
 
 impl Attempts<'_> {
     /// Runs `work`, the attempt on the connection just checked out, to its end: `Some` of its
-    /// output. For a read on a replica, `None` when its server left service as unreachable
-    /// before `answered()` (an item has gone out) and another server can take the read; the
-    /// caller then closes the connection and calls [`abandoned`](Self::abandoned).
+    /// output. For a read on a replica in service, `None` when its server leaves service as
+    /// unreachable before `answered()` (an item has gone out) and another server can take the
+    /// read; the caller then closes the connection and calls [`abandoned`](Self::abandoned).
     ///
     /// The watch is set up when the work first waits (the query is out): one registration on
     /// the server's `left`, no timer. Whether the server still answers is
@@ -33,7 +33,8 @@ impl Attempts<'_> {
         answered: impl Fn() -> bool,
     ) -> Option<T> {
         let server = self.server();
-        if server.is_primary() || !self.fails_over() {
+        // A replica already out of service is a last resort: its read is not given up.
+        if server.is_primary() || !self.fails_over() || !server.is_healthy() {
             return Some(work.await);
         }
         let mut work = pin!(work);
