@@ -7,7 +7,7 @@
 //! because its reads got no answer, `registry/silence.rs`; other work that found no connection
 //! in time; a check) and another server can take the read, the attempt is given up and the
 //! read runs there. A read on a server that leaves for any other reason (lag, role) finishes
-//! where it is.
+//! where it is, and so does one sent to a replica already out of service, its last resort.
 
 use std::future::Future;
 use std::pin::pin;
