@@ -1,6 +1,7 @@
-//! Wall-clock time as the atomics and tokens keep it: milliseconds since the Unix epoch.
+//! Time as the atomics and tokens keep it: milliseconds since the Unix epoch (wall clock), or
+//! since an origin of its own (monotonic).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// `time` in milliseconds since the Unix epoch (0 before it).
 pub(crate) fn unix_ms(time: SystemTime) -> u64 {
@@ -12,6 +13,12 @@ pub(crate) fn unix_ms(time: SystemTime) -> u64 {
 /// Now, in milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     unix_ms(SystemTime::now())
+}
+
+/// `at` in milliseconds since `origin`, plus one, so that 0 can stand for never: how a
+/// server's atomics keep monotonic times.
+pub(crate) fn ms_since(origin: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(origin).as_millis()).unwrap_or(u64::MAX - 1) + 1
 }
 
 /// The time `ms` milliseconds after the Unix epoch; `None` for 0 (never).

@@ -41,9 +41,8 @@ pub(crate) struct Attempts<'t> {
     /// Whether a conflict with recovery was retried already (once is enough).
     conflict_retried: bool,
     /// The first replica that lost a session under this work: the last resort of a read that
-    /// nobody else can serve (once).
-    again: Option<Arc<Server>>,
-    again_given: bool,
+    /// nobody else can serve, once.
+    again: Again,
     /// The work is a `DbRead`'s: a write in it is the caller's mistake.
     read_only: bool,
     /// When the wait for the last connection handed out began: its work's latency starts then.
@@ -58,8 +57,7 @@ impl<'t> Attempts<'t> {
             next: Arc::clone(target.server()),
             tried: Vec::new(),
             conflict_retried: false,
-            again: None,
-            again_given: false,
+            again: Again::None,
             read_only,
             began: None,
         };
@@ -151,7 +149,7 @@ impl<'t> Attempts<'t> {
                 if let Waited::Got(Ok(_)) = waited {
                     let now = Instant::now();
                     // The primary's pool pings an idle connection before handing it out: the
-                    // server answers. A replica's answers with the work's result (`answered`).
+                    // server answers. A replica answers with the work's result (`done`).
                     if server.is_primary() {
                         server.served(now);
                     }
@@ -285,8 +283,8 @@ impl<'t> Attempts<'t> {
         match fault(error, Phase::Query) {
             Fault::Session(cause) => {
                 self.shared.apply(used, Event::Suspected { cause, error });
-                if !used.is_primary() && self.again.is_none() && !self.again_given {
-                    self.again = Some(Arc::clone(used));
+                if !used.is_primary() && matches!(self.again, Again::None) {
+                    self.again = Again::Kept(Arc::clone(used));
                 }
                 Some(cause)
             }
@@ -312,12 +310,9 @@ impl<'t> Attempts<'t> {
         let next = match self.shared.route(self.target.intent(), &self.tried) {
             Decision::Replica(server, _) => server,
             Decision::Primary(_) => self.shared.primary(),
-            Decision::Refuse(_) => match self.again.take() {
-                Some(server) => {
-                    self.again_given = true;
-                    server
-                }
-                None => return false,
+            Decision::Refuse(_) => match std::mem::replace(&mut self.again, Again::Given) {
+                Again::Kept(server) => server,
+                _ => return false,
             },
         };
         crate::metrics::failover(&failed.name, cause);
@@ -338,15 +333,17 @@ impl<'t> Attempts<'t> {
             return false;
         }
         // The replica whose session this read lost, back in service: its last resort.
-        if self.again.as_ref().is_some_and(|again| again.is_healthy()) {
+        if matches!(&self.again, Again::Kept(again) if again.is_healthy()) {
             return true;
         }
+        matches!(self.route_without(primary), Decision::Replica(..))
+    }
+
+    /// Where the work would go next were `server` tried too (the servers that failed it are).
+    fn route_without(&self, server: &Arc<Server>) -> Decision<Arc<Server>> {
         let mut tried = self.tried.clone();
-        tried.push(Arc::clone(primary));
-        matches!(
-            self.shared.route(self.target.intent(), &tried),
-            Decision::Replica(..)
-        )
+        tried.push(Arc::clone(server));
+        self.shared.route(self.target.intent(), &tried)
     }
 
     /// The primary now, when it is not `old` (the writes moved).
@@ -374,4 +371,12 @@ impl<'t> Attempts<'t> {
         self.tried.truncate(before);
         None
     }
+}
+
+/// A replica that lost a session under a read, kept as the read's last resort.
+enum Again {
+    None,
+    Kept(Arc<Server>),
+    /// Tried already: once is enough.
+    Given,
 }

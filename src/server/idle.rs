@@ -18,36 +18,32 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
 
+use crate::clock::ms_since;
+
 /// How long a replica's connection may sit idle and still be handed out without a ping.
 pub(crate) const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// When a server last gave cause to doubt its open connections.
 #[derive(Clone)]
 pub(crate) struct Doubt {
-    /// The origin of `since_ms`.
+    /// The origin of `since_ms`: when its server was built.
     origin: Instant,
     /// Milliseconds since `origin`, plus one, when doubt was last raised (0: never).
     since_ms: Arc<AtomicU64>,
 }
 
 impl Doubt {
-    pub(crate) fn new() -> Doubt {
+    pub(crate) fn new(origin: Instant) -> Doubt {
         Doubt {
-            origin: Instant::now(),
+            origin,
             since_ms: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// Every connection open now is pinged before its next use.
     pub(crate) fn raise(&self) {
-        self.since_ms
-            .store(self.ms(Instant::now()), Ordering::Release);
-    }
-
-    /// `at` in milliseconds since `origin`, plus one.
-    fn ms(&self, at: Instant) -> u64 {
-        let ms = at.saturating_duration_since(self.origin).as_millis();
-        u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
+        let now = ms_since(self.origin, Instant::now());
+        self.since_ms.store(now, Ordering::Release);
     }
 
     /// Whether a connection `age` old was opened before the last doubt (or in its millisecond).
@@ -55,7 +51,7 @@ impl Doubt {
         let since = self.since_ms.load(Ordering::Acquire);
         since != 0 && {
             let opened = Instant::now().checked_sub(age).unwrap_or(self.origin);
-            self.ms(opened) <= since
+            ms_since(self.origin, opened) <= since
         }
     }
 
@@ -102,7 +98,7 @@ mod tests {
 
     #[test]
     fn a_connection_used_lately_goes_without_a_ping_until_doubt_is_raised() {
-        let doubt = Doubt::new();
+        let doubt = Doubt::new(Instant::now());
         let short = Duration::from_millis(20);
         assert!(!doubt.pings(short, Duration::from_secs(60)));
         assert!(doubt.pings(PING_AFTER_IDLE, Duration::from_secs(60)));

@@ -25,7 +25,7 @@ pub(crate) use self::load::Load;
 pub(crate) use self::sessions::Sessions;
 pub(crate) use self::state::State;
 pub(crate) use self::stream::Stream;
-use crate::clock::{from_unix_ms, now_ms};
+use crate::clock::{from_unix_ms, ms_since, now_ms};
 use crate::config::{Config, Member, PRIMARY_NAME, PoolConfig, ReplicaConfig, ReplicaReadOnly};
 use crate::metrics::ServerMetrics;
 
@@ -130,7 +130,8 @@ impl Server {
     ) -> Arc<Server> {
         let weight = replica.map_or(0, |r| r.weight);
         let sessions = Sessions::new(read_only);
-        let doubt = Doubt::new();
+        let born = Instant::now();
+        let doubt = Doubt::new(born);
         let mut pool_options = sessions.hook(
             PgPoolOptions::new()
                 .max_connections(pool_config.max_connections)
@@ -172,7 +173,7 @@ impl Server {
             system_id: AtomicU64::new(0),
             followed: AtomicU32::new(0),
             capabilities: AtomicU32::new(0),
-            born: Instant::now(),
+            born,
             served_ms: AtomicU64::new(0),
             reach_checked_ms: AtomicU64::new(0),
             refused_ms: AtomicU64::new(0),
@@ -436,8 +437,7 @@ impl Server {
 
     /// `now` in milliseconds since the server was built, plus one.
     fn since_born(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.born).as_millis()).unwrap_or(u64::MAX - 1)
-            + 1
+        ms_since(self.born, now)
     }
 
     /// Whether the server is in service and answered the application within the last

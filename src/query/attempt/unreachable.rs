@@ -84,11 +84,6 @@ impl Attempts<'_> {
 
     /// Whether a server other than `server` (and those that failed this work) can take it.
     fn others_can(&self, server: &Arc<Server>) -> bool {
-        let mut tried = self.tried.clone();
-        tried.push(Arc::clone(server));
-        !matches!(
-            self.shared.route(self.target.intent(), &tried),
-            Decision::Refuse(_)
-        )
+        !matches!(self.route_without(server), Decision::Refuse(_))
     }
 }
